@@ -1,0 +1,94 @@
+"""Max and average pooling on the CPU: one pass over the input, parallel, no temporaries.
+
+Each task owns one output row of one (image, channel) plane and walks the window taps, so
+the inner loop runs along the output width. Padding is never materialised: out-of-range taps
+are skipped. Max pooling treats padding as -inf and propagates NaN (as PyTorch does); average
+pooling divides by the full window when ``count_include_pad`` (PyTorch's default), else by the
+number of in-range taps.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..registry import Algorithm, register
+from ..spec import PoolSpec
+from .direct import _ow_range
+
+
+@njit(parallel=True, cache=True)
+def _max_pool(x, out, sh, sw, ph, pw, size_h, size_w):
+    n_img, c_in, h, wid = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    for task in prange(n_img * c_in * ho):
+        oh = task % ho
+        plane = task // ho
+        n, c = plane // c_in, plane % c_in
+        orow = out[n, c, oh]
+        orow[:] = -np.inf
+        for i in range(size_h):
+            ih = oh * sh - ph + i
+            if ih < 0 or ih >= h:  # window row in the padding: -inf never wins
+                continue
+            xrow = x[n, c, ih]
+            for j in range(size_w):
+                off = j - pw
+                lo, hi = _ow_range(off, sw, wid, wo)
+                for ow in range(lo, hi):
+                    v = xrow[ow * sw + off]
+                    o = orow[ow]
+                    # NaN wins so that NaN in -> NaN out, as in PyTorch
+                    orow[ow] = v if (v > o or v != v) else o
+
+
+@njit(parallel=True, cache=True)
+def _avg_pool(x, out, sh, sw, ph, pw, size_h, size_w, count_include_pad):
+    n_img, c_in, h, wid = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    for task in prange(n_img * c_in * ho):
+        oh = task % ho
+        plane = task // ho
+        n, c = plane // c_in, plane % c_in
+        orow = out[n, c, oh]
+        orow[:] = 0.0
+        rows = 0
+        for i in range(size_h):
+            ih = oh * sh - ph + i
+            if ih < 0 or ih >= h:
+                continue
+            rows += 1
+            xrow = x[n, c, ih]
+            for j in range(size_w):
+                off = j - pw
+                lo, hi = _ow_range(off, sw, wid, wo)
+                for ow in range(lo, hi):
+                    orow[ow] += xrow[ow * sw + off]
+        if count_include_pad:
+            scale = 1.0 / (size_h * size_w)
+            for ow in range(wo):
+                orow[ow] *= scale
+        else:
+            for ow in range(wo):
+                start = ow * sw - pw
+                cols = min(start + size_w, wid) - max(start, 0)
+                orow[ow] /= rows * cols
+
+
+def max_pool(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
+    """Max pooling, any size, stride and padding (padding at most half the window)."""
+    out = np.empty(spec.out_shape, dtype=x.dtype)
+    _max_pool(x, out, *spec.stride, *spec.pad, *spec.size)
+    return out
+
+
+def avg_pool(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
+    """Average pooling; the divisor follows ``spec.count_include_pad``."""
+    out = np.empty(spec.out_shape, dtype=x.dtype)
+    _avg_pool(x, out, *spec.stride, *spec.pad, *spec.size, spec.count_include_pad)
+    return out
+
+
+register(Algorithm(name="direct", op="max_pool2d", device="cpu", run=max_pool,
+                   description="one pass, parallel over output rows"))
+register(Algorithm(name="direct", op="avg_pool2d", device="cpu", run=avg_pool,
+                   description="one pass, parallel over output rows"))

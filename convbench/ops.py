@@ -1,0 +1,178 @@
+"""Public functions: validate the arguments, choose an algorithm, dispatch. No kernels here."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import registry
+from .auto import choose
+from .devices import check_device
+from .spec import ConvSpec, PoolSpec, check_dtype, conv_spec, pool_spec
+from .workspace import ENV_LIMIT, max_workspace_bytes
+
+MODES = ("full", "same", "valid")
+
+
+def _as_array(name: str, value) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "__cuda_array_interface__"):
+        raise TypeError(
+            f"{name} is a CUDA device array; pass device='cuda' (or a NumPy array for the CPU)"
+        )
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:
+        raise TypeError(f"{name} must be an array of float32 or float64, got {type(value)}") from exc
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}")
+    return arr
+
+
+def _resolve(op: str, spec, algorithm: str, device: str) -> registry.Algorithm:
+    """Pick the algorithm (``auto`` or by name), check it supports ``spec`` and fits memory."""
+    if not isinstance(algorithm, str):
+        raise TypeError(f"algorithm must be a string, got {algorithm!r}")
+    check_device(device)
+    if algorithm == "auto":
+        algo = choose(spec, device).algorithm
+    else:
+        algo = registry.get(op, device, algorithm)
+        if not algo.supports(spec):
+            able = [a.name for a in registry.algorithms(op, device) if a.supports(spec)]
+            raise ValueError(
+                f"algorithm {algorithm!r} does not support this case ({spec.label()}): "
+                f"{algo.limits or 'unsupported parameters'}; algorithms that do: {', '.join(able)}"
+            )
+    need, limit = algo.workspace_bytes(spec), max_workspace_bytes()
+    if need > limit:
+        raise ValueError(
+            f"algorithm {algo.name!r} needs {need} bytes of workspace for {spec.label()}, more "
+            f"than the limit of {limit} bytes ({ENV_LIMIT} or half of free memory); choose "
+            f"another algorithm or raise {ENV_LIMIT}"
+        )
+    return algo
+
+
+def conv2d(x, w, *, stride=1, padding=0, dilation=1, flip: bool = False,
+           algorithm: str = "auto", device: str = "cpu") -> np.ndarray:
+    """2-D convolution with neural-network layer semantics (as ``torch.nn.functional.conv2d``).
+
+    Parameters
+    ----------
+    x : array (N, C, H, W), float32 or float64
+    w : array (K, C, kh, kw), same dtype as ``x``
+    stride, dilation : int or pair
+    padding : int, pair, (top, bottom, left, right), "valid" or "same" (stride 1)
+    flip : False for cross-correlation (the deep-learning convention), True for true
+        convolution (kernel rotated by 180 degrees)
+    algorithm : "auto" or a registered name (see ``convbench.algorithms("conv2d")``)
+    device : "cpu" or "cuda"
+
+    Returns
+    -------
+    array (N, K, Ho, Wo) of the input dtype
+    """
+    x, w = _as_array("x", x), _as_array("w", w)
+    dtype = check_dtype("x", x)
+    if check_dtype("w", w) != dtype:
+        raise TypeError(f"w has dtype {w.dtype} but x has dtype {x.dtype}; they must match")
+    spec = conv_spec(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
+                     flip=flip, dtype=dtype)
+    algo = _resolve("conv2d", spec, algorithm, device)
+    return algo.run(np.ascontiguousarray(x), np.ascontiguousarray(w), spec)
+
+
+def _signal_array(name: str, value) -> np.ndarray:
+    arr = _as_array(name, value)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {arr.shape}")
+    if arr.dtype.kind in "biu":  # integers and booleans are computed in float64, as scipy's fft path
+        arr = arr.astype(np.float64)
+    check_dtype(name, arr)
+    return arr
+
+
+def _signal_conv(a, k, mode: str, flip: bool, algorithm: str, device: str) -> np.ndarray:
+    a, k = _signal_array("in1", a), _signal_array("in2", k)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if min(a.shape) < 1 or min(k.shape) < 1:
+        raise ValueError(f"in1 and in2 must not be empty, got shapes {a.shape} and {k.shape}")
+    if mode == "valid":
+        a_covers = a.shape[0] >= k.shape[0] and a.shape[1] >= k.shape[1]
+        k_covers = k.shape[0] >= a.shape[0] and k.shape[1] >= a.shape[1]
+        if not (a_covers or k_covers):
+            raise ValueError(
+                f"mode='valid' needs in1 {a.shape} or in2 {k.shape} to be at least as large as "
+                f"the other in every dimension (as scipy.signal)"
+            )
+        if not a_covers:  # scipy swaps the inputs so that the larger one slides under the other
+            z = _signal_conv(k, a, mode, flip, algorithm, device)
+            return z if flip else z[::-1, ::-1].copy()
+    dtype = np.result_type(a.dtype, k.dtype)
+    kh, kw = k.shape
+    if mode == "full":
+        pad = (kh - 1, kh - 1, kw - 1, kw - 1)
+    elif mode == "valid":
+        pad = (0, 0, 0, 0)
+    elif flip:  # scipy centres "same" differently for convolution and correlation of even kernels
+        pad = (kh // 2, (kh - 1) // 2, kw // 2, (kw - 1) // 2)
+    else:
+        pad = ((kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2)
+    x4 = a.astype(dtype, copy=False).reshape(1, 1, *a.shape)
+    w4 = k.astype(dtype, copy=False).reshape(1, 1, *k.shape)
+    return conv2d(x4, w4, padding=pad, flip=flip, algorithm=algorithm, device=device)[0, 0]
+
+
+def correlate2d(in1, in2, mode: str = "full", *, algorithm: str = "auto",
+                device: str = "cpu") -> np.ndarray:
+    """2-D cross-correlation with ``scipy.signal.correlate2d`` semantics (zero boundary).
+
+    ``mode`` is "full", "same" (centred as scipy, also for even kernels) or "valid".
+    Integer inputs are computed in float64; mixed float32/float64 inputs in float64.
+    """
+    return _signal_conv(in1, in2, mode, False, algorithm, device)
+
+
+def convolve2d(in1, in2, mode: str = "full", *, algorithm: str = "auto",
+               device: str = "cpu") -> np.ndarray:
+    """2-D true convolution with ``scipy.signal.convolve2d`` semantics (zero boundary)."""
+    return _signal_conv(in1, in2, mode, True, algorithm, device)
+
+
+def _pool(kind: str, x, size, stride, padding, count_include_pad, algorithm, device):
+    x = _as_array("x", x)
+    dtype = check_dtype("x", x)
+    spec = pool_spec(kind, x.shape, size, stride=stride, padding=padding,
+                     count_include_pad=count_include_pad, dtype=dtype)
+    algo = _resolve(spec.op, spec, algorithm, device)
+    return algo.run(np.ascontiguousarray(x), spec)
+
+
+def max_pool2d(x, size, *, stride=None, padding=0, algorithm: str = "auto",
+               device: str = "cpu") -> np.ndarray:
+    """Max pooling over (N, C, H, W) as ``torch.nn.functional.max_pool2d``.
+
+    ``stride`` defaults to ``size``; ``padding`` (at most half the window) counts as -inf.
+    """
+    return _pool("max", x, size, stride, padding, True, algorithm, device)
+
+
+def avg_pool2d(x, size, *, stride=None, padding=0, count_include_pad: bool = True,
+               algorithm: str = "auto", device: str = "cpu") -> np.ndarray:
+    """Average pooling over (N, C, H, W) as ``torch.nn.functional.avg_pool2d``.
+
+    Padded cells are zeros that count in the divisor when ``count_include_pad`` (PyTorch's
+    default); with ``count_include_pad=False`` only in-range cells are averaged.
+    """
+    return _pool("avg", x, size, stride, padding, count_include_pad, algorithm, device)
+
+
+def algorithms(op: str = "conv2d", device: str | None = None) -> list[registry.Algorithm]:
+    """Registered algorithms for ``op`` (peers included), optionally for one device."""
+    return registry.algorithms(op, device)
+
+
+def workspace_bytes(name: str, spec: ConvSpec | PoolSpec, device: str = "cpu") -> int:
+    """Declared extra memory of algorithm ``name`` for the problem ``spec``, in bytes."""
+    return registry.get(spec.op, device, name).workspace_bytes(spec)

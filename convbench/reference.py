@@ -1,0 +1,56 @@
+"""Ground truth in float64 NumPy: boring on purpose, shared by the tests and the harness."""
+from __future__ import annotations
+
+import numpy as np
+
+from .spec import ConvSpec, PoolSpec
+
+
+def _taps(xpad: np.ndarray, spec: ConvSpec):
+    """Yield (i, j, view) where view[n, c, oh, ow] = xpad[n, c, oh*sh + i*dh, ow*sw + j*dw]."""
+    (sh, sw), (dh, dw), (ho, wo) = spec.stride, spec.dilation, spec.out_size
+    for i in range(spec.kh):
+        for j in range(spec.kw):
+            r0, c0 = i * dh, j * dw
+            yield i, j, xpad[:, :, r0:r0 + (ho - 1) * sh + 1:sh, c0:c0 + (wo - 1) * sw + 1:sw]
+
+
+def conv2d_reference(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Cross-correlation (or convolution when ``spec.flip``) in float64, PyTorch layout."""
+    pt, pb, pl, pr = spec.pad
+    xpad = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    w64 = np.asarray(w, np.float64)
+    if spec.flip:
+        w64 = w64[:, :, ::-1, ::-1]
+    out = np.zeros(spec.out_shape)
+    for i, j, view in _taps(xpad, spec):
+        out += np.einsum("nchw,kc->nkhw", view, w64[:, :, i, j])
+    return out
+
+
+def pool_reference(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
+    """Max or average pooling in float64 with PyTorch's padding rules."""
+    ph, pw = spec.pad
+    fill = -np.inf if spec.kind == "max" else 0.0
+    xpad = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)),
+                  constant_values=fill)
+    (sh, sw), (ho, wo) = spec.stride, spec.out_size
+    views = [xpad[:, :, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw]
+             for i in range(spec.size[0]) for j in range(spec.size[1])]
+    stack = np.stack(views)
+    if spec.kind == "max":
+        return stack.max(axis=0)  # np.max propagates NaN, as PyTorch does
+    total = stack.sum(axis=0)
+    if spec.count_include_pad:
+        return total / (spec.size[0] * spec.size[1])
+    ones = np.pad(np.ones((1, 1, spec.h, spec.w)), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    count = sum(ones[:, :, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw]
+                for i in range(spec.size[0]) for j in range(spec.size[1]))
+    return total / count
+
+
+def reference(spec, x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """The float64 reference output for a conv or pool spec."""
+    if isinstance(spec, ConvSpec):
+        return conv2d_reference(x, w, spec)
+    return pool_reference(x, spec)

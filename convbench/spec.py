@@ -1,0 +1,280 @@
+"""Validated problem descriptions: one frozen spec per convolution or pooling problem.
+
+A spec is built only through :func:`conv_spec` / :func:`pool_spec`, which check every
+argument and raise ``ValueError``/``TypeError`` naming it, so kernels can trust their input.
+The spec also knows the output shape, the FLOP count and the bytes an ideal kernel moves,
+which the harness uses for GFLOP/s and GB/s.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_DTYPE_NAMES = "float32, float64"
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """A 2-D convolution layer: x (N, C, H, W) with w (K, C, kh, kw) -> y (N, K, Ho, Wo).
+
+    ``pad`` is (top, bottom, left, right) so that scipy's "same" centring for even kernels,
+    which is asymmetric, is representable. ``flip`` selects true convolution.
+    """
+
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    kh: int
+    kw: int
+    stride: tuple[int, int] = (1, 1)
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    flip: bool = False
+    dtype: str = "float32"
+
+    @property
+    def op(self) -> str:
+        return "conv2d"
+
+    @property
+    def effective_kernel(self) -> tuple[int, int]:
+        """Extent of the dilated kernel: d*(k-1)+1 per axis."""
+        return (self.dilation[0] * (self.kh - 1) + 1, self.dilation[1] * (self.kw - 1) + 1)
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        return (self.h + self.pad[0] + self.pad[1], self.w + self.pad[2] + self.pad[3])
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        (hp, wp), (ekh, ekw) = self.padded_size, self.effective_kernel
+        return ((hp - ekh) // self.stride[0] + 1, (wp - ekw) // self.stride[1] + 1)
+
+    @property
+    def x_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.c, self.h, self.w)
+
+    @property
+    def w_shape(self) -> tuple[int, int, int, int]:
+        return (self.k, self.c, self.kh, self.kw)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.k) + self.out_size
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds of the direct method counted as 2 FLOPs: 2*N*K*C*Ho*Wo*kh*kw."""
+        ho, wo = self.out_size
+        return 2 * self.n * self.k * self.c * ho * wo * self.kh * self.kw
+
+    @property
+    def min_bytes(self) -> int:
+        """Bytes an ideal kernel must move: read x and w once, write y once."""
+        elems = np.prod(self.x_shape) + np.prod(self.w_shape) + np.prod(self.out_shape)
+        return int(elems) * self.itemsize
+
+    def label(self) -> str:
+        """Short human-readable description used in tables and plots."""
+        s = f"N{self.n} C{self.c} {self.h}x{self.w} K{self.k} {self.kh}x{self.kw}"
+        if self.stride != (1, 1):
+            s += f" s{self.stride[0]},{self.stride[1]}"
+        if any(self.pad):
+            s += " p" + ",".join(map(str, self.pad))
+        if self.dilation != (1, 1):
+            s += f" d{self.dilation[0]},{self.dilation[1]}"
+        return s + (" flip" if self.flip else "")
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A 2-D pooling layer over x (N, C, H, W); ``kind`` is "max" or "avg"."""
+
+    kind: str
+    n: int
+    c: int
+    h: int
+    w: int
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int] = (0, 0)
+    count_include_pad: bool = True
+    dtype: str = "float32"
+
+    @property
+    def op(self) -> str:
+        return f"{self.kind}_pool2d"
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        return tuple(
+            (dim + 2 * p - s) // st + 1
+            for dim, p, s, st in zip((self.h, self.w), self.pad, self.size, self.stride)
+        )
+
+    @property
+    def x_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.c, self.h, self.w)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.c) + self.out_size
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+    @property
+    def flops(self) -> int:
+        """One comparison or addition per window element."""
+        ho, wo = self.out_size
+        return self.n * self.c * ho * wo * self.size[0] * self.size[1]
+
+    @property
+    def min_bytes(self) -> int:
+        return (int(np.prod(self.x_shape)) + int(np.prod(self.out_shape))) * self.itemsize
+
+    def label(self) -> str:
+        s = f"{self.kind} N{self.n} C{self.c} {self.h}x{self.w} size{self.size[0]}x{self.size[1]}"
+        s += f" s{self.stride[0]},{self.stride[1]}"
+        return s + (f" p{self.pad[0]},{self.pad[1]}" if any(self.pad) else "")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _positive_pair(name: str, value, minimum: int = 1) -> tuple[int, int]:
+    """Accept an int or a pair of ints >= minimum; raise naming ``name`` otherwise."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        pair = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in value
+    ):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def check_dtype(name: str, arr: np.ndarray) -> np.dtype:
+    """Return the array's dtype if convbench supports it, else raise TypeError naming ``name``."""
+    if arr.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} has dtype {arr.dtype}; supported dtypes are {_DTYPE_NAMES}")
+    return arr.dtype
+
+
+def conv_spec(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    flip: bool = False,
+    dtype="float32",
+) -> ConvSpec:
+    """Validate a conv2d problem (PyTorch semantics) and return its :class:`ConvSpec`.
+
+    ``padding`` is an int, a pair (symmetric per axis), a 4-tuple (top, bottom, left, right),
+    or "valid" / "same" (stride 1 only, as in PyTorch).
+    """
+    if len(x_shape) != 4:
+        raise ValueError(f"x must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
+    if len(w_shape) != 4:
+        raise ValueError(f"w must be 4-D (K, C, kh, kw), got shape {tuple(w_shape)}")
+    if min(x_shape) < 1:
+        raise ValueError(f"x must have every dimension >= 1, got shape {tuple(x_shape)}")
+    if min(w_shape) < 1:
+        raise ValueError(f"w must have every dimension >= 1, got shape {tuple(w_shape)}")
+    n, c, h, w = (int(v) for v in x_shape)
+    k, cw, kh, kw = (int(v) for v in w_shape)
+    if cw != c:
+        raise ValueError(
+            f"w has {cw} input channels (w.shape[1]) but x has {c} (x.shape[1]); they must match"
+        )
+    if not isinstance(flip, (bool, np.bool_)):
+        raise TypeError(f"flip must be a bool, got {flip!r}")
+    stride = _positive_pair("stride", stride)
+    dilation = _positive_pair("dilation", dilation)
+    pad = _conv_padding(padding, stride, dilation, (kh, kw))
+    spec = ConvSpec(n, c, h, w, k, kh, kw, stride, pad, dilation, bool(flip), np.dtype(dtype).name)
+    ho, wo = spec.out_size
+    if ho < 1 or wo < 1 or spec.padded_size[0] < spec.effective_kernel[0] or (
+        spec.padded_size[1] < spec.effective_kernel[1]
+    ):
+        raise ValueError(
+            f"output would be smaller than 1x1: padded input {spec.padded_size} is smaller than "
+            f"the dilated kernel {spec.effective_kernel} (x {tuple(x_shape)}, w {tuple(w_shape)}, "
+            f"padding {pad}, dilation {dilation})"
+        )
+    return spec
+
+
+def _conv_padding(padding, stride, dilation, ksize) -> tuple[int, int, int, int]:
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"padding='same' needs stride 1 (as in PyTorch), got stride {stride}")
+            pads = []
+            for d, kk in zip(dilation, ksize):
+                total = d * (kk - 1)  # PyTorch puts the odd extra pixel at the end
+                pads += [total // 2, total - total // 2]
+            return tuple(pads)
+        raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in padding):
+            raise TypeError(f"padding must be ints, got {padding!r}")
+        if min(padding) < 0:
+            raise ValueError(f"padding must be >= 0, got {padding!r}")
+        return tuple(int(v) for v in padding)
+    ph, pw = _positive_pair("padding", padding, minimum=0)
+    return (ph, ph, pw, pw)
+
+
+def pool_spec(kind: str, x_shape, size, *, stride=None, padding=0, count_include_pad=True,
+              dtype="float32") -> PoolSpec:
+    """Validate a pooling problem (PyTorch semantics) and return its :class:`PoolSpec`.
+
+    Padding may be at most half the window (PyTorch's rule); padded cells never win a max
+    and, for average pooling, count in the divisor when ``count_include_pad`` (PyTorch's default).
+    """
+    if kind not in ("max", "avg"):
+        raise ValueError(f"kind must be 'max' or 'avg', got {kind!r}")
+    if len(x_shape) != 4:
+        raise ValueError(f"x must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
+    if min(x_shape) < 1:
+        raise ValueError(f"x must have every dimension >= 1, got shape {tuple(x_shape)}")
+    size = _positive_pair("size", size)
+    stride = size if stride is None else _positive_pair("stride", stride)
+    pad = _positive_pair("padding", padding, minimum=0)
+    if pad[0] > size[0] // 2 or pad[1] > size[1] // 2:
+        raise ValueError(
+            f"padding must be at most half the pool size (as in PyTorch), got padding {pad} "
+            f"for size {size}"
+        )
+    if not isinstance(count_include_pad, (bool, np.bool_)):
+        raise TypeError(f"count_include_pad must be a bool, got {count_include_pad!r}")
+    n, c, h, w = (int(v) for v in x_shape)
+    spec = PoolSpec(kind, n, c, h, w, size, stride, pad, bool(count_include_pad),
+                    np.dtype(dtype).name)
+    if min(spec.out_size) < 1:
+        raise ValueError(
+            f"output would be smaller than 1x1: input {h}x{w} with padding {pad} is smaller "
+            f"than the pool size {size}"
+        )
+    return spec

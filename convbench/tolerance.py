@@ -1,0 +1,74 @@
+"""How far an algorithm's output may be from the float64 reference: one place, with reasons.
+
+Two error models, chosen per algorithm by ``Algorithm.error_model``:
+
+* ``"sum"`` (direct loops, im2col + GEMM, pooling): any order of m = C*kh*kw products summed in
+  precision eps has |error| <= m * eps * (|x| * |w|) elementwise (Higham, "Accuracy and
+  Stability of Numerical Algorithms", eq. 3.5, with gamma_m ~ m*eps). This is a worst-case bound,
+  so a correct kernel never fails it, while an indexing bug (an O(1) error) always does.
+* ``"fft"`` (convolution theorem, and peers that may use Winograd or FFT internally): an FFT of
+  length L in precision eps has error ~ eps * log2(L) times the 2-norm of its input
+  (Higham ch. 24), so one output plane has |error| <= c * eps * log2(P*Q) * sum_c
+  ||x_nc||_2 ||w_kc||_2. c = 8 covers the forward and inverse transforms and the spectral
+  multiply-accumulate; it was checked on the hypothesis-drawn shapes of tests/test_algorithms.py
+  (observed errors stay below 1/10 of the bound).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .reference import conv2d_reference
+from .spec import ConvSpec
+
+FFT_SAFETY = 8.0  # c in the "fft" bound above
+ABS_FLOOR = 1e-30  # keeps an all-zero bound from rejecting exact zeros compared with -0.0
+
+
+def _eps(dtype) -> float:
+    return float(np.finfo(np.dtype(dtype)).eps)
+
+
+def conv_error_bound(x: np.ndarray, w: np.ndarray, spec: ConvSpec, model: str = "sum"):
+    """Elementwise (or broadcastable) absolute error bound for a conv2d output."""
+    eps = _eps(spec.dtype)
+    if model == "sum":
+        m = spec.c * spec.kh * spec.kw
+        # |x| * |w| in float64: the magnitude the rounding errors scale with, per output
+        return 2.0 * m * eps * conv2d_reference(np.abs(x), np.abs(w), spec) + ABS_FLOOR
+    if model == "fft":
+        hp, wp = spec.padded_size
+        log_len = np.log2(max(4, 4 * hp * wp))  # transform sizes up to ~2x the padded image
+        x_norm = np.sqrt((np.asarray(x, np.float64) ** 2).sum(axis=(2, 3)))  # (N, C)
+        w_norm = np.sqrt((np.asarray(w, np.float64) ** 2).sum(axis=(2, 3)))  # (K, C)
+        plane = x_norm @ w_norm.T  # (N, K): sum_c ||x_nc|| ||w_kc||
+        return (FFT_SAFETY * eps * log_len * plane)[:, :, None, None] + ABS_FLOOR
+    raise ValueError(f"model must be 'sum' or 'fft', got {model!r}")
+
+
+def pool_error_bound(x: np.ndarray, spec) -> float | np.ndarray:
+    """Max pooling is exact; averaging size_h*size_w values errs by at most that many eps."""
+    if spec.kind == "max":
+        return ABS_FLOOR
+    return 2.0 * spec.size[0] * spec.size[1] * _eps(spec.dtype) * float(np.nanmax(np.abs(x))) + ABS_FLOOR
+
+
+def check_close(result: np.ndarray, expected: np.ndarray, bound) -> tuple[bool, float]:
+    """Whether ``result`` is within ``bound`` of ``expected`` (NaNs must match); also the
+    worst ratio of error to bound, for reports."""
+    result = np.asarray(result, np.float64)
+    if result.shape != expected.shape:
+        return False, float("inf")
+    nan_r, nan_e = np.isnan(result), np.isnan(expected)
+    if not np.array_equal(nan_r, nan_e):
+        return False, float("inf")
+    ok = ~nan_e
+    err = np.abs(result - expected)
+    bound = np.broadcast_to(bound, err.shape)
+    inf_e = np.isinf(expected) & ok
+    if not np.array_equal(result[inf_e], expected[inf_e]):
+        return False, float("inf")
+    finite = ok & ~inf_e
+    if not finite.any():
+        return True, 0.0
+    ratio = float((err[finite] / bound[finite]).max())
+    return ratio <= 1.0, ratio

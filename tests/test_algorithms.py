@@ -1,0 +1,124 @@
+"""Every registered conv2d algorithm (ours and peers) against the float64 reference on random
+valid shapes, and every algorithm's declared workspace against what it really allocates."""
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import convbench as cb
+from convbench import registry
+from convbench.reference import reference
+from convbench.spec import conv_spec, pool_spec
+from convbench.tolerance import check_close, conv_error_bound, pool_error_bound
+
+CONV = registry.algorithms("conv2d", "cpu")
+POOL = registry.algorithms("max_pool2d", "cpu") + registry.algorithms("avg_pool2d", "cpu")
+OURS = [a for a in CONV + POOL if not a.is_peer]
+
+
+@st.composite
+def conv_cases(draw):
+    """A random valid layer: odd sizes, stride, padding, dilation, batch 1, one channel,
+    kernels as large as the (padded) input."""
+    n, c, k = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 6))
+    h, w = draw(st.integers(1, 17)), draw(st.integers(1, 17))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    pad = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    hp, wp = h + pad[0] + pad[1], w + pad[2] + pad[3]
+    kh = draw(st.integers(1, max(1, (hp - 1) // dh + 1)))
+    kw = draw(st.integers(1, max(1, (wp - 1) // dw + 1)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    flip = draw(st.booleans())
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    spec = conv_spec((n, c, h, w), (k, c, kh, kw), stride=stride, padding=pad,
+                     dilation=(dh, dw), flip=flip, dtype=dtype)
+    return spec, draw(st.integers(0, 2**32 - 1))
+
+
+@pytest.mark.parametrize("algo", CONV, ids=lambda a: a.name)
+@given(case=conv_cases())
+def test_conv_algorithm_matches_reference(algo, case):
+    spec, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(spec.x_shape).astype(spec.dtype)
+    w = rng.standard_normal(spec.w_shape).astype(spec.dtype)
+    got = algo.run(x, w, spec)
+    assert got.shape == spec.out_shape and got.dtype == spec.dtype
+    ok, ratio = check_close(got, reference(spec, x, w),
+                            conv_error_bound(x, w, spec, algo.error_model))
+    assert ok, f"{algo.name} on {spec.label()}: error/bound = {ratio:.3g}"
+
+
+@pytest.mark.parametrize("algo", POOL, ids=lambda a: f"{a.op}-{a.name}")
+@given(n=st.integers(1, 2), c=st.integers(1, 3), h=st.integers(1, 15), w=st.integers(1, 15),
+       size=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+       stride=st.tuples(st.integers(1, 4), st.integers(1, 4)), data=st.data())
+def test_pool_algorithm_matches_reference(algo, n, c, h, w, size, stride, data):
+    size = (min(size[0], h), min(size[1], w))
+    pad = (data.draw(st.integers(0, size[0] // 2)), data.draw(st.integers(0, size[1] // 2)))
+    include = data.draw(st.booleans())
+    spec = pool_spec(algo.op.split("_")[0], (n, c, h, w), size, stride=stride, padding=pad,
+                     count_include_pad=include, dtype=data.draw(st.sampled_from(["float32", "float64"])))
+    x = np.random.default_rng(data.draw(st.integers(0, 999))).standard_normal(spec.x_shape)
+    x = x.astype(spec.dtype)
+    ok, ratio = check_close(algo.run(x, spec), reference(spec, x), pool_error_bound(x, spec))
+    assert ok, f"{algo.name} on {spec.label()}: error/bound = {ratio:.3g}"
+
+
+WORKSPACE_CASES = [
+    conv_spec((2, 3, 40, 37), (5, 3, 5, 5), padding=2, dtype="float32"),
+    conv_spec((1, 4, 64, 64), (4, 4, 3, 3), stride=2, dilation=2, dtype="float64"),
+    conv_spec((3, 8, 20, 20), (6, 8, 1, 1), dtype="float32"),
+    conv_spec((1, 1, 200, 150), (1, 1, 11, 11), flip=True, dtype="float32"),
+]
+
+
+def _peak_extra_bytes(run, *args) -> int:
+    """Peak traced bytes during ``run`` minus the output it returns."""
+    run(*args)  # compile first: Numba's own allocations are not the algorithm's workspace
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    out = run(*args)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return peak - out.nbytes
+
+
+@pytest.mark.parametrize("algo", [a for a in OURS if a.op == "conv2d"], ids=lambda a: a.name)
+@pytest.mark.parametrize("spec", WORKSPACE_CASES, ids=lambda s: s.label())
+def test_declared_workspace_matches_measured(algo, spec):
+    """Declared workspace equals the measured peak of extra host bytes (within 10%)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(spec.x_shape).astype(spec.dtype)
+    w = rng.standard_normal(spec.w_shape).astype(spec.dtype)
+    declared = algo.workspace_bytes(spec)
+    measured = _peak_extra_bytes(algo.run, x, w, spec)
+    assert abs(measured - declared) <= 0.10 * max(declared, 1) + 4096, (
+        f"{algo.name}: declared {declared} B, measured {measured} B")
+
+
+@pytest.mark.parametrize("algo", [a for a in OURS if a.op != "conv2d"], ids=lambda a: a.op)
+def test_pooling_allocates_nothing_but_the_output(algo):
+    spec = pool_spec(algo.op.split("_")[0], (4, 8, 30, 30), 3, stride=2, padding=1)
+    x = np.random.default_rng(0).standard_normal(spec.x_shape).astype(spec.dtype)
+    assert algo.workspace_bytes(spec) == 0
+    assert _peak_extra_bytes(algo.run, x, spec) <= 4096
+
+
+def test_fft_tiled_needs_less_workspace_than_fft_for_small_kernels():
+    spec = conv_spec((1, 1, 512, 512), (1, 1, 5, 5), dtype="float32")
+    assert cb.workspace_bytes("fft_tiled", spec) < cb.workspace_bytes("fft", spec) / 4
+
+
+def test_v1_reference_loop_agrees_with_v2(rng=np.random.default_rng(3)):
+    """The kept teaching version v1 of direct computes the same as the registered kernel."""
+    from convbench.cpu.direct import direct_conv2d, direct_conv2d_v1
+
+    spec = conv_spec((2, 3, 9, 8), (5, 3, 3, 2), stride=(2, 1), padding=1, dilation=(1, 2))
+    x = rng.standard_normal(spec.x_shape).astype(np.float32)
+    w = rng.standard_normal(spec.w_shape).astype(np.float32)
+    np.testing.assert_allclose(direct_conv2d_v1(x, w, spec), direct_conv2d(x, w, spec),
+                               rtol=1e-5, atol=1e-5)
