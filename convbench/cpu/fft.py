@@ -20,7 +20,8 @@ from numba import njit, prange
 from .. import workspace
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from .spectral import complex_dtype, fast_len, irfft2, rfft2, spectral_mac, stage_kernels
+from .spectral import (complex_dtype, fast_len, fft_columns, irfft2, kernel_spectra,
+                       rfft2_rows_peak, rfft_rows, spectral_mac)
 
 
 def transform_shape(spec: ConvSpec) -> tuple[int, int]:
@@ -31,12 +32,12 @@ def transform_shape(spec: ConvSpec) -> tuple[int, int]:
 
 @njit(parallel=True, cache=True)
 def _stage_images(x, buf):
-    """buf[n, c] = x[n, c] at the origin, zeros elsewhere (the zero tail absorbs the padding)."""
+    """buf[n, c, :H, :W] = x[n, c], zero columns up to Q (the rows past H are implicit zeros)."""
     n_img, c_in, h, wid = x.shape
     for nc in prange(n_img * c_in):
         n, c = nc // c_in, nc % c_in
-        buf[n, c, :, :] = 0.0
-        buf[n, c, :h, :wid] = x[n, c]
+        buf[n, c, :, wid:] = 0.0
+        buf[n, c, :, :wid] = x[n, c]
 
 
 @njit(parallel=True, cache=True)
@@ -49,38 +50,41 @@ def _read_out(z, out, sh, sw, pt, pl):
         k = (task // ho) % k_out
         n = task // (ho * k_out)
         r = (oh * sh - pt) % p
+        col = (-pl) % q  # walk the columns without a modulo per element
         for ow in range(wo):
-            out[n, k, oh, ow] = z[n, k, r, (ow * sw - pl) % q]
+            out[n, k, oh, ow] = z[n, k, r, col]
+            col += sw
+            if col >= q:
+                col -= q
 
 
 def fft_workspace_bytes(spec: ConvSpec) -> int:
-    """Peak of the buffers alive together (see the sequence in :func:`fft_conv2d`)."""
+    """Peak of the buffers alive together, step by step as in :func:`fft_conv2d`."""
     p, q = transform_shape(spec)
     qh = q // 2 + 1
-    real = lambda *shape: workspace.nbytes(shape, spec.dtype)  # noqa: E731
-    cplx = lambda *shape: workspace.nbytes(shape, complex_dtype(spec.dtype))  # noqa: E731
+    ekh = spec.effective_kernel[0]
     n, c, k = spec.n, spec.c, spec.k
-    return max(
-        real(n, c, p, q) + cplx(n, c, p, qh),  # staged images and their spectra
-        cplx(n, c, p, qh) + real(k, c, p, q) + cplx(k, c, p, qh),  # + staged kernels, spectra
-        cplx(n, c, p, qh) + cplx(k, c, p, qh) + cplx(n, k, p, qh),  # + output spectra
-        cplx(n, k, p, qh) + real(n, k, p, q),  # output spectra and the inverse transform
-    )
+    cplx = lambda *shape: workspace.nbytes(shape, complex_dtype(spec.dtype))  # noqa: E731
+    real = lambda *shape: workspace.nbytes(shape, spec.dtype)  # noqa: E731
+    images = rfft2_rows_peak((n, c), spec.h, p, q, spec.dtype)
+    kernels = cplx(n, c, p, qh) + rfft2_rows_peak((k, c), ekh, p, q, spec.dtype)
+    product = cplx(n, c, p, qh) + cplx(k, c, p, qh) + cplx(n, k, p, qh)
+    inverse = cplx(n, k, p, qh) + real(n, k, p, q)
+    return max(images, kernels, product, inverse)
 
 
 def fft_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Whole-image FFT convolution; see the module docstring for how each parameter maps."""
     out = np.empty(spec.out_shape, dtype=x.dtype)  # first, so the measured peak is out + workspace
     p, q = transform_shape(spec)
-    buf = workspace.empty((spec.n, spec.c, p, q), x.dtype)
-    _stage_images(x, buf)
-    xf = rfft2(buf)
-    del buf
-    buf = workspace.empty((spec.k, spec.c, p, q), x.dtype)
-    stage_kernels(w, buf, spec.dilation[0], spec.dilation[1], spec.flip)
-    wf = rfft2(buf)
-    del buf
     qh = q // 2 + 1
+    buf = workspace.empty((spec.n, spec.c, spec.h, q), x.dtype)
+    _stage_images(x, buf)
+    rows = rfft_rows(buf)
+    del buf
+    xf = fft_columns(rows, p)
+    del rows
+    wf = kernel_spectra(w, spec, p, q)
     yf = workspace.empty((spec.n, spec.k, 1, p * qh), xf.dtype)
     spectral_mac(xf.reshape(spec.n, spec.c, 1, p * qh), wf.reshape(spec.k, spec.c, p * qh), yf)
     del xf, wf

@@ -18,24 +18,31 @@ from numba import njit, prange
 from .. import workspace
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from .spectral import complex_dtype, fast_len, irfft2, rfft2, spectral_mac, stage_kernels
+from .spectral import (complex_dtype, fast_len, irfft2, kernel_spectra, kernel_spectra_peak,
+                       rfft2, spectral_mac)
 
 CHUNK_ELEMS = 1 << 16  # real elements of staged tiles per chunk (256 KiB in float32: L2-sized)
 
 
+TRANSFORM_OVERHEAD = 64  # per-transform cost in units of P*log2(P); fitted so that the
+# choice matches the fastest measured tile on one 512x512 channel (P=32..64 for 3x3, 64 for 7x7,
+# 128 for 15x15; 2-core x86 laptop CPU, scipy 1.17 pocketfft)
+
+
 def tile_length(ek: int, size: int) -> int:
-    """FFT length for one axis: minimises P*log2(P) / (P - ek + 1) (transform work per output
-    sample) over fast lengths in [2*ek, 8*ek]; never longer than one tile covering the axis."""
+    """FFT length for one axis: minimises (P*log2(P) + overhead) / (P - ek + 1), the transform
+    work per output sample, over fast lengths in [max(16, 2*ek), 16*ek]; never longer than one
+    tile covering the whole axis."""
     whole = fast_len(size + ek - 1)
-    best, best_cost = whole, math.inf
-    for m in range(max(2 * ek, 8), 8 * ek + 1):
+    cost = lambda p: (p * math.log2(p) + TRANSFORM_OVERHEAD) / (p - ek + 1)  # noqa: E731
+    best = whole
+    for m in range(max(16, 2 * ek), 16 * ek + 1):
         p = fast_len(m)
         if p >= whole:
             break
-        cost = p * math.log2(p) / (p - ek + 1)
-        if cost < best_cost:
-            best, best_cost = p, cost
-    return best if best_cost * (whole - ek + 1) < whole * math.log2(whole) else whole
+        if cost(p) < cost(best):
+            best = p
+    return best
 
 
 def plan(spec: ConvSpec) -> tuple[int, int, int, int, int]:
@@ -90,13 +97,15 @@ def _overlap_add(z, out, r0_tile, n_tile_rows, tiles_w, bh, bw, ekh, ekw, sh, sw
                 continue
             zr = (u - (ekh - 1)) % p
             for tc in range(tiles_w):
-                c0 = tc * bw
                 t = tr * tiles_w + tc
-                # output columns whose full-correlation column lies in this tile's reach
-                for ow in range(wo):
-                    v = ow * sw - pl + ekw - 1 - c0
-                    if 0 <= v < bw + ekw - 1:
-                        out[n, k, oh, ow] += z[n, k, t, zr, (v - (ekw - 1)) % q]
+                # full-correlation columns of this tile are v in [a, a + bw + ekw - 1) with
+                # v = ow*sw + a0; only the output columns in that window are visited
+                a = tc * bw + pl - (ekw - 1)
+                lo = max(0, -((-a) // sw))
+                hi = min(wo, -((-(a + bw + ekw - 1)) // sw))
+                for ow in range(lo, hi):
+                    v = ow * sw - a  # column within the tile's full correlation
+                    out[n, k, oh, ow] += z[n, k, t, zr, (v - (ekw - 1)) % q]
 
 
 def fft_tiled_workspace_bytes(spec: ConvSpec) -> int:
@@ -107,7 +116,7 @@ def fft_tiled_workspace_bytes(spec: ConvSpec) -> int:
     real = lambda *s: workspace.nbytes(s, spec.dtype)  # noqa: E731
     cplx = lambda *s: workspace.nbytes(s, complex_dtype(spec.dtype))  # noqa: E731
     n, c, k = spec.n, spec.c, spec.k
-    kernels = max(real(k, c, p, q) + cplx(k, c, p, qh), cplx(k, c, p, qh))
+    kernels = kernel_spectra_peak(spec, p, q)
     chunk = max(
         real(n, c, tiles, p, q) + cplx(n, c, tiles, p, qh),
         cplx(n, c, tiles, p, qh) + cplx(n, k, tiles, p, qh),
@@ -123,10 +132,7 @@ def fft_tiled_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray
     ekh, ekw = spec.effective_kernel
     tiles_w, tiles_h = -(-spec.w // bw), -(-spec.h // bh)
     out = np.zeros(spec.out_shape, dtype=x.dtype)  # first, so the measured peak is out + workspace
-    kbuf = workspace.empty((spec.k, spec.c, p, q), x.dtype)
-    stage_kernels(w, kbuf, spec.dilation[0], spec.dilation[1], spec.flip)
-    wf = rfft2(kbuf).reshape(spec.k, spec.c, p * qh)
-    del kbuf
+    wf = kernel_spectra(w, spec, p, q).reshape(spec.k, spec.c, p * qh)
     for r0 in range(0, tiles_h, rows):
         n_rows = min(rows, tiles_h - r0)
         tiles = n_rows * tiles_w
