@@ -11,6 +11,11 @@ import os
 # user chose wins.
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+# OpenBLAS's idle threads likewise keep polling for ~2^28 cycles after a GEMM; interleaved with
+# torch or Numba kernels that cost them 2x (measured: torch 2.7 -> 6.5 ms right after im2col).
+# 2^4 cycles makes them sleep at once. Only effective when convbench is imported before NumPy
+# loads OpenBLAS, as `python -m convbench` does.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 from .auto import choose  # noqa: E402  (after the thread setting above)
 from .ops import (
     algorithms,

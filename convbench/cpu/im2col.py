@@ -78,5 +78,5 @@ def im2col_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
 register(Algorithm(
     name="im2col", op="conv2d", device="cpu", run=im2col_conv2d,
     workspace_bytes=im2col_workspace_bytes,
-    description="parallel unfold + one BLAS GEMM per image; 1x1 layers are a plain GEMM",
+    description="unfold + one BLAS GEMM per image; 1x1 layers are a plain GEMM",
 ))

@@ -1,0 +1,1 @@
+"""The experiment harness: sweeps, timing, memory, results, plots and reports."""

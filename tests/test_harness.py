@@ -1,0 +1,214 @@
+"""The experiment harness end to end: smoke preset, resume, failure isolation, bad input."""
+import csv
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convbench import registry
+from convbench.bench import experiments, sweep, timer
+from convbench.bench.compare import compare_runs
+from convbench.cli import main
+from convbench.registry import Algorithm
+
+EXPECTED_COLUMNS = {"experiment", "case_id", "algorithm", "status", "median_s", "min_s",
+                    "iqr_s", "compile_s", "gflops", "workspace_bytes", "measured_host_bytes",
+                    "speedup_vs_best_peer", "seed"}
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    with (run_dir / "results.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _is_png(path: Path) -> bool:
+    data = path.read_bytes()
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    width, height = struct.unpack(">II", data[16:24])
+    return width > 100 and height > 100
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    assert main(["run", "--preset", "smoke", "--out", str(out), "--no-progress",
+                 "--device", "cpu"]) == 0
+    return {p.name.split("-", 1)[1]: p for p in out.iterdir()}
+
+
+def test_smoke_run_writes_every_experiment(smoke_runs):
+    assert set(smoke_runs) == set(experiments.available())
+
+
+@pytest.mark.parametrize("name", sorted(experiments.available()))
+def test_smoke_results_plots_and_report(smoke_runs, name):
+    run = smoke_runs[name]
+    rows = _rows(run)
+    assert rows and EXPECTED_COLUMNS <= set(rows[0])
+    assert {r["status"] for r in rows} <= {"ok", "skipped", "failed", "mismatch"}
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok, "no algorithm was timed"
+    assert all(float(r["median_s"]) > 0 and float(r["min_s"]) <= float(r["median_s"]) for r in ok)
+    assert {r["algorithm"] for r in ok} & {"direct", "im2col", "fft"}, "none of ours timed"
+    assert all(r["status"] != "mismatch" for r in rows), [r for r in rows if r["status"] == "mismatch"]
+    plots = sorted((run / "plots").glob("*.png"))
+    assert plots and all(_is_png(p) for p in plots)
+    report = (run / "report.md").read_text()
+    for p in plots:
+        assert f"plots/{p.name}" in report
+    assert (run / "environment.json").exists()
+
+
+def test_pooling_rows_record_information_kept(smoke_runs):
+    rows = _rows(smoke_runs["pooling"])
+    kept = {(r["series"], r["pool_size"]): float(r["info_kept"]) for r in rows}
+    assert all(0.0 < v <= 1.0 for v in kept.values())
+    assert kept[("max, stride = size", "2")] > kept[("max, stride = size", "3")]
+
+
+def _broken(x, w, spec):
+    raise RuntimeError("planted failure")
+
+
+def test_failing_algorithm_is_recorded_and_others_finish(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, ("conv2d", "cpu", "broken"),
+                        Algorithm("broken", "conv2d", "cpu", _broken))
+    exp = experiments.load("small_cnn", "smoke")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    sweep.sweep(exp, run_dir, sweep.SweepOptions(["cpu"], ["broken", "direct"]))
+    rows = _rows(run_dir)
+    broken = [r for r in rows if r["algorithm"] == "broken"]
+    assert broken and all(r["status"] == "failed" and "planted" in r["error"] for r in broken)
+    assert any(r["algorithm"] == "direct" and r["status"] == "ok" for r in rows)
+
+
+def test_wrong_algorithm_is_a_mismatch_with_no_time(tmp_path, monkeypatch):
+    direct = registry.get("conv2d", "cpu", "direct")
+    wrong = Algorithm("wrong", "conv2d", "cpu", lambda x, w, s: direct.run(x, w, s) + 1.0)
+    monkeypatch.setitem(registry._REGISTRY, wrong.key, wrong)
+    exp = experiments.load("small_cnn", "smoke")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    sweep.sweep(exp, run_dir, sweep.SweepOptions(["cpu"], ["wrong"]))
+    rows = [r for r in _rows(run_dir) if r["op"] == "conv2d"]
+    assert rows and all(r["status"] == "mismatch" and r["median_s"] == "" for r in rows)
+
+
+def test_resume_repeats_nothing_and_loses_nothing(tmp_path, monkeypatch):
+    """Interrupt a sweep after its first case; resuming runs exactly the remaining cases."""
+    exp = experiments.load("small_cnn", "smoke")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    options = sweep.SweepOptions(["cpu"], ["direct"])
+    real_run_case, calls = sweep.run_case, []
+
+    def interrupt_after_first(case, *args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(case.case_id)
+        return real_run_case(case, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "run_case", interrupt_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.sweep(exp, run_dir, options)
+    first = _rows(run_dir)
+    assert [r["case_id"] for r in first] == calls  # the finished case is on disk
+    monkeypatch.setattr(sweep, "run_case", real_run_case)
+    sweep.sweep(exp, run_dir, options)
+    rows = _rows(run_dir)
+    ids = [r["case_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == len(exp.cases())  # nothing repeated, nothing missing
+    assert rows[0] == first[0]
+
+
+def test_resume_from_the_command_line(tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", "small_cnn", "--preset", "smoke", "--out", str(out), "--no-progress",
+                 "--algorithms", "direct"]) == 0
+    run_dir = next(out.iterdir())
+    before = _rows(run_dir)
+    assert main(["run", "--resume", str(run_dir), "--no-progress"]) == 0
+    assert _rows(run_dir) == before  # everything was done: nothing re-run
+
+
+def test_slow_algorithm_is_skipped_with_a_reason(tmp_path, monkeypatch):
+    import time
+
+    def slow(x, w, spec):
+        time.sleep(0.05)
+        return registry.get("conv2d", "cpu", "direct").run(x, w, spec)
+
+    monkeypatch.setitem(registry._REGISTRY, ("conv2d", "cpu", "slow"),
+                        Algorithm("slow", "conv2d", "cpu", slow))
+    exp = experiments.load("inception", "smoke")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    sweep.sweep(exp, run_dir, sweep.SweepOptions(["cpu"], ["slow"], max_case_seconds=0.1))
+    rows = _rows(run_dir)
+    assert rows and all(r["status"] == "skipped" and "max case seconds" in r["error"] for r in rows)
+
+
+def test_compare_flags_regressions(smoke_runs, tmp_path, capsys):
+    run = smoke_runs["small_cnn"]
+    slower = tmp_path / "slower"
+    slower.mkdir()
+    rows = _rows(run)
+    for r in rows:
+        if r["algorithm"] == "direct" and r["median_s"]:
+            r["median_s"] = str(float(r["median_s"]) * 2)
+    with (slower / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    table = compare_runs(run, slower)
+    assert np.allclose(table[table["algorithm"] == "direct"]["ratio"], 2.0)
+    assert main(["compare", str(run), str(slower), "--fail-above", "1.5"]) == 1
+    assert "REGRESSION" in capsys.readouterr().out
+    assert main(["compare", str(run), str(run), "--fail-above", "1.5"]) == 0
+
+
+def test_round_robin_interleaves_and_ratios_use_rounds():
+    order = []
+    fns = {n: (lambda n=n: order.append(n)) for n in "abc"}
+    rounds = timer.round_robin(fns, {n: 2 for n in fns}, 3)
+    # each block is one untimed warm-up call plus 2 timed ones; blocks rotate every round
+    assert "".join(order) == "".join(3 * n for n in "abcbcacab")
+    assert all(len(v) == 3 for v in rounds.values())
+    assert timer.median_round_ratio([1.0, 2.0, 4.0], [2.0, 4.0, 8.0]) == 2.0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "no_such_experiment"], "unknown experiment"),
+    (["run", "small_cnn", "--algorithms", "winograd"], "unknown winograd"),
+    (["run", "small_cnn", "--device", "cuda"], "not available"),
+])
+def test_bad_command_lines_exit_2(argv, message, capsys, monkeypatch):
+    from convbench import devices
+
+    monkeypatch.setattr(devices, "cuda_available", lambda: False)
+    monkeypatch.setattr("convbench.cli.available_devices", lambda: ["cpu"])
+    assert main(argv + ["--no-progress", "--out", "/nonexistent/never"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_toml_names_file_and_key(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\ndescription = "x"\n[[series]]\nop = "conv2d"\n'
+                   'fixed = { kernal_size = 3 }\n')
+    assert main(["run", str(bad), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and "kernal_size" in err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("name = [unclosed")
+    assert main(["run", str(broken), "--no-progress"]) == 2
+    assert "broken.toml" in capsys.readouterr().err
+
+
+def test_list_shows_algorithms_and_experiments(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("direct", "fft", "im2col", "fft_tiled", "kernel_size", "small_cnn", "peer"):
+        assert word in out
