@@ -1,4 +1,4 @@
-"""Command line: ``python -m convbench run|list|report|compare``.
+"""Command line: ``python -m convbench run|list|report|compare|baseline|gate``.
 
 Exit codes: 0 success, 1 a comparison exceeded --fail-above, 2 bad arguments or input files,
 130 interrupted (finished cases are kept; ``--resume`` continues).
@@ -43,7 +43,46 @@ def _parser() -> argparse.ArgumentParser:
                       help="mark ratios B/A above this as regressions (default 1.25)")
     cmp_.add_argument("--fail-above", type=float, metavar="RATIO",
                       help="exit 1 if any ratio B/A exceeds RATIO")
+    base = sub.add_parser("baseline", help="measure and write the regression-gate baseline")
+    base.add_argument("--subset", default="all", choices=["all", "ci"])
+    base.add_argument("--out", type=Path, default=None, help="baseline file (default: committed)")
+    base.add_argument("--repeats", type=int, default=9)
+    gate = sub.add_parser("gate", help="fail (exit 1) when an algorithm regressed vs the baseline")
+    gate.add_argument("--subset", default="all", choices=["all", "ci"])
+    gate.add_argument("--baseline", type=Path, default=None)
+    gate.add_argument("--threshold", type=float, default=None,
+                      help="allowed slowdown, e.g. 0.25 for +25%% (default: the baseline's)")
+    gate.add_argument("--repeats", type=int, default=9)
     return parser
+
+
+def cmd_baseline(args) -> int:
+    from .bench import environment, gate
+    from .bench.suite import layers
+
+    path = args.out or gate.BASELINE
+    previous = gate.load_baseline(path) if Path(path).exists() else None
+    ratios = gate.measure(layers(args.subset), repeats=args.repeats)
+    if previous and args.subset != "all":  # refresh a subset, keep the other entries
+        ratios = {**previous["ratios"], **ratios}
+    gate.save_baseline(ratios, environment.collect(measure_gemm=False), path, previous)
+    print(f"wrote {len(ratios)} ratios to {path}")
+    return 0
+
+
+def cmd_gate(args) -> int:
+    from .bench import gate
+    from .bench.suite import layers
+
+    baseline = gate.load_baseline(args.baseline or gate.BASELINE)
+    measured = gate.measure(layers(args.subset), repeats=args.repeats)
+    for key, value in sorted(measured.items()):
+        old = baseline["ratios"].get(key)
+        print(f"{key:40s} {value:9.3g}  baseline {old if old is not None else 'new':>9}")
+    failures = gate.check(measured, baseline, args.threshold)
+    for line in failures:
+        print("REGRESSION:", line, file=sys.stderr)
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "baseline":
+            return cmd_baseline(args)
+        if args.command == "gate":
+            return cmd_gate(args)
         return cmd_run(args, argv)
     except ValueError as exc:  # bad experiment, TOML, algorithm, device or run directory
         print(f"convbench: error: {exc}", file=sys.stderr)

@@ -1,5 +1,10 @@
-"""Shared test settings: hypothesis profiles and random inputs from recorded seeds."""
+"""Shared test settings: hypothesis profiles, and the thread settings of `python -m convbench`."""
 import os
+
+# Before NumPy loads OpenBLAS: idle BLAS threads sleep at once instead of polling for ~0.1 s,
+# as convbench/__init__.py arranges for the CLI (the timing tests interleave BLAS and Numba).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 import numpy as np
 import pytest
@@ -18,7 +23,3 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 def rng():
     return np.random.default_rng(20151103)
 
-
-def random_case(rng, x_shape, w_shape, dtype="float64"):
-    """Standard-normal input and kernel (never zeros) of the given shapes and dtype."""
-    return (rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype))

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import convbench as cb
-from conftest import random_case
+from naive import random_case
 from convbench.reference import conv2d_reference
 from convbench.tolerance import conv_error_bound
 

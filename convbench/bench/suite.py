@@ -1,0 +1,40 @@
+"""The fixed layer suite of the benchmarks and the regression gate (the layers the issues and
+the seed article name), in one place."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..spec import ConvSpec, PoolSpec, conv_spec, pool_spec
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    spec: ConvSpec | PoolSpec
+    ci: bool = False  # part of the small subset the CI gate times
+
+
+def _conv(n, c, hw, k, ks, padding=0) -> ConvSpec:
+    return conv_spec((n, c, hw, hw), (k, c, ks, ks), padding=padding)
+
+
+LAYERS = [
+    Layer("traffic-sign-1", _conv(32, 3, 32, 4, 5), ci=True),
+    Layer("traffic-sign-2", _conv(32, 4, 14, 10, 5), ci=True),
+    Layer("vgg-3x3", _conv(8, 64, 56, 64, 3, padding=1)),
+    Layer("single-512-3x3", _conv(1, 1, 512, 1, 3), ci=True),
+    Layer("single-512-11x11", _conv(1, 1, 512, 1, 11)),
+    Layer("layer-64-9x9", _conv(4, 16, 64, 16, 9)),
+    Layer("layer-64-15x15", _conv(4, 16, 64, 16, 15), ci=True),
+    Layer("inception-1x1", _conv(8, 192, 28, 64, 1)),
+    Layer("inception-5x5", _conv(8, 64, 28, 32, 5, padding=2)),
+    Layer("maxpool-2x2", pool_spec("max", (32, 64, 56, 56), 2), ci=True),
+    Layer("maxpool-3x3-s2", pool_spec("max", (32, 64, 56, 56), 3, stride=2)),
+]
+
+
+def layers(subset: str = "all") -> list[Layer]:
+    """``all`` layers or the ``ci`` subset."""
+    if subset not in ("all", "ci"):
+        raise ValueError(f"subset must be 'all' or 'ci', got {subset!r}")
+    return [layer for layer in LAYERS if subset == "all" or layer.ci]

@@ -1,0 +1,51 @@
+"""pytest-benchmark benchmarks: every registered CPU algorithm (peers included) on the fixed
+layer suite, one benchmarked function per test, grouped by layer so each group's table puts
+ours beside the peers. With --benchmark-disable (the default in CI) each body runs once and the
+output is checked against the reference, so the suite doubles as a correctness test at full size.
+
+Run them for real with:  pytest tests/benchmarks --benchmark-enable --benchmark-group-by=group
+"""
+import numpy as np
+import pytest
+
+from convbench import registry
+from convbench.bench.gate import _inputs
+from convbench.bench.suite import LAYERS
+from convbench.reference import reference
+from convbench.spec import ConvSpec
+from convbench.tolerance import check_close, conv_error_bound, pool_error_bound
+
+CASES = [pytest.param(layer, algo, id=f"{layer.name}-{algo.name}")
+         for layer in LAYERS for algo in registry.algorithms(layer.spec.op, "cpu")
+         if algo.supports(layer.spec)]
+
+
+@pytest.fixture(scope="module")
+def references():
+    return {}
+
+
+@pytest.mark.parametrize("layer,algo", CASES)
+def test_layer(benchmark, layer, algo, control_seconds, references):
+    spec = layer.spec
+    x, w = _inputs(spec)
+    fn = (lambda: algo.run(x, w, spec)) if w is not None else (lambda: algo.run(x, spec))
+    fn()  # JIT compilation stays out of the measurement
+    benchmark.group = layer.name
+    benchmark.extra_info.update(
+        algorithm=algo.name, peer=algo.is_peer, layer=spec.label(),
+        workspace_bytes=algo.workspace_bytes(spec), flops=spec.flops)
+    out = benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
+    if benchmark.stats is not None:  # absent with --benchmark-disable
+        median = benchmark.stats.stats.median
+        benchmark.extra_info.update(gflops=spec.flops / median / 1e9,
+                                    time_over_control=median / control_seconds)
+    if layer.name not in references:
+        references[layer.name] = reference(spec, x, w)
+    if isinstance(spec, ConvSpec):
+        bound = conv_error_bound(x, w, spec, algo.error_model)
+    else:
+        bound = pool_error_bound(x, spec)
+    ok, ratio = check_close(out, references[layer.name], bound)
+    assert ok, f"{algo.name} on {layer.name}: error/bound {ratio:.3g}"
+    assert np.isfinite(out).all()
