@@ -1,8 +1,10 @@
 """``algorithm="auto"``: pick an algorithm for a problem and say why.
 
-For now a rule of thumb drawn from this project's benchmarks on a 2-core x86 laptop CPU
-(see README "Performance"): a 1x1 stride-1 layer is a plain GEMM; a stride-1 kernel with
-49 or more taps is cheaper in the frequency domain; everything else runs direct.
+For now a rule of thumb drawn from this project's quick-preset kernel-size and feature-map runs on
+a 2-core AMD EPYC (AVX-512) with OpenBLAS: a 1x1 stride-1 layer is a plain GEMM; a stride-1
+kernel of 9x9 or more is cheaper in the frequency domain (fft overtook im2col and direct between
+7x7 and 11x11 on both the 512x512 channel and the N4 C16 64x64 layer); below that im2col wins
+once a receptive field holds at least 32 values (C*kh*kw), and direct for smaller fields.
 Only algorithms whose declared workspace fits the memory limit are considered.
 """
 from __future__ import annotations
@@ -12,7 +14,8 @@ from dataclasses import dataclass
 from . import registry
 from .workspace import max_workspace_bytes
 
-FFT_MIN_TAPS = 49  # kh*kw from which FFT beat direct on the kernel-size sweep (7x7 and up)
+FFT_MIN_TAPS = 81  # kh*kw from which FFT won the kernel-size sweep (9x9 and up)
+GEMM_MIN_FIELD = 32  # C*kh*kw from which im2col's GEMM beat direct's vector loops
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,11 @@ def _preferred(spec) -> list[tuple[str, str]]:
         return [("fft", f"{spec.kh}x{spec.kw} kernel: FFT cost grows with image size, not taps"),
                 ("fft_tiled", "FFT with less workspace"),
                 ("direct", "fallback")]
-    return [("direct", f"{spec.kh}x{spec.kw} kernel: too few taps for FFT or GEMM to pay off")]
+    field = spec.c * taps
+    if field >= GEMM_MIN_FIELD:
+        return [("im2col", f"receptive field of {field} values: one GEMM per image"),
+                ("direct", "fallback")]
+    return [("direct", f"receptive field of {field} values: too small for GEMM or FFT to pay off")]
 
 
 def choose(spec, device: str) -> Choice:
