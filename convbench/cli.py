@@ -1,4 +1,4 @@
-"""Command line: ``python -m convbench run|list|report|compare|baseline|gate``.
+"""Command line: ``python -m convbench run|list|report|compare|check|baseline|gate``.
 
 Exit codes: 0 success, 1 a comparison exceeded --fail-above, 2 bad arguments or input files,
 130 interrupted (finished cases are kept; ``--resume`` continues).
@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="mark ratios B/A above this as regressions (default 1.25)")
     cmp_.add_argument("--fail-above", type=float, metavar="RATIO",
                       help="exit 1 if any ratio B/A exceeds RATIO")
+    chk = sub.add_parser("check", help="verify every algorithm; on a GPU, time CUDA vs cuDNN/cuFFT")
+    chk.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
+    chk.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the timing CSV")
     base = sub.add_parser("baseline", help="measure and write the regression-gate baseline")
     base.add_argument("--subset", default="all", choices=["all", "ci"])
     base.add_argument("--out", type=Path, default=None, help="baseline file (default: committed)")
@@ -97,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "check":
+            from .bench.check import run_check
+
+            return run_check(_devices(args.device), args.out)
         if args.command == "baseline":
             return cmd_baseline(args)
         if args.command == "gate":
@@ -180,6 +187,10 @@ def cmd_run(args, argv) -> int:
     print(f"{env['cpu']}, {env['cores']} cores; float32 GEMM peak {env['gemm_peak_gflops']} "
           f"GFLOP/s; devices {', '.join(devices)}; preset {preset}")
     options = SweepOptions(devices, names, max_s, env["gemm_peak_gflops"])
+    if "cuda" in devices:
+        from .cuda import memory
+
+        memory.install()  # the EMM plugin must see the first device allocation
     summaries = []
     for exp, run_dir in experiments:
         if run_dir is None:

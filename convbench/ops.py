@@ -12,13 +12,21 @@ from .workspace import ENV_LIMIT, max_workspace_bytes
 MODES = ("full", "same", "valid")
 
 
-def _as_array(name: str, value) -> np.ndarray:
+def _is_device_array(value) -> bool:
+    return hasattr(value, "__cuda_array_interface__") or type(value).__name__ == "FakeCUDAArray"
+
+
+def _as_array(name: str, value, device: str = "cpu"):
+    """A NumPy array, or (for device="cuda") a C-contiguous device array as given."""
     if isinstance(value, np.ndarray):
         return value
-    if hasattr(value, "__cuda_array_interface__"):
-        raise TypeError(
-            f"{name} is a CUDA device array; pass device='cuda' (or a NumPy array for the CPU)"
-        )
+    if _is_device_array(value):
+        if device != "cuda":
+            raise TypeError(f"{name} is a CUDA device array; pass device='cuda' "
+                            "(or a NumPy array for the CPU)")
+        if hasattr(value, "is_c_contiguous") and not value.is_c_contiguous():
+            raise TypeError(f"{name} is a non-contiguous device array; make it C-contiguous")
+        return value
     try:
         arr = np.asarray(value)
     except Exception as exc:
@@ -26,6 +34,10 @@ def _as_array(name: str, value) -> np.ndarray:
     if arr.dtype == object:
         raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}")
     return arr
+
+
+def _contiguous(a):
+    return np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a
 
 
 def _resolve(op: str, spec, algorithm: str, device: str) -> registry.Algorithm:
@@ -66,20 +78,21 @@ def conv2d(x, w, *, stride=1, padding=0, dilation=1, flip: bool = False,
     flip : False for cross-correlation (the deep-learning convention), True for true
         convolution (kernel rotated by 180 degrees)
     algorithm : "auto" or a registered name (see ``convbench.algorithms("conv2d")``)
-    device : "cpu" or "cuda"
+    device : "cpu" or "cuda"; on "cuda" host inputs give a host result, device arrays (Numba,
+        or anything with __cuda_array_interface__) a device result
 
     Returns
     -------
     array (N, K, Ho, Wo) of the input dtype
     """
-    x, w = _as_array("x", x), _as_array("w", w)
+    x, w = _as_array("x", x, device), _as_array("w", w, device)
     dtype = check_dtype("x", x)
     if check_dtype("w", w) != dtype:
         raise TypeError(f"w has dtype {w.dtype} but x has dtype {x.dtype}; they must match")
     spec = conv_spec(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
                      flip=flip, dtype=dtype)
     algo = _resolve("conv2d", spec, algorithm, device)
-    return algo.run(np.ascontiguousarray(x), np.ascontiguousarray(w), spec)
+    return algo.run(_contiguous(x), _contiguous(w), spec)
 
 
 def _signal_array(name: str, value) -> np.ndarray:
@@ -141,12 +154,12 @@ def convolve2d(in1, in2, mode: str = "full", *, algorithm: str = "auto",
 
 
 def _pool(kind: str, x, size, stride, padding, count_include_pad, algorithm, device):
-    x = _as_array("x", x)
+    x = _as_array("x", x, device)
     dtype = check_dtype("x", x)
     spec = pool_spec(kind, x.shape, size, stride=stride, padding=padding,
                      count_include_pad=count_include_pad, dtype=dtype)
     algo = _resolve(spec.op, spec, algorithm, device)
-    return algo.run(np.ascontiguousarray(x), spec)
+    return algo.run(_contiguous(x), spec)
 
 
 def max_pool2d(x, size, *, stride=None, padding=0, algorithm: str = "auto",

@@ -57,6 +57,13 @@ _MODULES = (
     "convbench.cpu.fft_tiled",
     "convbench.peers",
 )
+_CUDA_MODULES = (  # registered only where numba.cuda imports (a GPU is needed to run them)
+    "convbench.cuda.direct",
+    "convbench.cuda.pool",
+    "convbench.cuda.im2col",
+    "convbench.cuda.fft",
+    "convbench.peers_cuda",
+)
 _loaded = False
 
 
@@ -82,6 +89,12 @@ def _load() -> None:
     if not _loaded:
         _loaded = True
         for module in _MODULES:
+            importlib.import_module(module)
+        try:
+            import numba.cuda  # noqa: F401  (numba-cuda: the `cuda` extra)
+        except ImportError:
+            return
+        for module in _CUDA_MODULES:
             importlib.import_module(module)
 
 

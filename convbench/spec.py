@@ -171,9 +171,9 @@ def _positive_pair(name: str, value, minimum: int = 1) -> tuple[int, int]:
 
 def check_dtype(name: str, arr: np.ndarray) -> np.dtype:
     """Return the array's dtype if convbench supports it, else raise TypeError naming ``name``."""
-    if arr.dtype not in SUPPORTED_DTYPES:
+    if np.dtype(arr.dtype) not in SUPPORTED_DTYPES:
         raise TypeError(f"{name} has dtype {arr.dtype}; supported dtypes are {_DTYPE_NAMES}")
-    return arr.dtype
+    return np.dtype(arr.dtype)
 
 
 def conv_spec(

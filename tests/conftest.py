@@ -5,6 +5,10 @@ import os
 # as convbench/__init__.py arranges for the CLI (the timing tests interleave BLAS and Numba).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+# Without a GPU the CUDA kernels run in Numba's simulator (tests/cuda use tiny shapes there);
+# on a machine with an NVIDIA device the same tests run on the GPU at full size.
+if not os.path.exists("/dev/nvidia0"):
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 import numpy as np
 import pytest

@@ -34,7 +34,7 @@ COLUMNS = (["experiment", "series", "group", "case_id", "label", "op", "device",
             "is_peer", "status", "error", "seed"] + PARAM_COLUMNS + SPEC_COLUMNS +
            ["flops", "min_bytes", "compile_s", "median_s", "min_s", "iqr_s", "repeats", "loops",
             "gflops", "gbps", "peak_fraction", "speedup_vs_best_peer", "best_peer",
-            "workspace_bytes", "measured_host_bytes", "measured_device_bytes",
+            "workspace_bytes", "measured_host_bytes", "measured_device_bytes", "transfer_s",
             "error_to_bound", "info_kept"])
 
 
@@ -124,6 +124,19 @@ def run_case(case: Case, device: str, options: SweepOptions, experiment: Experim
         return []
     x, w = make_inputs(spec, seed)
     expected = reference(spec, x, w)
+    on_gpu = device == "cuda"
+    xin, win = x, w
+    repeat = timer.host_repeat
+    if on_gpu:  # time kernels on resident data; transfers are measured apart (transfer_s)
+        from ..cuda import memory as device_memory
+        from numba import cuda
+
+        start = time.perf_counter()
+        xin = cuda.to_device(x)
+        win = cuda.to_device(w) if w is not None else None
+        cuda.synchronize()
+        base["transfer_s"] = time.perf_counter() - start
+        repeat = timer.cuda_repeat
     rows: dict[str, dict] = {}
     timed: dict[str, Callable[[], object]] = {}
     loops: dict[str, int] = {}
@@ -142,9 +155,12 @@ def run_case(case: Case, device: str, options: SweepOptions, experiment: Experim
         if declared > limit:
             row.update(status="skipped", error=f"workspace {declared} B over the {limit} B limit")
             continue
-        fn = (lambda a=algo: a.run(x, w, spec)) if w is not None else (lambda a=algo: a.run(x, spec))
+        fn = ((lambda a=algo: a.run(xin, win, spec)) if w is not None
+              else (lambda a=algo: a.run(xin, spec)))
         try:
             first, out = timer.time_first_call(fn)
+            if on_gpu:
+                out = out.copy_to_host() if hasattr(out, "copy_to_host") else np.asarray(out)
             row["compile_s"] = first
             if algo.error_model not in bounds:
                 bounds[algo.error_model] = _bound(algo, spec, x, w)
@@ -157,13 +173,16 @@ def run_case(case: Case, device: str, options: SweepOptions, experiment: Experim
                 row.update(status="skipped", error=f"first call took {first:.1f} s "
                            f"> max case seconds {max_s:g}")
                 continue
-            n_loops, warm = timer.calibrate(fn, experiment.target_seconds)
+            n_loops, warm = timer.calibrate(fn, experiment.target_seconds, repeat)
             predicted = warm * n_loops * experiment.repeats
             if predicted > max_s:
                 row.update(status="skipped", error=f"predicted {predicted:.1f} s > "
                            f"max case seconds {max_s:g}")
                 continue
-            row["measured_host_bytes"] = memory.peak_extra_host_bytes(fn)
+            if on_gpu:
+                row["measured_device_bytes"] = _peak_device_bytes(fn, device_memory)
+            else:
+                row["measured_host_bytes"] = memory.peak_extra_host_bytes(fn)
         except Exception as exc:  # MemoryError included: record it and go on with the others
             row.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
             continue
@@ -172,13 +191,28 @@ def run_case(case: Case, device: str, options: SweepOptions, experiment: Experim
         try:
             rounds = timer.round_robin(
                 timed, loops, experiment.repeats,
-                lambda r, n: status(f"{spec.label()} timing round {r + 1}/{experiment.repeats}"))
+                lambda r, n: status(f"{spec.label()} timing round {r + 1}/{experiment.repeats}"),
+                repeat)
         except Exception as exc:
             for name in timed:
                 rows[name].update(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
             return list(rows.values())
         _fill_timings(rows, rounds, loops, spec, options)
     return list(rows.values())
+
+
+def _peak_device_bytes(fn, device_memory) -> int:
+    """Peak device bytes beyond those live before, minus the output (0 for peers whose
+    allocator Numba does not see, such as PyTorch's caching allocator)."""
+    from numba import cuda
+
+    cuda.synchronize()
+    before = device_memory.TRACKER.live
+    device_memory.TRACKER.reset_peak()
+    out = fn()
+    cuda.synchronize()
+    out_bytes = int(getattr(out, "nbytes", 0)) if hasattr(out, "copy_to_host") else 0
+    return max(0, device_memory.TRACKER.peak - before - out_bytes)
 
 
 def _fill_timings(rows, rounds, loops, spec, options):

@@ -44,15 +44,7 @@ def time_first_call(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def calibrate(fn: Callable[[], object], target_seconds: float) -> tuple[int, float]:
-    """(calls per repeat, seconds of one warm call): enough calls to fill ``target_seconds``."""
-    start = time.perf_counter()
-    fn()
-    warm = time.perf_counter() - start
-    return max(1, int(target_seconds / max(warm, 1e-7))), warm
-
-
-def _one_repeat(fn: Callable[[], object], loops: int) -> float:
+def host_repeat(fn: Callable[[], object], loops: int) -> float:
     """Per-call seconds of ``loops`` calls, after one untimed call that absorbs the cost of
     switching from the previous algorithm (cold caches, other libraries' threads going idle)."""
     fn()
@@ -62,8 +54,34 @@ def _one_repeat(fn: Callable[[], object], loops: int) -> float:
     return (time.perf_counter() - start) / loops
 
 
+def cuda_repeat(fn: Callable[[], object], loops: int) -> float:
+    """Per-call seconds of ``loops`` launches measured with CUDA events on the default stream,
+    after one untimed warm-up call and a synchronisation, so that no earlier work is counted."""
+    from numba import cuda
+
+    fn()
+    cuda.synchronize()
+    start, end = cuda.event(timing=True), cuda.event(timing=True)
+    start.record()
+    for _ in range(loops):
+        fn()
+    end.record()
+    end.synchronize()
+    return cuda.event_elapsed_time(start, end) / 1e3 / loops
+
+
+def calibrate(fn: Callable[[], object], target_seconds: float,
+              repeat: Callable[[Callable[[], object], int], float] = host_repeat
+              ) -> tuple[int, float]:
+    """(calls per repeat, seconds of one warm call): enough calls to fill ``target_seconds``."""
+    warm = repeat(fn, 1)
+    return max(1, int(target_seconds / max(warm, 1e-7))), warm
+
+
 def round_robin(fns: dict[str, Callable[[], object]], loops: dict[str, int], repeats: int,
-                on_round: Callable[[int, str], None] | None = None) -> dict[str, list[float]]:
+                on_round: Callable[[int, str], None] | None = None,
+                repeat: Callable[[Callable[[], object], int], float] = host_repeat
+                ) -> dict[str, list[float]]:
     """Per-call seconds of each function for each of ``repeats`` rounds, interleaved; the start
     of the order rotates every round so no function always runs right after the same one."""
     names = list(fns)
@@ -73,7 +91,7 @@ def round_robin(fns: dict[str, Callable[[], object]], loops: dict[str, int], rep
         if on_round:
             on_round(r, order[0] if order else "")
         for name in order:
-            rounds[name].append(_one_repeat(fns[name], loops[name]))
+            rounds[name].append(repeat(fns[name], loops[name]))
     return rounds
 
 

@@ -1,0 +1,177 @@
+"""FFT convolution on the GPU with our own FFT kernels.
+
+Transforms are radix-2 Stockham passes (self-sorting, no bit reversal): one launch per pass over
+every row of every plane at once, ping-ponging between two buffers; a 2-D transform is the row
+passes then the column passes (the same kernel with a stride). Sizes are powers of two at least
+the padded image. Input planes and kernels are transformed once; a multiply-accumulate kernel
+sums X[n, c] * conj(W[k, c]) over input channels (correlation; true convolution rotates the
+kernel once while staging it); one inverse transform per output plane; a read-out kernel applies
+padding as a cyclic shift, stride as sampling, and the 1/(P*Q) normalisation.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from numba import cuda
+
+from ..registry import Algorithm, register
+from ..spec import ConvSpec
+from .arrays import device_empty, grid_1d, grid_2d, host_or_device
+
+THREADS = 256
+BLOCK_2D = (32, 8)
+
+
+def pow2(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1, n))))
+
+
+def transform_shape(spec: ConvSpec) -> tuple[int, int]:
+    hp, wp = spec.padded_size
+    return pow2(hp), pow2(wp)
+
+
+def _complex(dtype) -> np.dtype:
+    return np.dtype(np.complex64 if np.dtype(dtype) == np.float32 else np.complex128)
+
+
+@cuda.jit
+def _stockham_pass(src, dst, n, inner, ns, sign):
+    """One radix-2 Stockham pass over arrays viewed as (batch, n, inner), transforming along n.
+
+    Thread t handles butterfly j of one (batch, inner) line: it reads elements j and j + n/2,
+    twiddles the second by exp(sign * 2*pi*i * (j mod ns) / (2 ns)) and writes the sum and
+    difference to positions that leave the output in natural order after the last pass.
+    """
+    t = cuda.grid(1)
+    half = n // 2
+    if t >= (src.size // n) * half:  # the grid is rounded up to whole blocks
+        return
+    col = t % inner
+    j = (t // inner) % half
+    b = t // (inner * half)
+    base = b * n * inner + col
+    v0 = src[base + j * inner]
+    v1 = src[base + (j + half) * inner]
+    angle = sign * math.pi * (j % ns) / ns  # twiddles in float64: exact to the last float32 bit
+    v1 = v1 * complex(math.cos(angle), math.sin(angle))
+    d = (j // ns) * ns * 2 + j % ns
+    dst[base + d * inner] = v0 + v1
+    dst[base + (d + ns) * inner] = v0 - v1
+
+
+def fft2(buf, scratch, sign: int) -> None:
+    """In-place, in-order 2-D FFT over the last two axes of ``buf`` (sign -1 forward, +1
+    inverse, unnormalised), using ``scratch`` (at least ``buf.size`` elements) for the ping-pong.
+    When the number of passes is odd the result is copied back into ``buf``."""
+    p, q = tuple(buf.shape)[-2:]  # (the simulator's shape object has no negative indexing)
+    src, dst = buf.reshape(buf.size), scratch.reshape(scratch.size)[: buf.size]
+    blocks, threads = grid_1d(buf.size // 2, THREADS)
+    passes = int(math.log2(p)) + int(math.log2(q))
+    for n, inner in ((q, 1), (p, q)):  # rows, then columns
+        ns = 1
+        while ns < n:
+            _stockham_pass[blocks, threads](src, dst, n, inner, ns, sign)
+            src, dst = dst, src
+            ns *= 2
+    if passes % 2:  # the result landed in the scratch buffer
+        buf.reshape(buf.size).copy_to_device(src)
+
+
+@cuda.jit
+def _stage_images(x, buf):
+    q, row = cuda.grid(2)
+    n_img, c_in, p, qq = buf.shape
+    if q >= qq or row >= n_img * c_in * p:  # the grid is rounded up to whole blocks
+        return
+    r = row % p
+    c = (row // p) % c_in
+    n = row // (p * c_in)
+    inside = r < x.shape[2] and q < x.shape[3]  # zeros past the image absorb the padding
+    buf[n, c, r, q] = x[n, c, r, q] if inside else 0
+
+
+@cuda.jit
+def _stage_kernels(w, buf, dh, dw, flip):
+    q, row = cuda.grid(2)
+    k_out, c_in, p, qq = buf.shape
+    if q >= qq or row >= k_out * c_in * p:
+        return
+    r = row % p
+    c = (row // p) % c_in
+    k = row // (p * c_in)
+    kh, kw = w.shape[2], w.shape[3]
+    value = 0
+    if r % dh == 0 and q % dw == 0 and r // dh < kh and q // dw < kw:  # a (dilated) tap
+        i, j = r // dh, q // dw
+        value = w[k, c, kh - 1 - i, kw - 1 - j] if flip else w[k, c, i, j]
+    buf[k, c, r, q] = value
+
+
+@cuda.jit
+def _spectral_mac(xf, wf, yf):
+    """yf[n, k, f] = sum_c xf[n, c, f] * conj(wf[k, c, f]); one thread per (n, k, f)."""
+    f, nk = cuda.grid(2)
+    n_img, c_in, n_freq = xf.shape
+    k_out = wf.shape[0]
+    if f >= n_freq or nk >= n_img * k_out:  # the grid is rounded up to whole blocks
+        return
+    n, k = nk // k_out, nk % k_out
+    acc = xf[n, 0, f] * wf[k, 0, f].conjugate()
+    for c in range(1, c_in):
+        acc += xf[n, c, f] * wf[k, c, f].conjugate()
+    yf[n, k, f] = acc
+
+
+@cuda.jit
+def _read_out(z, out, sh, sw, pt, pl, scale):
+    ow, row = cuda.grid(2)
+    n_img, k_out, ho, wo = out.shape
+    if ow >= wo or row >= n_img * k_out * ho:
+        return
+    oh = row % ho
+    k = (row // ho) % k_out
+    n = row // (ho * k_out)
+    p, q = z.shape[2], z.shape[3]
+    out[n, k, oh, ow] = z[n, k, (oh * sh - pt) % p, (ow * sw - pl) % q].real * scale
+
+
+def fft_workspace_bytes(spec: ConvSpec) -> int:
+    """Input, kernel and output spectra, plus one ping-pong buffer as large as the largest."""
+    p, q = transform_shape(spec)
+    item = _complex(spec.dtype).itemsize
+    planes = spec.n * spec.c + spec.k * spec.c + spec.n * spec.k
+    return (planes + max(spec.n * spec.c, spec.k * spec.c, spec.n * spec.k)) * p * q * item
+
+
+def fft_conv2d(x, w, spec: ConvSpec):
+    """Whole-image FFT convolution on device arrays."""
+    p, q = transform_shape(spec)
+    cdt = _complex(spec.dtype)
+    n, c, k = spec.n, spec.c, spec.k
+    out = device_empty(spec.out_shape, np.dtype(spec.dtype))
+    scratch = device_empty((max(n * c, k * c, n * k) * p * q,), cdt)
+    xf = device_empty((n, c, p, q), cdt)
+    _stage_images[grid_2d(n * c * p, q, BLOCK_2D)](x, xf)
+    fft2(xf, scratch, -1)
+    wf = device_empty((k, c, p, q), cdt)
+    _stage_kernels[grid_2d(k * c * p, q, BLOCK_2D)](w, wf, spec.dilation[0], spec.dilation[1],
+                                                    spec.flip)
+    fft2(wf, scratch, -1)
+    yf = device_empty((n, k, p, q), cdt)
+    _spectral_mac[grid_2d(n * k, p * q, BLOCK_2D)](
+        xf.reshape(n, c, p * q), wf.reshape(k, c, p * q), yf.reshape(n, k, p * q))
+    fft2(yf, scratch, +1)
+    ho, wo = spec.out_size
+    _read_out[grid_2d(n * k * ho, wo, BLOCK_2D)](yf, out, spec.stride[0], spec.stride[1],
+                                                 spec.pad[0], spec.pad[2], 1.0 / (p * q))
+    return out
+
+
+register(Algorithm(
+    name="fft", op="conv2d", device="cuda", run=host_or_device(fft_conv2d),
+    workspace_bytes=fft_workspace_bytes, error_model="fft", tags=("fft",),
+    description="own radix-2 Stockham FFT kernels, spectral MAC over channels, inverse, crop",
+))

@@ -1,0 +1,117 @@
+"""GPU peers: cuDNN through PyTorch and a cuFFT FFT convolution through CuPy, registered only
+where the package imports and sees a GPU (the simulator has neither)."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from .devices import simulator_enabled
+from .registry import Algorithm, register
+from .spec import ConvSpec, PoolSpec
+
+
+def _torch_cuda():
+    if simulator_enabled() or importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    return torch if torch.cuda.is_available() else None
+
+
+def _as_torch(torch, a):
+    """Zero-copy view of a device array, or an upload of a host array."""
+    if hasattr(a, "__cuda_array_interface__"):
+        return torch.as_tensor(a, device="cuda")
+    return torch.from_numpy(np.ascontiguousarray(a)).cuda()
+
+
+def _back(a_in, t):
+    """Device result for device input (through __cuda_array_interface__), host otherwise."""
+    if hasattr(a_in, "__cuda_array_interface__"):
+        from numba import cuda
+
+        return cuda.as_cuda_array(t.contiguous())
+    return t.cpu().numpy()
+
+
+def _register_torch(torch) -> None:
+    import torch.nn.functional as F
+
+    torch.backends.cudnn.allow_tf32 = False  # true float32, as ours
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+    def conv(x, w, spec: ConvSpec):
+        tx, tw = _as_torch(torch, x), _as_torch(torch, w)
+        if spec.flip:
+            tw = torch.flip(tw, dims=(2, 3))
+        pt, pb, pl, pr = spec.pad
+        if pt == pb and pl == pr:
+            padding = (pt, pl)
+        else:
+            tx, padding = F.pad(tx, (pl, pr, pt, pb)), 0
+        with torch.no_grad():
+            y = F.conv2d(tx, tw, stride=spec.stride, padding=padding, dilation=spec.dilation)
+        return _back(x, y)
+
+    def pool(x, spec: PoolSpec):
+        tx = _as_torch(torch, x)
+        with torch.no_grad():
+            if spec.kind == "max":
+                y = F.max_pool2d(tx, spec.size, spec.stride, spec.pad)
+            else:
+                y = F.avg_pool2d(tx, spec.size, spec.stride, spec.pad,
+                                 count_include_pad=spec.count_include_pad)
+        return _back(x, y)
+
+    register(Algorithm("cudnn", "conv2d", "cuda", conv, is_peer=True, error_model="fft",
+                       description=f"torch {torch.__version__} F.conv2d (cuDNN, no TF32)"))
+    for op in ("max_pool2d", "avg_pool2d"):
+        register(Algorithm("torch", op, "cuda", pool, is_peer=True,
+                           description=f"torch {torch.__version__} F.{op}"))
+
+
+def _register_cupy() -> None:
+    if simulator_enabled() or importlib.util.find_spec("cupy") is None:
+        return
+    import cupy
+
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return
+    except Exception:
+        return
+
+    def cufft_conv(x, w, spec: ConvSpec):
+        """rfft2 of padded planes and kernels (cuFFT), einsum over channels, irfft2, crop."""
+        cx, cw = cupy.asarray(x), cupy.asarray(w)
+        pt, pb, pl, pr = spec.pad
+        cx = cupy.pad(cx, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+        if spec.flip:
+            cw = cw[:, :, ::-1, ::-1]
+        if spec.dilation != (1, 1):
+            ekh, ekw = spec.effective_kernel
+            dil = cupy.zeros(cw.shape[:2] + (ekh, ekw), cw.dtype)
+            dil[:, :, ::spec.dilation[0], ::spec.dilation[1]] = cw
+            cw = dil
+        hp, wp = spec.padded_size
+        xf = cupy.fft.rfft2(cx, s=(hp, wp))
+        wf = cupy.fft.rfft2(cw, s=(hp, wp))
+        y = cupy.fft.irfft2(cupy.einsum("ncpq,kcpq->nkpq", xf, wf.conj()), s=(hp, wp))
+        (sh, sw), (ho, wo) = spec.stride, spec.out_size
+        y = cupy.ascontiguousarray(y[:, :, : (ho - 1) * sh + 1: sh, : (wo - 1) * sw + 1: sw])
+        y = y.astype(spec.dtype, copy=False)
+        if hasattr(x, "__cuda_array_interface__"):
+            from numba import cuda
+
+            return cuda.as_cuda_array(y)
+        return cupy.asnumpy(y)
+
+    register(Algorithm("cufft", "conv2d", "cuda", cufft_conv, is_peer=True, error_model="fft",
+                       description=f"CuPy {cupy.__version__} cuFFT rfft2 + einsum"))
+
+
+_torch = _torch_cuda()
+if _torch is not None:
+    _register_torch(_torch)
+_register_cupy()

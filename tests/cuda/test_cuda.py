@@ -1,0 +1,161 @@
+"""Every CUDA algorithm against the float64 CPU reference.
+
+In the simulator (CI): tiny irregular shapes, and threads-per-block patched small so that every
+grid has several blocks in each dimension (ragged edges, halos across block borders). On a real
+GPU the same tests also run at full size with the real block shapes.
+"""
+import numpy as np
+import pytest
+
+import convbench as cb
+from convbench import registry
+from convbench.devices import simulator_enabled
+from convbench.reference import reference
+from convbench.spec import conv_spec, pool_spec
+from convbench.tolerance import check_close, conv_error_bound, pool_error_bound
+
+cuda = pytest.importorskip("numba.cuda")
+if not cuda.is_available():
+    pytest.skip("no CUDA device and the simulator is off", allow_module_level=True)
+
+from convbench.cuda import arrays, memory  # noqa: E402
+from convbench.cuda import direct as cuda_direct  # noqa: E402
+from convbench.cuda import fft as cuda_fft  # noqa: E402
+from convbench.cuda import im2col as cuda_im2col  # noqa: E402
+from convbench.cuda import pool as cuda_pool  # noqa: E402
+
+SIM = simulator_enabled()
+CONV = [a for a in registry.algorithms("conv2d", "cuda") if not a.is_peer]
+POOL = registry.algorithms("max_pool2d", "cuda") + registry.algorithms("avg_pool2d", "cuda")
+POOL = [a for a in POOL if not a.is_peer]
+
+TINY = [  # (x shape, w shape, kwargs): odd sizes, stride, padding, dilation, flip
+    ((1, 2, 7, 9), (5, 2, 3, 2), {}),
+    ((2, 1, 6, 5), (3, 1, 2, 3), {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2)}),
+    ((1, 3, 5, 6), (2, 3, 3, 3), {"flip": True, "padding": 1, "stride": 2}),
+    ((1, 1, 4, 4), (1, 1, 4, 4), {"dtype": "float64"}),  # kernel as large as the input
+]
+FULL = [((8, 16, 64, 64), (16, 16, 9, 9), {}), ((4, 8, 57, 61), (12, 8, 5, 3), {"padding": 2}),
+        ((32, 3, 32, 32), (4, 3, 5, 5), {})]
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of a few threads, so tiny shapes still span several blocks per grid dimension."""
+    if SIM:
+        monkeypatch.setattr(cuda_direct, "TILE", 4)
+        monkeypatch.setattr(cuda_direct, "BLOCK_V1", (4, 2))
+        monkeypatch.setattr(cuda_im2col, "BT", 2)
+        monkeypatch.setattr(cuda_im2col, "RT", 2)
+        monkeypatch.setattr(cuda_im2col, "BK", 4)
+        monkeypatch.setattr(cuda_im2col, "UNFOLD_BLOCK", (4, 2))
+        monkeypatch.setattr(cuda_fft, "THREADS", 8)
+        monkeypatch.setattr(cuda_fft, "BLOCK_2D", (4, 2))
+        monkeypatch.setattr(cuda_pool, "BLOCK", (4, 2))
+
+
+def _conv_case(x_shape, w_shape, kwargs, seed=0):
+    kwargs = dict(kwargs)
+    dtype = kwargs.pop("dtype", "float32")
+    spec = conv_spec(x_shape, w_shape, dtype=dtype, **kwargs)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    return spec, x, w
+
+
+@pytest.mark.parametrize("case", TINY + ([] if SIM else FULL), ids=str)
+@pytest.mark.parametrize("algo", CONV, ids=lambda a: a.name)
+def test_conv_matches_reference(algo, case, small_blocks):
+    spec, x, w = _conv_case(*case)
+    got = algo.run(x, w, spec)
+    assert isinstance(got, np.ndarray) and got.shape == spec.out_shape
+    ok, ratio = check_close(got, reference(spec, x, w), conv_error_bound(x, w, spec, algo.error_model))
+    assert ok, f"{algo.name} on {spec.label()}: error/bound {ratio:.3g}"
+
+
+@pytest.mark.parametrize("algo", POOL, ids=lambda a: a.op)
+@pytest.mark.parametrize("size,stride,padding", [(2, None, 0), (3, 2, 1), ((2, 3), (1, 2), (1, 1))])
+def test_pool_matches_reference(algo, size, stride, padding, small_blocks):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 2, 7, 6) if SIM else (32, 64, 56, 56)).astype(np.float32)
+    spec = pool_spec(algo.op.split("_")[0], x.shape, size, stride=stride, padding=padding)
+    ok, ratio = check_close(algo.run(x, spec), reference(spec, x), pool_error_bound(x, spec))
+    assert ok, f"{algo.op}: error/bound {ratio:.3g}"
+
+
+def test_v2_falls_back_to_v1_when_the_tile_does_not_fit():
+    spec = conv_spec((1, 1, 40, 40), (1, 1, 30, 30))
+    assert not cuda_direct.v2_fits(spec)
+    assert cuda_direct.v2_fits(conv_spec((1, 1, 40, 40), (1, 1, 5, 5)))
+
+
+def test_device_arrays_in_give_device_arrays_out(small_blocks):
+    spec, x, w = _conv_case((1, 2, 6, 5), (2, 2, 3, 3), {})
+    dx, dw = cuda.to_device(x), cuda.to_device(w)
+    y = cb.conv2d(dx, dw, device="cuda", algorithm="direct")
+    assert arrays.is_device_array(y)
+    np.testing.assert_allclose(y.copy_to_host(), cb.conv2d(x, w, algorithm="direct"),
+                               rtol=1e-5, atol=1e-5)
+    host = cb.conv2d(x, w, device="cuda", algorithm="direct")
+    assert isinstance(host, np.ndarray)
+
+
+def test_device_array_on_cpu_is_refused():
+    spec, x, w = _conv_case((1, 2, 6, 5), (2, 2, 3, 3), {})
+    with pytest.raises(TypeError, match="device='cuda'"):
+        cb.conv2d(cuda.to_device(x), w)
+
+
+@pytest.mark.parametrize("algo", CONV, ids=lambda a: a.name)
+def test_declared_device_workspace_matches_measured(algo, small_blocks):
+    """Measured peak device bytes (EMM plugin on a GPU, allocation helper in the simulator)
+    minus the output equals the declared workspace within 10%."""
+    spec, x, w = _conv_case((2, 3, 12, 10), (4, 3, 3, 3), {"padding": 1})
+    dx, dw = cuda.to_device(x), cuda.to_device(w)
+    algo.run(dx, dw, spec)  # compile first
+    cuda.synchronize()
+    before = memory.TRACKER.live
+    memory.TRACKER.reset_peak()
+    out = algo.run(dx, dw, spec)
+    cuda.synchronize()
+    measured = memory.TRACKER.peak - before - out.nbytes
+    declared = algo.workspace_bytes(spec)
+    assert abs(measured - declared) <= 0.10 * max(declared, 1), (declared, measured)
+
+
+def test_stockham_fft_matches_numpy(small_blocks):
+    rng = np.random.default_rng(2)
+    a = (rng.standard_normal((3, 8, 16)) + 1j * rng.standard_normal((3, 8, 16))).astype(np.complex128)
+    buf, scratch = cuda.to_device(a), cuda.device_array(a.size, a.dtype)
+    cuda_fft.fft2(buf, scratch, -1)
+    np.testing.assert_allclose(buf.copy_to_host(), np.fft.fft2(a), rtol=1e-10, atol=1e-10)
+
+
+def test_check_command_verifies_every_device(tmp_path, capsys):
+    from convbench.bench.check import run_check
+
+    assert run_check(["cpu", "cuda"], tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "All results match" in out and "FAIL" not in out
+    assert " cuda conv2d     fft " in out and " cpu  conv2d     fft_tiled " in out
+
+
+@pytest.mark.skipif(SIM, reason="the simulator has no External Memory Management hook; "
+                    "its allocations are counted by device_empty (tested above)")
+def test_emm_plugin_counts_every_device_allocation():
+    """In a fresh process (the plugin must precede every allocation): live bytes follow
+    allocations and frees, the peak remembers the high-water mark."""
+    import subprocess
+    import sys
+
+    code = (
+        "from convbench.cuda import memory; assert memory.install()\n"
+        "from numba import cuda; import numpy as np\n"
+        "a = cuda.device_array(1 << 20, np.float32); b = cuda.device_array(1 << 18, np.float32)\n"
+        "assert memory.TRACKER.live >= (1 << 22) + (1 << 20), memory.TRACKER.live\n"
+        "del a; import gc; gc.collect(); cuda.current_context().deallocations.clear()\n"
+        "assert memory.TRACKER.live < (1 << 22), memory.TRACKER.live\n"
+        "assert memory.TRACKER.peak >= (1 << 22) + (1 << 20)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
