@@ -6,7 +6,8 @@ each staged input value is multiplied into 4 output rows held in L1 (register bl
 inner loop runs over the output width with precomputed bounds so LLVM vectorises it, and zero
 padding is staged per thread: each padded input row is copied once into a small buffer.
 v3 (stride 1, registered as ``direct`` with v2 for strides): a band of output rows is one
-long row of pitch Wp, so each tap is a single vectorised multiply-add hundreds of elements long.
+long row of pitch Wp, so each tap is a single vectorised multiply-add hundreds of elements long;
+taps are taken three at a time so each accumulator load/store serves three multiply-adds.
 """
 from __future__ import annotations
 
@@ -134,6 +135,33 @@ def _direct_v2(x, w, out, sh, sw, pt, pl, dh, dw, flip, acc_ws, row_ws):
                 out[n, k0 + kk, oh, ow] = acc[kk, ow]
 
 
+@njit(inline="always")
+def _tap(j, kw, flip):
+    """Kernel column read for tap j (rotated for true convolution)."""
+    return kw - 1 - j if flip else j
+
+
+@njit(cache=True, fastmath={"contract"})
+def _taps3_k4(acc, xp, base, dw, length, a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2):
+    """Three neighbouring taps for four output channels in one pass over the wide row: each
+    accumulator is loaded and stored once per 3 multiply-adds instead of once per 1.
+    (fastmath "contract" only lets LLVM fuse multiply and add; no other IEEE rule is relaxed.)"""
+    for t in range(length):
+        x0 = xp[base + t]
+        x1 = xp[base + dw + t]
+        x2 = xp[base + 2 * dw + t]
+        acc[0, t] += a0 * x0 + a1 * x1 + a2 * x2
+        acc[1, t] += b0 * x0 + b1 * x1 + b2 * x2
+        acc[2, t] += c0 * x0 + c1 * x1 + c2 * x2
+        acc[3, t] += d0 * x0 + d1 * x1 + d2 * x2
+
+
+@njit(cache=True, fastmath={"contract"})
+def _taps3_k1(acc, row, xp, base, dw, length, a0, a1, a2):
+    for t in range(length):
+        acc[row, t] += a0 * xp[base + t] + a1 * xp[base + dw + t] + a2 * xp[base + 2 * dw + t]
+
+
 @njit(parallel=True, cache=True)
 def _direct_v3(x, w, out, pt, pl, dh, dw, flip, band, acc_ws, stage_ws):
     """v3 (stride 1): a band of output rows computed as one long "wide" row of pitch Wp.
@@ -174,15 +202,33 @@ def _direct_v3(x, w, out, pt, pl, dh, dw, flip, band, acc_ws, stage_ws):
                 xp[q] = 0.0
             for i in range(kh):
                 wi = kh - 1 - i if flip else i
-                for j in range(kw):
-                    wj = kw - 1 - j if flip else j
+                j = 0
+                while j < kw:
                     base = i * dh * pitch + j * dw
+                    if kw - j >= 3:  # three taps per pass: 3 loads of x feed 12 multiply-adds
+                        j0, j1, j2 = _tap(j, kw, flip), _tap(j + 1, kw, flip), _tap(j + 2, kw, flip)
+                        if nk == K_BLOCK:
+                            _taps3_k4(acc, xp, base, dw, length,
+                                      w[k0, c, wi, j0], w[k0, c, wi, j1], w[k0, c, wi, j2],
+                                      w[k0 + 1, c, wi, j0], w[k0 + 1, c, wi, j1],
+                                      w[k0 + 1, c, wi, j2], w[k0 + 2, c, wi, j0],
+                                      w[k0 + 2, c, wi, j1], w[k0 + 2, c, wi, j2],
+                                      w[k0 + 3, c, wi, j0], w[k0 + 3, c, wi, j1],
+                                      w[k0 + 3, c, wi, j2])
+                        else:
+                            for kk in range(nk):
+                                _taps3_k1(acc, kk, xp, base, dw, length, w[k0 + kk, c, wi, j0],
+                                          w[k0 + kk, c, wi, j1], w[k0 + kk, c, wi, j2])
+                        j += 3
+                        continue
+                    wj = _tap(j, kw, flip)
                     if nk == K_BLOCK:
                         _axpy4(acc, xp, base, 1, w[k0, c, wi, wj], w[k0 + 1, c, wi, wj],
                                w[k0 + 2, c, wi, wj], w[k0 + 3, c, wi, wj], length)
                     else:
                         for kk in range(nk):
                             _axpy1(acc, kk, xp, base, 1, w[k0 + kk, c, wi, wj], length)
+                    j += 1
         for kk in range(nk):
             for r in range(rows):
                 for ow in range(wo):
