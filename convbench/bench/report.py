@@ -24,7 +24,13 @@ def load_results(run_dir: Path) -> pd.DataFrame:
     df["is_peer"] = df["is_peer"].astype(str).str.lower() == "true"
     for col in ("median_s", "workspace_bytes", "measured_host_bytes", "speedup_vs_best_peer"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    df["memory_bytes"] = df[["workspace_bytes", "measured_host_bytes"]].max(axis=1)
+    for col in ("measured_device_bytes",):
+        df[col] = pd.to_numeric(df.get(col), errors="coerce")
+    mem = df[["workspace_bytes", "measured_host_bytes", "measured_device_bytes"]].max(axis=1)
+    # a peer that declares nothing and shows nothing allocates inside a compiled library
+    # (oneDNN, cuDNN): its memory is unknown, not zero
+    unknown = df["is_peer"] & (mem.fillna(0) == 0)
+    df["memory_bytes"] = mem.mask(unknown)
     return df
 
 
@@ -38,7 +44,7 @@ def fastest_per_case(df: pd.DataFrame) -> pd.DataFrame:
         ours, peers = g[~g["is_peer"]], g[g["is_peer"]]
         row = {"device": device, "series": series, "case": best["label"],
                "fastest": best["algorithm"], "time_ms": best["median_s"] * MS,
-               "memory_MiB": (best["memory_bytes"] or 0) / 2**20}
+               "memory_MiB": best["memory_bytes"] / 2**20}
         if len(ours):
             o = ours.loc[ours["median_s"].idxmin()]
             row.update(ours=o["algorithm"], ours_ms=o["median_s"] * MS)
@@ -51,11 +57,12 @@ def fastest_per_case(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def pareto_front(g: pd.DataFrame) -> pd.DataFrame:
-    """Algorithms of one case that no other beats on both time and memory."""
-    g = g.sort_values(["median_s", "memory_bytes"])
+    """Algorithms of one case that no other beats on both time and memory (those whose memory
+    is unknown are left out)."""
+    g = g[g["memory_bytes"].notna()].sort_values(["median_s", "memory_bytes"])
     front, best_mem = [], np.inf
     for _, r in g.iterrows():
-        mem = r["memory_bytes"] if not np.isnan(r["memory_bytes"]) else 0
+        mem = r["memory_bytes"]
         if mem < best_mem:
             front.append(r)
             best_mem = mem
@@ -118,8 +125,15 @@ def plot_pareto(df: pd.DataFrame, path: Path) -> None:
         g = g[g["case_id"] == g["case_id"].iloc[-1]].copy()
         g["mem_plot"] = g["memory_bytes"].fillna(0).clip(lower=1024)
         for _, r in g.iterrows():
-            ax.scatter(r["median_s"] * MS, r["mem_plot"], marker="x" if r["is_peer"] else "o")
-            ax.annotate(r["algorithm"], (r["median_s"] * MS, r["mem_plot"]), fontsize=7,
+            unknown = np.isnan(r["memory_bytes"])
+            marker = "x" if r["is_peer"] else "o"
+            if unknown:  # hollow grey: drawn at the floor, not a real figure
+                ax.scatter(r["median_s"] * MS, r["mem_plot"], marker="o", facecolors="none",
+                           edgecolors="grey")
+            else:
+                ax.scatter(r["median_s"] * MS, r["mem_plot"], marker=marker)
+            label = r["algorithm"] + (" (memory not visible)" if unknown else "")
+            ax.annotate(label, (r["median_s"] * MS, r["mem_plot"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
         front = pareto_front(g).sort_values("median_s")
         ax.step(front["median_s"] * MS, front["mem_plot"], where="post", color="k", alpha=0.5,
@@ -140,17 +154,19 @@ def plot_pareto(df: pd.DataFrame, path: Path) -> None:
 def plot_pooling(df: pd.DataFrame, path: Path) -> None:
     ok = df[df["status"] == "ok"]
     fig, (ax_t, ax_i) = plt.subplots(1, 2, figsize=(12, 4.2))
+    colors = {s: f"C{i}" for i, s in enumerate(dict.fromkeys(ok["series"]))}
+    markers = {a: m for a, m in zip(dict.fromkeys(ok["algorithm"]), "osx^dv")}
     for (series, algo, peer), g in ok.groupby(["series", "algorithm", "is_peer"], sort=False):
         g = g.sort_values("pool_size")
         ax_t.plot(g["pool_size"], g["median_s"] * MS, label=f"{series}: {algo}",
-                  **_style(algo, peer))
+                  color=colors[series], marker=markers[algo], linestyle="--" if peer else "-")
     for series, g in ok.groupby("series", sort=False):
         g = g.drop_duplicates("case_id").sort_values("pool_size")
-        ax_i.plot(g["pool_size"], g["info_kept"], marker="o", label=series)
+        ax_i.plot(g["pool_size"], g["info_kept"], marker="o", label=series, color=colors[series])
     ax_t.set_yscale("log")
     ax_t.set_xlabel("pool size")
     ax_t.set_ylabel("median time (ms, log)")
-    ax_t.set_title("Time (solid: convbench, dashed: peers)", fontsize=10)
+    ax_t.set_title("Time (colour: series; solid: convbench, dashed: peers)", fontsize=10)
     ax_t.legend(fontsize=6)
     ax_i.set_xlabel("pool size")
     ax_i.set_ylabel("fraction of image variance kept")
@@ -266,8 +282,7 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
     for (device, case_id), g in ok.groupby(["device", "case_id"], sort=False):
         front = pareto_front(g)
         items = ", ".join(f"{r['algorithm']} ({r['median_s'] * MS:.3g} ms, "
-                          f"{(r['memory_bytes'] if not np.isnan(r['memory_bytes']) else 0) / 2**20:.3g} MiB)"
-                          for _, r in front.iterrows())
+                          f"{r['memory_bytes'] / 2**20:.3g} MiB)" for _, r in front.iterrows())
         md.append(f"- {device} {case_id}: {items}\n")
     bad = df[df["status"] != "ok"][["series", "label", "algorithm", "status", "error"]]
     md.append("## Not timed (skipped, failed, mismatch)\n")
