@@ -16,7 +16,7 @@ if "OMP_WAIT_POLICY" not in os.environ:
 # 2^4 cycles makes them sleep at once. Only effective when convbench is imported before NumPy
 # loads OpenBLAS, as `python -m convbench` does.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-from .auto import choose  # noqa: E402  (after the thread setting above)
+from .auto import choose, explain  # noqa: E402  (after the thread setting above)
 from .ops import (
     algorithms,
     avg_pool2d,
@@ -26,11 +26,11 @@ from .ops import (
     max_pool2d,
     workspace_bytes,
 )
+from ._version import __version__
 from .spec import ConvSpec, PoolSpec, conv_spec, pool_spec
 
-__version__ = "0.1.0"
 
 __all__ = [
-    "ConvSpec", "PoolSpec", "algorithms", "avg_pool2d", "choose", "conv2d", "conv_spec",
+    "ConvSpec", "PoolSpec", "algorithms", "avg_pool2d", "choose", "conv2d", "conv_spec", "explain",
     "convolve2d", "correlate2d", "max_pool2d", "pool_spec", "workspace_bytes", "__version__",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m convbench run|list|report|compare|check|baseline|gate``.
+"""Command line: ``python -m convbench run|list|report|compare|check|calibrate|explain|baseline|gate``.
 
 Exit codes: 0 success, 1 a comparison exceeded --fail-above, 2 bad arguments or input files,
 130 interrupted (finished cases are kept; ``--resume`` continues).
@@ -46,6 +46,22 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check", help="verify every algorithm; on a GPU, time CUDA vs cuDNN/cuFFT")
     chk.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
     chk.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the timing CSV")
+    cal = sub.add_parser("calibrate", help="fit the cost model that algorithm='auto' uses")
+    cal.add_argument("--layers", type=int, default=80, help="random layers to time (default 80)")
+    cal.add_argument("--device", default="cpu", choices=["cpu", "cuda", "all"])
+    cal.add_argument("--out", type=Path, default=None, help="file (default: the user cache)")
+    exp = sub.add_parser("explain", help="predicted time and workspace of every candidate")
+    exp.add_argument("--x", required=True, help="input shape N,C,H,W")
+    exp.add_argument("--w", help="kernel shape K,C,kh,kw (convolution)")
+    exp.add_argument("--pool", choices=["max", "avg"], help="pooling instead of convolution")
+    exp.add_argument("--size", help="pool size (int or h,w)")
+    exp.add_argument("--stride", default="1")
+    exp.add_argument("--padding", default="0", help="int, h,w, t,b,l,r, valid or same")
+    exp.add_argument("--dilation", default="1")
+    exp.add_argument("--flip", action="store_true")
+    exp.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    exp.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    exp.add_argument("--measure", action="store_true", help="time the top candidates (cached)")
     base = sub.add_parser("baseline", help="measure and write the regression-gate baseline")
     base.add_argument("--subset", default="all", choices=["all", "ci"])
     base.add_argument("--out", type=Path, default=None, help="baseline file (default: committed)")
@@ -57,6 +73,33 @@ def _parser() -> argparse.ArgumentParser:
                       help="allowed slowdown, e.g. 0.25 for +25%% (default: the baseline's)")
     gate.add_argument("--repeats", type=int, default=9)
     return parser
+
+
+def _ints(text: str | None, name: str):
+    """'8,64,56,56' -> (8, 64, 56, 56); '3' -> 3; 'same' stays a string (padding)."""
+    if text is None:
+        return None
+    if text in ("same", "valid"):
+        return text
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--{name} must be integers separated by commas, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def cmd_explain(args) -> int:
+    from .auto import explain
+
+    if (args.w is None) == (args.pool is None):
+        raise ValueError("give either --w (convolution) or --pool with --size (pooling)")
+    choice = explain(_ints(args.x, "x"), _ints(args.w, "w"), stride=_ints(args.stride, "stride"),
+                     padding=_ints(args.padding, "padding"),
+                     dilation=_ints(args.dilation, "dilation"), flip=args.flip, dtype=args.dtype,
+                     device=args.device, pool=args.pool, size=_ints(args.size, "size"),
+                     measure=args.measure)
+    print(choice)
+    return 0
 
 
 def cmd_baseline(args) -> int:
@@ -104,6 +147,16 @@ def main(argv: list[str] | None = None) -> int:
             from .bench.check import run_check
 
             return run_check(_devices(args.device), args.out)
+        if args.command == "calibrate":
+            from .bench.calibrate import calibrate
+
+            doc = calibrate(args.layers, tuple(_devices(args.device)), args.out)
+            for key, q in doc["quality"].items():
+                print(f"{key:28s} {q['samples']:3d} layers, median error "
+                      f"{q['median_rel_error'] * 100:.0f}%")
+            return 0
+        if args.command == "explain":
+            return cmd_explain(args)
         if args.command == "baseline":
             return cmd_baseline(args)
         if args.command == "gate":

@@ -40,13 +40,14 @@ def _contiguous(a):
     return np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a
 
 
-def _resolve(op: str, spec, algorithm: str, device: str) -> registry.Algorithm:
+def _resolve(op: str, spec, algorithm: str, device: str,
+             measure: bool | None = None) -> registry.Algorithm:
     """Pick the algorithm (``auto`` or by name), check it supports ``spec`` and fits memory."""
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a string, got {algorithm!r}")
     check_device(device)
     if algorithm == "auto":
-        algo = choose(spec, device).algorithm
+        algo = choose(spec, device, measure).algorithm
     else:
         algo = registry.get(op, device, algorithm)
         if not algo.supports(spec):
@@ -66,7 +67,7 @@ def _resolve(op: str, spec, algorithm: str, device: str) -> registry.Algorithm:
 
 
 def conv2d(x, w, *, stride=1, padding=0, dilation=1, flip: bool = False,
-           algorithm: str = "auto", device: str = "cpu") -> np.ndarray:
+           algorithm: str = "auto", device: str = "cpu", measure: bool | None = None):
     """2-D convolution with neural-network layer semantics (as ``torch.nn.functional.conv2d``).
 
     Parameters
@@ -78,6 +79,8 @@ def conv2d(x, w, *, stride=1, padding=0, dilation=1, flip: bool = False,
     flip : False for cross-correlation (the deep-learning convention), True for true
         convolution (kernel rotated by 180 degrees)
     algorithm : "auto" or a registered name (see ``convbench.algorithms("conv2d")``)
+    measure : with "auto", time the best-predicted candidates on this shape once and cache the
+        winner across processes (default: the CONVBENCH_AUTOTUNE environment variable)
     device : "cpu" or "cuda"; on "cuda" host inputs give a host result, device arrays (Numba,
         or anything with __cuda_array_interface__) a device result
 
@@ -91,7 +94,7 @@ def conv2d(x, w, *, stride=1, padding=0, dilation=1, flip: bool = False,
         raise TypeError(f"w has dtype {w.dtype} but x has dtype {x.dtype}; they must match")
     spec = conv_spec(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
                      flip=flip, dtype=dtype)
-    algo = _resolve("conv2d", spec, algorithm, device)
+    algo = _resolve("conv2d", spec, algorithm, device, measure)
     return algo.run(_contiguous(x), _contiguous(w), spec)
 
 

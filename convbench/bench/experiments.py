@@ -27,10 +27,10 @@ CONV_PARAMS = {"batch": 1, "channels": 0, "in_channels": 1, "out_channels": 1, "
                "dtype": "float32"}
 POOL_PARAMS = {"batch": 1, "in_channels": 1, "image_size": 32, "pool_size": 2,
                "pool_stride": 0, "padding": 0, "dtype": "float32"}  # pool_stride 0: = pool_size
-PLOTS = ("time_vs_x", "pareto", "pooling_tradeoff", "layers_bar")
+PLOTS = ("time_vs_x", "pareto", "pooling_tradeoff", "layers_bar", "auto_regret")
 TOP_KEYS = {"name", "description", "plots", "x", "repeats", "target_seconds", "max_case_seconds",
-            "series", "presets"}
-SERIES_KEYS = {"label", "op", "group", "fixed", "sweep"}
+            "series", "presets", "algorithms"}
+SERIES_KEYS = {"label", "op", "group", "fixed", "sweep", "random"}
 
 
 class ExperimentError(ValueError):
@@ -63,10 +63,21 @@ class Experiment:
     target_seconds: float
     max_case_seconds: float = 10.0
     series: list[dict] = field(default_factory=list)
+    algorithms: list[str] | None = None  # None: every registered algorithm
 
     def cases(self) -> list[Case]:
         out = []
         for s in self.series:
+            if s.get("random"):  # a seeded random set of layers (suite.random_layers)
+                from .suite import random_layers
+
+                r = s["random"]
+                for spec in random_layers(r["count"], r["seed"], r.get("max_flops", 2e9)):
+                    params = {"batch": spec.n, "in_channels": spec.c, "out_channels": spec.k,
+                              "image_size": spec.h, "kernel_size": spec.kh,
+                              "stride": spec.stride[0], "padding": spec.pad[0]}
+                    out.append(Case(self.name, s["label"], s.get("group", ""), params, spec))
+                continue
             axes = list(s["sweep"].items())
             values = itertools.product(*[v for _, v in axes]) if axes else [()]
             for combo in values:
@@ -178,9 +189,19 @@ def _parse(path: Path, data: dict, preset: str) -> Experiment:
         sweep = dict(raw.get("sweep", {}))
         sweep.update({k: v for k, v in override.get("sweep", {}).items() if k in sweep})
         label = raw.get("label", f"series {i}")
+        random = raw.get("random")
+        if random is not None:
+            random = dict(random, **override.get("random", {}))
+            if op != "conv2d" or not isinstance(random.get("count"), int) or not isinstance(
+                    random.get("seed"), int):
+                _fail(path, f"{where}.random", "needs op = 'conv2d' and integer count and seed")
         series.append({"label": label, "op": op, "group": raw.get("group", ""),
-                       "fixed": fixed, "sweep": sweep})
+                       "fixed": fixed, "sweep": sweep, "random": random})
+    algorithms = data.get("algorithms")
+    if algorithms is not None and (not isinstance(algorithms, list) or not all(
+            isinstance(a, str) for a in algorithms)):
+        _fail(path, "algorithms", "must be a list of algorithm names")
     experiment = Experiment(data["name"], data["description"], path, plots, data.get("x"),
-                            repeats, float(target), float(max_case), series)
+                            repeats, float(target), float(max_case), series, algorithms)
     experiment.cases()  # validate every case now: a bad value names the file and series
     return experiment

@@ -22,6 +22,9 @@ def load_results(run_dir: Path) -> pd.DataFrame:
         raise ValueError(f"{run_dir}: no results.csv; is it a convbench run directory?")
     df = pd.read_csv(path)
     df["is_peer"] = df["is_peer"].astype(str).str.lower() == "true"
+    for col in ("auto_pick", "auto_top", "scipy_choice"):
+        if col not in df:
+            df[col] = np.nan
     for col in ("median_s", "workspace_bytes", "measured_host_bytes", "speedup_vs_best_peer"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     for col in ("measured_device_bytes",):
@@ -221,7 +224,102 @@ def layer_totals(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-PLOTTERS = {"time_vs_x": plot_time_vs_x, "pareto": plot_pareto,
+def auto_cases(df: pd.DataFrame) -> pd.DataFrame:
+    """Per case: auto's pick, its time, the fastest of ours, the regret (pick / fastest - 1), the
+    same for scipy.signal.choose_conv_method between SciPy's own two methods, and torch's time."""
+    ok = df[df["status"] == "ok"]
+    rows = []
+    for (device, case_id), g in ok.groupby(["device", "case_id"], sort=False):
+        ours = g[~g["is_peer"]]
+        pick = g["auto_pick"].dropna().iloc[0] if g["auto_pick"].notna().any() else None
+        if ours.empty or pick not in set(ours["algorithm"]):
+            continue
+        best = ours.loc[ours["median_s"].idxmin()]
+        t_pick = float(ours[ours["algorithm"] == pick]["median_s"].iloc[0])
+        row = {"device": device, "case": best["label"], "auto_pick": pick,
+               "fastest": best["algorithm"], "pick_ms": t_pick * MS,
+               "fastest_ms": best["median_s"] * MS, "regret": t_pick / best["median_s"] - 1}
+        top = g["auto_top"].dropna()
+        if len(top):  # measure=True times the model's top candidates and keeps the fastest
+            timed = ours[ours["algorithm"].isin(top.iloc[0].split("+"))]
+            if len(timed):
+                row["measured_pick"] = timed.loc[timed["median_s"].idxmin()]["algorithm"]
+                row["measured_regret"] = timed["median_s"].min() / best["median_s"] - 1
+        torch_t = g[g["algorithm"].isin(["torch", "cudnn"])]["median_s"]
+        if len(torch_t):
+            row["torch_ms"] = float(torch_t.iloc[0]) * MS
+        choice = g["scipy_choice"].dropna()
+        sci = g[g["algorithm"].isin(["scipy_direct", "scipy_fft"])].set_index("algorithm")["median_s"]
+        if len(choice) and len(sci) == 2 and choice.iloc[0] in sci.index:
+            row["scipy_choice"] = choice.iloc[0]
+            row["scipy_regret"] = float(sci[choice.iloc[0]] / sci.min() - 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def auto_summary(cases: pd.DataFrame) -> list[str]:
+    """The figures the auto issue asks for, as report lines."""
+    if cases.empty:
+        return ["_(no case with auto's pick timed)_"]
+    within = (cases["regret"] <= 0.10).mean()
+    lines = [f"- auto (cost model, no measuring) on {len(cases)} layers: within 10% of the "
+             f"fastest of ours on {within * 100:.0f}%, exact pick on "
+             f"{(cases['auto_pick'] == cases['fastest']).mean() * 100:.0f}%, mean regret "
+             f"{cases['regret'].mean() * 100:.1f}%, worst {cases['regret'].max() * 100:.0f}%"]
+    if "measured_regret" in cases and cases["measured_regret"].notna().any():
+        mc = cases.dropna(subset=["measured_regret"])
+        lines.append(f"- auto with measure=True (the model's top 3 "
+                     f"timed once, as measured in this run): within 10% on "
+                     f"{(mc['measured_regret'] <= 0.10).mean() * 100:.0f}%, mean regret "
+                     f"{mc['measured_regret'].mean() * 100:.1f}%, worst "
+                     f"{mc['measured_regret'].max() * 100:.0f}%")
+    if "scipy_regret" in cases and cases["scipy_regret"].notna().any():
+        sc = cases.dropna(subset=["scipy_regret"])
+        lines.append(f"- scipy.signal.choose_conv_method on the {len(sc)} single-channel "
+                     f"layers, choosing between SciPy's own direct and fft: within 10% on "
+                     f"{(sc['scipy_regret'] <= 0.10).mean() * 100:.0f}%, mean regret "
+                     f"{sc['scipy_regret'].mean() * 100:.1f}% (auto on the same layers: "
+                     f"{sc['regret'].mean() * 100:.1f}%)")
+    if "torch_ms" in cases and cases["torch_ms"].notna().any():
+        tc = cases.dropna(subset=["torch_ms"])
+        lines.append(f"- auto's pick at least as fast as torch on {(tc['pick_ms'] <= tc['torch_ms']).mean() * 100:.0f}% "
+                     f"of {len(tc)} layers (median pick/torch time "
+                     f"{(tc['pick_ms'] / tc['torch_ms']).median():.2f})")
+    return [line + "\n" for line in lines]
+
+
+def plot_auto(df: pd.DataFrame, path: Path) -> None:
+    cases = auto_cases(df)
+    fig, (ax_r, ax_t) = plt.subplots(1, 2, figsize=(12, 4.2))
+    if not cases.empty:
+        ax_r.plot(np.sort(cases["regret"].values) * 100, marker="o", label="auto (ours)")
+        if "scipy_regret" in cases:
+            sc = np.sort(cases["scipy_regret"].dropna().values) * 100
+            ax_r.plot(sc, marker="x", linestyle="--", label="scipy choose_conv_method")
+        ax_r.axhline(10, color="grey", linestyle=":", label="10%")
+        if "torch_ms" in cases:
+            tc = cases.dropna(subset=["torch_ms"])
+            ax_t.scatter(tc["torch_ms"], tc["pick_ms"], marker="o")
+            lim = [min(tc["torch_ms"].min(), tc["pick_ms"].min()),
+                   max(tc["torch_ms"].max(), tc["pick_ms"].max())]
+            ax_t.plot(lim, lim, color="grey", linestyle=":")
+            ax_t.set_xscale("log")
+            ax_t.set_yscale("log")
+    ax_r.set_xlabel("layers, sorted by regret")
+    ax_r.set_ylabel("time of the pick over the fastest - 1 (%)")
+    ax_r.set_title("How much slower than the best the chooser's pick is", fontsize=10)
+    ax_r.legend(fontsize=8)
+    ax_t.set_xlabel("torch (ms, log)")
+    ax_t.set_ylabel("auto's pick (ms, log)")
+    ax_t.set_title("auto's pick vs torch, per layer (below the line: ours faster)", fontsize=10)
+    for ax in (ax_r, ax_t):
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+PLOTTERS = {"auto_regret": plot_auto, "time_vs_x": plot_time_vs_x, "pareto": plot_pareto,
             "pooling_tradeoff": plot_pooling, "layers_bar": plot_layers}
 
 
@@ -274,6 +372,11 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
     if x and x in df.columns:
         md.append(f"## Crossovers along {x}\n")
         md += [f"- {line}\n" for line in crossovers(df, x)] or ["_(no change of winner)_\n"]
+    if "auto_regret" in plots:
+        md.append("## How well algorithm='auto' chooses\n")
+        cases = auto_cases(df)
+        md += auto_summary(cases)
+        md.append("\n" + _md_table(cases))
     if "layers_bar" in plots:
         md.append("## Totals per pipeline\n")
         md.append(_md_table(layer_totals(df)))

@@ -38,3 +38,28 @@ def layers(subset: str = "all") -> list[Layer]:
     if subset not in ("all", "ci"):
         raise ValueError(f"subset must be 'all' or 'ci', got {subset!r}")
     return [layer for layer in LAYERS if subset == "all" or layer.ci]
+
+
+def random_layers(count: int, seed: int, max_flops: float = 2e9) -> list[ConvSpec]:
+    """A broad random set of valid conv layers (batch, channels, sizes, kernels, padding,
+    stride), each under ``max_flops``: the calibration set (one seed) and the set ``auto`` is
+    judged on (another seed)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out: list[ConvSpec] = []
+    while len(out) < count:
+        single = rng.random() < 0.25  # one large channel, the signal-processing case
+        n = 1 if single else int(rng.choice([1, 2, 4, 8, 16]))
+        c = 1 if single else int(rng.choice([1, 3, 4, 8, 16, 32, 64, 128]))
+        k = 1 if single else int(rng.choice([1, 4, 8, 16, 32, 64]))
+        size = int(rng.choice([128, 256, 512] if single else [7, 8, 14, 16, 28, 32, 56, 64]))
+        ks = int(rng.choice([1, 3, 3, 5, 5, 7, 9, 11, 15, 21]))
+        if ks > size:
+            continue
+        stride = 2 if rng.random() < 0.15 else 1
+        padding = ks // 2 if rng.random() < 0.5 else 0
+        spec = conv_spec((n, c, size, size), (k, c, ks, ks), stride=stride, padding=padding)
+        if spec.flops <= max_flops:
+            out.append(spec)
+    return out

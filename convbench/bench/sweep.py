@@ -35,7 +35,7 @@ COLUMNS = (["experiment", "series", "group", "case_id", "label", "op", "device",
            ["flops", "min_bytes", "compile_s", "median_s", "min_s", "iqr_s", "repeats", "loops",
             "gflops", "gbps", "peak_fraction", "speedup_vs_best_peer", "best_peer",
             "workspace_bytes", "measured_host_bytes", "measured_device_bytes", "transfer_s",
-            "error_to_bound", "info_kept"])
+            "error_to_bound", "info_kept", "auto_pick", "auto_top", "scipy_choice"])
 
 
 @dataclass
@@ -118,7 +118,10 @@ def run_case(case: Case, device: str, options: SweepOptions, experiment: Experim
             **{k: case.params.get(k) for k in PARAM_COLUMNS}, **_spec_values(spec)}
     if isinstance(spec, PoolSpec):
         base["info_kept"] = round(information_kept(spec), 6)
-    todo = [a for a in _selected(spec, device, options.algorithms)
+    else:
+        base.update(_choices(spec, device))
+    names = options.algorithms or experiment.algorithms
+    todo = [a for a in _selected(spec, device, names)
             if (device, case.case_id, a.name) not in done]
     if not todo:
         return []
@@ -199,6 +202,33 @@ def run_case(case: Case, device: str, options: SweepOptions, experiment: Experim
             return list(rows.values())
         _fill_timings(rows, rounds, loops, spec, options)
     return list(rows.values())
+
+
+def _choices(spec: ConvSpec, device: str) -> dict:
+    """What the choosers would run: our auto (model only, no measuring) and, on the single-
+    channel stride-1 cases it can answer, scipy.signal.choose_conv_method (direct or fft)."""
+    from ..auto import choose
+
+    from ..auto import MEASURE_TOP
+
+    out = {}
+    try:
+        choice = choose(spec, device, measure=False)
+    except ValueError:
+        return out
+    out["auto_pick"] = choice.algorithm.name
+    ranked = sorted((c for c in choice.candidates if c.predicted_s is not None and not c.note),
+                    key=lambda c: c.predicted_s)
+    out["auto_top"] = "+".join(c.name for c in ranked[:MEASURE_TOP])
+    plain = spec.stride == (1, 1) and spec.dilation == (1, 1)
+    if spec.n == spec.c == spec.k == 1 and plain:
+        import scipy.signal
+
+        hp, wp = spec.padded_size
+        a = np.empty((hp, wp), spec.dtype)  # only the shapes and dtype are used
+        out["scipy_choice"] = "scipy_" + scipy.signal.choose_conv_method(
+            a, np.empty((spec.kh, spec.kw), spec.dtype), mode="valid")
+    return out
 
 
 def _peak_device_bytes(fn, device_memory) -> int:

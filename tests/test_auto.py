@@ -1,0 +1,124 @@
+"""algorithm='auto': the cost model, explain(), the workspace limit, and the measured cache."""
+import json
+
+import numpy as np
+import pytest
+
+import convbench as cb
+from convbench import auto, costmodel
+from convbench.cli import main
+from convbench.spec import conv_spec
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Each test gets its own cache directory and a freshly loaded model."""
+    monkeypatch.setenv("CONVBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CONVBENCH_AUTOTUNE", raising=False)
+    auto.reload_model()
+    yield
+    auto.reload_model()
+
+
+def test_explain_lists_every_candidate_and_picks_the_fastest_prediction():
+    choice = cb.explain((4, 16, 64, 64), (16, 16, 9, 9))
+    names = {c.name for c in choice.candidates}
+    assert {"direct", "im2col", "fft", "fft_tiled"} <= names
+    eligible = [c for c in choice.candidates if not c.note and c.predicted_s is not None]
+    assert choice.algorithm.name == min(eligible, key=lambda c: c.predicted_s).name
+    assert all(c.workspace_bytes == cb.workspace_bytes(c.name, conv_spec(
+        (4, 16, 64, 64), (16, 16, 9, 9))) for c in eligible)
+    text = str(choice)
+    assert "pick:" in text and "predicted ms" in text and "shipped defaults" in text
+
+
+def test_model_orders_the_obvious_cases():
+    """A 1x1 layer is a GEMM; a 31x31 kernel on a large image belongs to the FFT family."""
+    assert cb.explain((8, 192, 28, 28), (64, 192, 1, 1)).algorithm.name == "im2col"
+    assert cb.explain((1, 1, 512, 512), (1, 1, 31, 31)).algorithm.name in ("fft", "fft_tiled")
+
+
+def test_auto_respects_the_workspace_limit(monkeypatch):
+    spec_args = ((4, 16, 64, 64), (16, 16, 15, 15))
+    unlimited = cb.explain(*spec_args)
+    assert unlimited.algorithm.name in ("fft", "fft_tiled", "im2col")
+    monkeypatch.setenv("CONVBENCH_MAX_WORKSPACE", "200K")
+    limited = cb.explain(*spec_args)
+    assert limited.algorithm.workspace_bytes(conv_spec(*spec_args)) <= 200 * 1024
+    over = [c for c in limited.candidates if "limit" in c.note]
+    assert over and all(c.workspace_bytes > 200 * 1024 for c in over)
+    x = np.random.default_rng(0).standard_normal(spec_args[0]).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal(spec_args[1]).astype(np.float32)
+    y = cb.conv2d(x, w)  # auto under the limit still computes the right thing
+    np.testing.assert_allclose(y, cb.conv2d(x, w, algorithm="direct"), rtol=1e-3, atol=1e-3)
+
+
+def test_measured_choice_is_cached_across_processes(monkeypatch):
+    timed = []
+    cost = {"direct": 3.0, "im2col": 1.0, "fft": 2.0, "fft_tiled": 2.5}
+
+    def fake_time(algo, spec, device, repeats=3):
+        timed.append(algo.name)
+        return cost[algo.name]
+
+    monkeypatch.setattr(auto, "_time_once", fake_time)
+    spec = conv_spec((2, 8, 16, 16), (8, 8, 3, 3))
+    first = auto.choose(spec, "cpu", measure=True)
+    assert len(timed) == auto.MEASURE_TOP and "measured now" in first.reason
+    assert first.algorithm.name == min(list(timed), key=cost.get)
+    auto.reload_model()  # as a new process would: only the file remains
+    again = auto.choose(spec, "cpu", measure=True)
+    assert len(timed) == auto.MEASURE_TOP  # nothing timed the second time
+    assert again.algorithm.name == first.algorithm.name and "earlier" in again.reason
+
+
+def test_cache_is_invalidated_when_the_machine_or_version_changes(monkeypatch):
+    calls = []
+    monkeypatch.setattr(auto, "_time_once", lambda a, s, d, repeats=3: calls.append(a) or 1.0)
+    spec = conv_spec((1, 4, 12, 12), (4, 4, 3, 3))
+    auto.choose(spec, "cpu", measure=True)
+    n = len(calls)
+    monkeypatch.setattr(auto, "machine_id", lambda: "another machine|convbench 9.9")
+    auto.choose(spec, "cpu", measure=True)
+    assert len(calls) == 2 * n
+
+
+def test_autotune_environment_variable_turns_measuring_on(monkeypatch):
+    monkeypatch.setattr(auto, "_time_once", lambda a, s, d, repeats=3: 1.0)
+    monkeypatch.setenv("CONVBENCH_AUTOTUNE", "1")
+    assert "measured" in auto.choose(conv_spec((1, 2, 8, 8), (2, 2, 3, 3)), "cpu").reason
+
+
+def test_fit_recovers_known_constants():
+    rng = np.random.default_rng(0)
+    truth = np.array([1e-5, 2e-9, 5e-11])
+    samples = []
+    for _ in range(40):
+        f = [1.0, rng.uniform(1e3, 1e6), rng.uniform(1e5, 1e8)]
+        samples.append((f, float(np.dot(truth, f))))
+    np.testing.assert_allclose(costmodel.fit(samples), truth, rtol=1e-3)
+
+
+def test_calibration_is_saved_and_used(tmp_path):
+    from convbench.bench.calibrate import calibrate
+
+    doc = calibrate(count=6, say=lambda *a: None)
+    path = costmodel.calibration_path()
+    assert path.exists() and json.loads(path.read_text())["machine"] == costmodel.machine_id()
+    assert set(doc["constants"]) >= {"cpu/conv2d/direct", "cpu/conv2d/im2col"}
+    assert "calibration" in costmodel.CostModel.load().source
+
+
+def test_corrupt_calibration_falls_back_to_defaults():
+    path = costmodel.calibration_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{not json")
+    assert "shipped defaults" in costmodel.CostModel.load().source
+
+
+def test_explain_command_line(capsys):
+    assert main(["explain", "--x", "8,64,56,56", "--w", "64,64,3,3", "--padding", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "pick:" in out and "im2col" in out and "fft_tiled" in out
+    assert main(["explain", "--x", "8,64,56,56", "--pool", "max", "--size", "2"]) == 0
+    assert main(["explain", "--x", "8,sixty", "--w", "1,1,1,1"]) == 2
