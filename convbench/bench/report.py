@@ -292,7 +292,10 @@ def plot_auto(df: pd.DataFrame, path: Path) -> None:
     cases = auto_cases(df)
     fig, (ax_r, ax_t) = plt.subplots(1, 2, figsize=(12, 4.2))
     if not cases.empty:
-        ax_r.plot(np.sort(cases["regret"].values) * 100, marker="o", label="auto (ours)")
+        ax_r.plot(np.sort(cases["regret"].values) * 100, marker="o", label="auto (cost model)")
+        if "measured_regret" in cases:
+            ax_r.plot(np.sort(cases["measured_regret"].dropna().values) * 100, marker="s",
+                      label="auto, measure=True (top 3 timed)")
         if "scipy_regret" in cases:
             sc = np.sort(cases["scipy_regret"].dropna().values) * 100
             ax_r.plot(sc, marker="x", linestyle="--", label="scipy choose_conv_method")
