@@ -36,33 +36,16 @@ def _back(a_in, t):
 
 
 def _register_torch(torch) -> None:
-    import torch.nn.functional as F
-
     torch.backends.cudnn.allow_tf32 = False  # true float32, as ours
     torch.backends.cuda.matmul.allow_tf32 = False
 
+    from .peers_torch import conv_tensors, pool_tensor
+
     def conv(x, w, spec: ConvSpec):
-        tx, tw = _as_torch(torch, x), _as_torch(torch, w)
-        if spec.flip:
-            tw = torch.flip(tw, dims=(2, 3))
-        pt, pb, pl, pr = spec.pad
-        if pt == pb and pl == pr:
-            padding = (pt, pl)
-        else:
-            tx, padding = F.pad(tx, (pl, pr, pt, pb)), 0
-        with torch.no_grad():
-            y = F.conv2d(tx, tw, stride=spec.stride, padding=padding, dilation=spec.dilation)
-        return _back(x, y)
+        return _back(x, conv_tensors(_as_torch(torch, x), _as_torch(torch, w), spec))
 
     def pool(x, spec: PoolSpec):
-        tx = _as_torch(torch, x)
-        with torch.no_grad():
-            if spec.kind == "max":
-                y = F.max_pool2d(tx, spec.size, spec.stride, spec.pad)
-            else:
-                y = F.avg_pool2d(tx, spec.size, spec.stride, spec.pad,
-                                 count_include_pad=spec.count_include_pad)
-        return _back(x, y)
+        return _back(x, pool_tensor(_as_torch(torch, x), spec))
 
     register(Algorithm("cudnn", "conv2d", "cuda", conv, is_peer=True, error_model="fft",
                        description=f"torch {torch.__version__} F.conv2d (cuDNN, no TF32)"))

@@ -9,9 +9,8 @@ from .registry import Algorithm, register
 from .spec import ConvSpec, PoolSpec
 
 
-def torch_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """torch.nn.functional.conv2d; asymmetric padding goes through F.pad first."""
-    tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+def conv_tensors(tx: torch.Tensor, tw: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
+    """F.conv2d on tensors of any device; asymmetric padding goes through F.pad first."""
     if spec.flip:
         tw = torch.flip(tw, dims=(2, 3))
     pt, pb, pl, pr = spec.pad
@@ -20,19 +19,24 @@ def torch_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     else:
         tx, padding = F.pad(tx, (pl, pr, pt, pb)), 0
     with torch.no_grad():
-        y = F.conv2d(tx, tw, stride=spec.stride, padding=padding, dilation=spec.dilation)
-    return y.numpy()
+        return F.conv2d(tx, tw, stride=spec.stride, padding=padding, dilation=spec.dilation)
+
+
+def pool_tensor(tx: torch.Tensor, spec: PoolSpec) -> torch.Tensor:
+    """F.max_pool2d / F.avg_pool2d on a tensor of any device."""
+    with torch.no_grad():
+        if spec.kind == "max":
+            return F.max_pool2d(tx, spec.size, spec.stride, spec.pad)
+        return F.avg_pool2d(tx, spec.size, spec.stride, spec.pad,
+                            count_include_pad=spec.count_include_pad)
+
+
+def torch_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    return conv_tensors(torch.from_numpy(x), torch.from_numpy(w), spec).numpy()
 
 
 def _torch_pool(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
-    tx = torch.from_numpy(x)
-    with torch.no_grad():
-        if spec.kind == "max":
-            y = F.max_pool2d(tx, spec.size, spec.stride, spec.pad)
-        else:
-            y = F.avg_pool2d(tx, spec.size, spec.stride, spec.pad,
-                             count_include_pad=spec.count_include_pad)
-    return y.numpy()
+    return pool_tensor(torch.from_numpy(x), spec).numpy()
 
 
 register(Algorithm(name="torch", op="conv2d", device="cpu", run=torch_conv2d, is_peer=True,

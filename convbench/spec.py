@@ -16,8 +16,26 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _DTYPE_NAMES = "float32, float64"
 
 
+class _Layer:
+    """What convolution and pooling specs share: an (N, C, H, W) input of one dtype."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    dtype: str
+
+    @property
+    def x_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.c, self.h, self.w)
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+
 @dataclass(frozen=True)
-class ConvSpec:
+class ConvSpec(_Layer):
     """A 2-D convolution layer: x (N, C, H, W) with w (K, C, kh, kw) -> y (N, K, Ho, Wo).
 
     ``pad`` is (top, bottom, left, right) so that scipy's "same" centring for even kernels,
@@ -56,20 +74,12 @@ class ConvSpec:
         return ((hp - ekh) // self.stride[0] + 1, (wp - ekw) // self.stride[1] + 1)
 
     @property
-    def x_shape(self) -> tuple[int, int, int, int]:
-        return (self.n, self.c, self.h, self.w)
-
-    @property
     def w_shape(self) -> tuple[int, int, int, int]:
         return (self.k, self.c, self.kh, self.kw)
 
     @property
     def out_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.k) + self.out_size
-
-    @property
-    def itemsize(self) -> int:
-        return np.dtype(self.dtype).itemsize
 
     @property
     def flops(self) -> int:
@@ -96,7 +106,7 @@ class ConvSpec:
 
 
 @dataclass(frozen=True)
-class PoolSpec:
+class PoolSpec(_Layer):
     """A 2-D pooling layer over x (N, C, H, W); ``kind`` is "max" or "avg"."""
 
     kind: str
@@ -122,16 +132,8 @@ class PoolSpec:
         )
 
     @property
-    def x_shape(self) -> tuple[int, int, int, int]:
-        return (self.n, self.c, self.h, self.w)
-
-    @property
     def out_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.c) + self.out_size
-
-    @property
-    def itemsize(self) -> int:
-        return np.dtype(self.dtype).itemsize
 
     @property
     def flops(self) -> int:
