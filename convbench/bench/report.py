@@ -212,7 +212,8 @@ def layer_totals(df: pd.DataFrame) -> pd.DataFrame:
     and of each single algorithm used for every layer."""
     ok = df[df["status"] == "ok"]
     rows = []
-    for group, g in ok.groupby(ok["group"].fillna("").replace("", "all"), sort=False):
+    groups = ok["group"].astype(object).where(ok["group"].notna() & (ok["group"] != ""), "all")
+    for group, g in ok.groupby(groups, sort=False):
         best = g.groupby("series")["median_s"].min().sum()
         flops = g.drop_duplicates("series")["flops"].sum()
         row = {"pipeline": group, "layers": g["series"].nunique(), "GFLOP": flops / 1e9,
