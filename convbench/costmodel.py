@@ -85,8 +85,9 @@ def features(name: str, spec, device: str = "cpu") -> list[float] | None:
             from .cpu.fft_tiled import plan
 
             p, q, bh, bw, rows = plan(s)
-            tiles = -(-s.h // bh) * -(-s.w // bw)
-            chunks = -(-(-(-s.h // bh)) // rows)
+            tiles_h = -(-s.h // bh)
+            tiles = tiles_h * -(-s.w // bw)
+            chunks = -(-tiles_h // rows)
         plane = p * q
         planes = n * c * tiles + k * c + n * k * tiles
         transforms = planes * plane * _log2(plane)

@@ -1,5 +1,4 @@
 """Helpers shared by the tests (importable because pytest puts tests/ on sys.path)."""
-import numpy as np
 
 
 def random_case(rng, x_shape, w_shape, dtype="float64"):

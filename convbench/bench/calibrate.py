@@ -44,7 +44,7 @@ def collect(count: int, device: str = "cpu", say=print) -> dict[str, list]:
         for algo in algos:
             if not algo.supports(spec) or algo.workspace_bytes(spec) > limit:
                 continue
-            fn = lambda a=algo: a.run(x, w, spec)  # noqa: E731
+            fn = lambda a=algo, x=x, w=w, spec=spec: a.run(x, w, spec)  # noqa: E731
             fn()  # compile and warm up
             n, warm = timer.calibrate(fn, 0.01, repeat)
             if warm <= SLOWEST_S:

@@ -97,8 +97,8 @@ def benchmark_cuda(out_csv: Path | None, say=print, repeats: int = 5) -> list[di
         for algo in registry.algorithms(spec.op, "cuda"):
             if not algo.supports(spec):
                 continue
-            fn = ((lambda a=algo: a.run(dx, dw, spec)) if dw is not None
-                  else (lambda a=algo: a.run(dx, spec)))
+            fn = ((lambda a=algo, dx=dx, dw=dw, spec=spec: a.run(dx, dw, spec)) if dw is not None
+                  else (lambda a=algo, dx=dx, spec=spec: a.run(dx, spec)))
             try:
                 fn()
                 loops[algo.name], _ = timer.calibrate(fn, 0.02, timer.cuda_repeat)

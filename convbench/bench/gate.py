@@ -54,8 +54,8 @@ def measure(layers: list[Layer], repeats: int = 7, target_seconds: float = 0.02,
         for algo in registry.algorithms(spec.op, "cpu"):
             if (algo.is_peer and not include_peers) or not algo.supports(spec):
                 continue
-            fns[algo.name] = ((lambda a=algo: a.run(x, w, spec)) if w is not None
-                              else (lambda a=algo: a.run(x, spec)))
+            fns[algo.name] = ((lambda a=algo, x=x, w=w, s=spec: a.run(x, w, s)) if w is not None
+                              else (lambda a=algo, x=x, s=spec: a.run(x, s)))
         loops = {}
         for name, fn in fns.items():
             fn()  # compile / first call, untimed

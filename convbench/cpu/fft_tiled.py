@@ -60,7 +60,7 @@ def plan(spec: ConvSpec) -> tuple[int, int, int, int, int]:
 def _stage_tiles(x, buf, r0_tile, bh, bw):
     """buf[n, c, t] = block t of the chunk starting at block-row ``r0_tile``, zero-extended."""
     n_img, c_in, h, wid = x.shape
-    n_tiles, p, q = buf.shape[2], buf.shape[3], buf.shape[4]
+    n_tiles = buf.shape[2]
     tiles_w = -(-wid // bw)
     for task in prange(n_img * c_in * n_tiles):
         t = task % n_tiles

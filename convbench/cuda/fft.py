@@ -11,7 +11,6 @@ padding as a cyclic shift, stride as sampling, and the 1/(P*Q) normalisation.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 from numba import cuda

@@ -3,8 +3,6 @@ committed baseline holds on the CI subset within a generous threshold (only real
 not a noisy neighbour, should fail CI)."""
 import time
 
-import pytest
-
 from convbench import registry
 from convbench.bench import gate
 from convbench.bench.suite import Layer, layers
