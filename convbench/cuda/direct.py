@@ -18,6 +18,7 @@ from numba import cuda
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
 from .arrays import device_empty, grid_2d, host_or_device, numba_type
+from .indexing import split_row
 
 BLOCK_V1 = (32, 8)  # threads along the output width, along output rows
 TILE = 16  # v2: output tile edge = threads per block edge
@@ -36,9 +37,7 @@ def _make_v1(dtype_name: str):
         n_img, k_out, ho, wo = out.shape
         if ow >= wo or row >= n_img * k_out * ho:  # the grid is rounded up to whole blocks
             return
-        oh = row % ho
-        k = (row // ho) % k_out
-        n = row // (ho * k_out)
+        n, k, oh = split_row(row, ho, k_out)
         c_in, h, wid = x.shape[1], x.shape[2], x.shape[3]
         kh, kw = w.shape[2], w.shape[3]
         acc = zero  # accumulate in the input precision (a float64 literal would be slow)

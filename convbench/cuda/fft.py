@@ -18,6 +18,7 @@ from numba import cuda
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
 from .arrays import device_empty, grid_1d, grid_2d, host_or_device
+from .indexing import split_row
 
 THREADS = 256
 BLOCK_2D = (32, 8)
@@ -85,9 +86,7 @@ def _stage_images(x, buf):
     n_img, c_in, p, qq = buf.shape
     if q >= qq or row >= n_img * c_in * p:  # the grid is rounded up to whole blocks
         return
-    r = row % p
-    c = (row // p) % c_in
-    n = row // (p * c_in)
+    n, c, r = split_row(row, p, c_in)
     inside = r < x.shape[2] and q < x.shape[3]  # zeros past the image absorb the padding
     buf[n, c, r, q] = x[n, c, r, q] if inside else 0
 
@@ -98,9 +97,7 @@ def _stage_kernels(w, buf, dh, dw, flip):
     k_out, c_in, p, qq = buf.shape
     if q >= qq or row >= k_out * c_in * p:
         return
-    r = row % p
-    c = (row // p) % c_in
-    k = row // (p * c_in)
+    k, c, r = split_row(row, p, c_in)
     kh, kw = w.shape[2], w.shape[3]
     value = 0
     if r % dh == 0 and q % dw == 0 and r // dh < kh and q // dw < kw:  # a (dilated) tap
@@ -130,9 +127,7 @@ def _read_out(z, out, sh, sw, pt, pl, scale):
     n_img, k_out, ho, wo = out.shape
     if ow >= wo or row >= n_img * k_out * ho:
         return
-    oh = row % ho
-    k = (row // ho) % k_out
-    n = row // (ho * k_out)
+    n, k, oh = split_row(row, ho, k_out)
     p, q = z.shape[2], z.shape[3]
     out[n, k, oh, ow] = z[n, k, (oh * sh - pt) % p, (ow * sw - pl) % q].real * scale
 

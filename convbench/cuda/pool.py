@@ -10,6 +10,7 @@ from numba import cuda
 from ..registry import Algorithm, register
 from ..spec import PoolSpec
 from .arrays import device_empty, grid_2d, host_or_device
+from .indexing import split_row
 
 BLOCK = (32, 8)  # 32 threads along the output width (one warp per row), 8 rows
 
@@ -20,9 +21,7 @@ def _max_pool(x, out, sh, sw, ph, pw, size_h, size_w):
     n_img, c_in, ho, wo = out.shape
     if ow >= wo or row >= n_img * c_in * ho:  # the grid is rounded up to whole blocks
         return
-    oh = row % ho
-    c = (row // ho) % c_in
-    n = row // (ho * c_in)
+    n, c, oh = split_row(row, ho, c_in)
     h, wid = x.shape[2], x.shape[3]
     best = -math.inf
     for i in range(size_h):
@@ -44,9 +43,7 @@ def _avg_pool(x, out, sh, sw, ph, pw, size_h, size_w, count_include_pad):
     n_img, c_in, ho, wo = out.shape
     if ow >= wo or row >= n_img * c_in * ho:  # the grid is rounded up to whole blocks
         return
-    oh = row % ho
-    c = (row // ho) % c_in
-    n = row // (ho * c_in)
+    n, c, oh = split_row(row, ho, c_in)
     h, wid = x.shape[2], x.shape[3]
     total = 0.0
     count = 0
