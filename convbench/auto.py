@@ -20,7 +20,8 @@ import numpy as np
 
 from . import registry
 from .costmodel import CostModel, cache_dir, machine_id
-from .spec import ConvSpec, conv_spec, pool_spec
+from .reference import random_inputs
+from .spec import conv_spec, pool_spec
 from .workspace import max_workspace_bytes
 
 MEASURE_TOP = 3  # candidates timed when measuring
@@ -162,17 +163,14 @@ def _save_tuned(data: dict) -> None:
 
 
 def _time_once(algo: registry.Algorithm, spec, device: str, repeats: int = 3) -> float:
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(spec.x_shape).astype(spec.dtype)
-    args = (x, rng.standard_normal(spec.w_shape).astype(spec.dtype)) if isinstance(
-        spec, ConvSpec) else (x,)
+    call = algo.bound(spec, *random_inputs(spec))
     sync = (lambda: __import__("numba").cuda.synchronize()) if device == "cuda" else (lambda: None)
-    algo.run(*args, spec)  # compile and warm up
+    call()  # compile and warm up
     sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        algo.run(*args, spec)
+        call()
         sync()
         times.append(time.perf_counter() - start)
     return float(np.median(times))

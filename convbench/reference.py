@@ -49,6 +49,16 @@ def pool_reference(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
     return total / count
 
 
+def random_inputs(spec, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Fresh standard-normal input (and kernel, for a convolution) from ``seed``: never zeros,
+    which some kernels would run faster on than on real data."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(spec.x_shape).astype(spec.dtype)
+    if isinstance(spec, ConvSpec):
+        return x, rng.standard_normal(spec.w_shape).astype(spec.dtype)
+    return x, None
+
+
 def reference(spec, x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     """The float64 reference output for a conv or pool spec."""
     if isinstance(spec, ConvSpec):

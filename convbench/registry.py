@@ -47,6 +47,12 @@ class Algorithm:
     def key(self) -> tuple[str, str, str]:
         return (self.op, self.device, self.name)
 
+    def bound(self, spec: Any, x: Any, w: Any = None) -> Callable[[], Any]:
+        """A no-argument call of this algorithm on fixed inputs (``w`` is None for pooling)."""
+        if w is None:
+            return lambda: self.run(x, spec)
+        return lambda: self.run(x, w, spec)
+
 
 _REGISTRY: dict[tuple[str, str, str], Algorithm] = {}
 _MODULES = (

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import costmodel, registry
+from ..reference import random_inputs
 from ..workspace import max_workspace_bytes
 from . import timer
 from .suite import random_layers
@@ -21,21 +22,15 @@ CALIBRATION_SEED = 1  # the auto experiment judges on another seed (experiments/
 SLOWEST_S = 0.3  # an algorithm slower than this on a layer is not timed there (it would not win)
 
 
-def _inputs(spec, rng):
-    return (rng.standard_normal(spec.x_shape).astype(spec.dtype),
-            rng.standard_normal(spec.w_shape).astype(spec.dtype))
-
-
 def collect(count: int, device: str = "cpu", say=print) -> dict[str, list]:
     """{algorithm: [(features, median seconds), ...]} over ``count`` random layers."""
     specs = random_layers(count, CALIBRATION_SEED, max_flops=4e8)
     algos = registry.algorithms("conv2d", device, peers=False)
     samples: dict[str, list] = {a.name: [] for a in algos}
     repeat = timer.cuda_repeat if device == "cuda" else timer.host_repeat
-    rng = np.random.default_rng(CALIBRATION_SEED)
     limit = max_workspace_bytes()
     for i, spec in enumerate(specs):
-        x, w = _inputs(spec, rng)
+        x, w = random_inputs(spec, CALIBRATION_SEED + i)
         if device == "cuda":
             from numba import cuda
 
@@ -44,7 +39,7 @@ def collect(count: int, device: str = "cpu", say=print) -> dict[str, list]:
         for algo in algos:
             if not algo.supports(spec) or algo.workspace_bytes(spec) > limit:
                 continue
-            fn = lambda a=algo, x=x, w=w, spec=spec: a.run(x, w, spec)  # noqa: E731
+            fn = algo.bound(spec, x, w)
             fn()  # compile and warm up
             n, warm = timer.calibrate(fn, 0.01, repeat)
             if warm <= SLOWEST_S:

@@ -13,8 +13,8 @@ import numpy as np
 
 from .. import registry
 from ..devices import simulator_enabled
-from ..reference import reference
-from ..spec import ConvSpec, conv_spec, pool_spec
+from ..reference import random_inputs, reference
+from ..spec import conv_spec, pool_spec
 from ..tolerance import check_close, conv_error_bound, pool_error_bound
 from . import timer
 from .suite import LAYERS, Layer
@@ -35,13 +35,6 @@ EXTRA_GPU_LAYERS = (
 )
 
 
-def _inputs(spec, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(spec.x_shape).astype(spec.dtype)
-    w = rng.standard_normal(spec.w_shape).astype(spec.dtype) if isinstance(spec, ConvSpec) else None
-    return x, w
-
-
 def verify(devices: list[str], say=print) -> bool:
     """Check every algorithm (peers included) on small cases; True when all match."""
     all_ok = True
@@ -55,9 +48,9 @@ def verify(devices: list[str], say=print) -> bool:
                         continue
                     if not algo.supports(spec):
                         continue
-                    x, w = _inputs(spec)
+                    x, w = random_inputs(spec)
                     try:
-                        out = algo.run(x, w, spec) if w is not None else algo.run(x, spec)
+                        out = algo.bound(spec, x, w)()
                         bound = (conv_error_bound(x, w, spec, algo.error_model) if w is not None
                                  else pool_error_bound(x, spec))
                         ok, ratio = check_close(out, reference(spec, x, w), bound)
@@ -90,15 +83,14 @@ def benchmark_cuda(out_csv: Path | None, say=print, repeats: int = 5) -> list[di
     say(f"device copy bandwidth: {bandwidth:.0f} GB/s")
     for layer in LAYERS + EXTRA_GPU_LAYERS:
         spec = layer.spec
-        x, w = _inputs(spec)
+        x, w = random_inputs(spec)
         dx = cuda.to_device(x)
         dw = cuda.to_device(w) if w is not None else None
         fns, loops = {}, {}
         for algo in registry.algorithms(spec.op, "cuda"):
             if not algo.supports(spec):
                 continue
-            fn = ((lambda a=algo, dx=dx, dw=dw, spec=spec: a.run(dx, dw, spec)) if dw is not None
-                  else (lambda a=algo, dx=dx, spec=spec: a.run(dx, spec)))
+            fn = algo.bound(spec, dx, dw)
             try:
                 fn()
                 loops[algo.name], _ = timer.calibrate(fn, 0.02, timer.cuda_repeat)

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .. import registry
-from ..spec import ConvSpec
+from ..reference import random_inputs
 from . import timer
 from .suite import Layer
 
@@ -34,13 +34,6 @@ def control_fn() -> Callable[[], object]:
     return lambda: np.dot(a, b, out=c)
 
 
-def _inputs(spec, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(spec.x_shape).astype(spec.dtype)
-    w = rng.standard_normal(spec.w_shape).astype(spec.dtype) if isinstance(spec, ConvSpec) else None
-    return x, w
-
-
 def measure(layers: list[Layer], repeats: int = 7, target_seconds: float = 0.02,
             include_peers: bool = False) -> dict[str, float]:
     """``{"layer|algorithm": median over rounds of time/control}`` for every registered CPU
@@ -49,13 +42,12 @@ def measure(layers: list[Layer], repeats: int = 7, target_seconds: float = 0.02,
     control = control_fn()
     for layer in layers:
         spec = layer.spec
-        x, w = _inputs(spec)
+        x, w = random_inputs(spec)
         fns = {CONTROL: control}
         for algo in registry.algorithms(spec.op, "cpu"):
             if (algo.is_peer and not include_peers) or not algo.supports(spec):
                 continue
-            fns[algo.name] = ((lambda a=algo, x=x, w=w, s=spec: a.run(x, w, s)) if w is not None
-                              else (lambda a=algo, x=x, s=spec: a.run(x, s)))
+            fns[algo.name] = algo.bound(spec, x, w)
         loops = {}
         for name, fn in fns.items():
             fn()  # compile / first call, untimed

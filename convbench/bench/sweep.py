@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .. import registry
-from ..reference import reference
+from ..reference import random_inputs, reference
 from ..spec import ConvSpec, PoolSpec
 from ..tolerance import check_close, conv_error_bound, pool_error_bound
 from ..workspace import max_workspace_bytes
@@ -49,15 +49,6 @@ class SweepOptions:
 def case_seed(case: Case) -> int:
     """A fixed seed per case, derived from its id (recorded in every row)."""
     return zlib.crc32(case.case_id.encode())
-
-
-def make_inputs(spec, seed: int):
-    """Fresh standard-normal inputs (never zeros) for a case."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(spec.x_shape).astype(spec.dtype)
-    if isinstance(spec, ConvSpec):
-        return x, rng.standard_normal(spec.w_shape).astype(spec.dtype)
-    return x, None
 
 
 def _spec_values(spec) -> dict:
@@ -125,7 +116,7 @@ def run_case(case: Case, device: str, options: SweepOptions, experiment: Experim
             if (device, case.case_id, a.name) not in done]
     if not todo:
         return []
-    x, w = make_inputs(spec, seed)
+    x, w = random_inputs(spec, seed)
     expected = reference(spec, x, w)
     on_gpu = device == "cuda"
     xin, win = x, w
@@ -158,8 +149,7 @@ def run_case(case: Case, device: str, options: SweepOptions, experiment: Experim
         if declared > limit:
             row.update(status="skipped", error=f"workspace {declared} B over the {limit} B limit")
             continue
-        fn = ((lambda a=algo: a.run(xin, win, spec)) if w is not None
-              else (lambda a=algo: a.run(xin, spec)))
+        fn = algo.bound(spec, xin, win)
         try:
             first, out = timer.time_first_call(fn)
             if on_gpu:

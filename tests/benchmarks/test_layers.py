@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from convbench import registry
-from convbench.bench.gate import _inputs
 from convbench.bench.suite import LAYERS
-from convbench.reference import reference
+from convbench.reference import random_inputs, reference
 from convbench.spec import ConvSpec
 from convbench.tolerance import check_close, conv_error_bound, pool_error_bound
 
@@ -28,8 +27,8 @@ def references():
 @pytest.mark.parametrize("layer,algo", CASES)
 def test_layer(benchmark, layer, algo, control_seconds, references):
     spec = layer.spec
-    x, w = _inputs(spec)
-    fn = (lambda: algo.run(x, w, spec)) if w is not None else (lambda: algo.run(x, spec))
+    x, w = random_inputs(spec)
+    fn = algo.bound(spec, x, w)
     fn()  # JIT compilation stays out of the measurement
     benchmark.group = layer.name
     benchmark.extra_info.update(
