@@ -54,6 +54,8 @@ def features(name: str, spec, device: str = "cpu") -> list[float] | None:
         ho, wo = spec.out_size
         return [1.0, spec.n * spec.c * ho * wo * spec.size[0] * spec.size[1]]
     s: ConvSpec = spec
+    if device == "cuda":
+        return _cuda_features(name, s)
     n, c, k = s.n, s.c, s.k
     ho, wo = s.out_size
     hp, wp = s.padded_size
@@ -98,6 +100,30 @@ def features(name: str, spec, device: str = "cpu") -> list[float] | None:
     return None
 
 
+def _cuda_features(name: str, s: ConvSpec) -> list[float] | None:
+    """Work of the CUDA kernels: multiply-adds, values unfolded, GEMM FLOPs, butterflies, and
+    kernel launches (each costs microseconds whatever its size)."""
+    n, c, k = s.n, s.c, s.k
+    ho, wo = s.out_size
+    if name in ("direct", "direct_v1"):
+        from .cuda.direct import K_PER_THREAD, v2_fits
+
+        staged = name == "direct" and v2_fits(s)  # v2 computes K_PER_THREAD channels per block
+        k_work = K_PER_THREAD * -(-k // K_PER_THREAD) if staged else k
+        return [1.0, n * k_work * c * s.kh * s.kw * ho * wo, n * k * ho * wo]
+    if name == "im2col":
+        depth, pixels = c * s.kh * s.kw, ho * wo
+        return [1.0, n * depth * pixels, 2.0 * n * k * depth * pixels, n]
+    if name == "fft":
+        from .cuda.fft import transform_shape
+
+        p, q = transform_shape(s)
+        passes = _log2(p) + _log2(q)
+        planes = n * c + k * c + n * k
+        return [1.0, planes * p * q * passes, n * k * c * p * q, 3 * passes]
+    return None
+
+
 class CostModel:
     """Fitted constants per (device, op, algorithm)."""
 
@@ -121,16 +147,20 @@ class CostModel:
     def load(cls) -> "CostModel":
         """This machine's calibration if there is one for this machine and version, else the
         shipped defaults."""
+        defaults = json.loads(DEFAULTS.read_text())
+        constants = dict(defaults["constants"])
+        source = f"shipped defaults ({defaults.get('machine', '?')})"
         path = calibration_path()
         if path.exists():
             try:
                 data = json.loads(path.read_text())
                 if data.get("machine") == machine_id():
-                    return cls(data["constants"], f"calibration {path}")
-            except (OSError, ValueError, KeyError):
+                    # a CPU-only calibration keeps the shipped GPU constants, and vice versa
+                    constants.update(data["constants"])
+                    source = f"calibration {path}, else {source}"
+            except (OSError, ValueError, KeyError, TypeError):
                 pass  # a corrupt file is ignored: the defaults still work
-        data = json.loads(DEFAULTS.read_text())
-        return cls(data["constants"], f"shipped defaults ({data.get('machine', '?')})")
+        return cls(constants, source)
 
 
 def calibration_path() -> Path:

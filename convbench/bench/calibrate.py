@@ -20,12 +20,14 @@ from .suite import random_layers
 
 CALIBRATION_SEED = 1  # the auto experiment judges on another seed (experiments/auto.toml)
 SLOWEST_S = 0.3  # an algorithm slower than this on a layer is not timed there (it would not win)
+ROUNDS = 5  # round-robin repeats per layer; the median is fitted
 
 
 def collect(count: int, device: str = "cpu", say=print) -> dict[str, list]:
     """{algorithm: [(features, median seconds), ...]} over ``count`` random layers."""
     specs = random_layers(count, CALIBRATION_SEED, max_flops=4e8)
-    algos = registry.algorithms("conv2d", device, peers=False)
+    algos = [a for a in registry.algorithms("conv2d", device, peers=False)
+             if costmodel.features(a.name, specs[0], device) is not None]  # modelled ones
     samples: dict[str, list] = {a.name: [] for a in algos}
     repeat = timer.cuda_repeat if device == "cuda" else timer.host_repeat
     limit = max_workspace_bytes()
@@ -44,7 +46,7 @@ def collect(count: int, device: str = "cpu", say=print) -> dict[str, list]:
             n, warm = timer.calibrate(fn, 0.01, repeat)
             if warm <= SLOWEST_S:
                 fns[algo.name], loops[algo.name] = fn, n
-        rounds = timer.round_robin(fns, loops, 5, repeat=repeat)
+        rounds = timer.round_robin(fns, loops, ROUNDS, repeat=repeat)
         for name, times in rounds.items():
             samples[name].append((costmodel.features(name, spec, device), float(np.median(times))))
         say(f"[{i + 1}/{len(specs)}] {spec.label()}: " + ", ".join(

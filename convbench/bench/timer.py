@@ -59,6 +59,10 @@ def cuda_repeat(fn: Callable[[], object], loops: int) -> float:
     after one untimed warm-up call and a synchronisation, so that no earlier work is counted."""
     from numba import cuda
 
+    from ..devices import simulator_enabled
+
+    if simulator_enabled():  # no timing events there; its kernels run synchronously anyway
+        return host_repeat(fn, loops)
     fn()
     cuda.synchronize()
     start, end = cuda.event(timing=True), cuda.event(timing=True)

@@ -41,35 +41,31 @@ _installed = False
 
 def _plugin_class():
     """Build the EMM plugin class (only importable where numba.cuda's driver is)."""
+    import weakref
+
     from numba.cuda.cudadrv import driver
 
-    class CountingMemoryManager(driver.GetIpcHandleMixin, driver.HostOnlyCUDAMemoryManager):
-        """Allocates with cuMemAlloc like Numba's own manager, and counts every byte."""
+    class CountingMemoryManager(driver.NumbaCUDAMemoryManager):
+        """Numba's own manager (cuMemAlloc, frees deferred and batched), counting every byte.
 
-        def initialize(self) -> None:
-            pass
+        Frees go through Numba's pending-deallocation queue as in the default manager: an
+        immediate cuMemFree synchronises the device and would be timed as part of each call.
+        """
 
         def memalloc(self, size):
             ptr = self._attempt_allocation(lambda: driver.driver.cuMemAlloc(size))
             TRACKER.allocated(size)
+            allocations, deallocations = self.allocations, self.deallocations
 
-            def finalizer(ptr=ptr, size=size):
-                driver.driver.cuMemFree(ptr)
+            def finalizer():
                 TRACKER.freed(size)
-
-            import weakref
+                allocations.pop(ptr, None)
+                deallocations.add_item(driver.driver.cuMemFree, ptr, size)
 
             mem = driver.AutoFreePointer(weakref.proxy(self.context), ptr, size,
                                          finalizer=finalizer)
+            allocations[ptr] = mem
             return mem.own()
-
-        def get_memory_info(self):
-            free, total = driver.driver.cuMemGetInfo()
-            return driver.MemoryInfo(free=free, total=total)
-
-        @property
-        def interface_version(self) -> int:
-            return 1
 
     return CountingMemoryManager
 

@@ -159,3 +159,24 @@ def test_emm_plugin_counts_every_device_allocation():
         "assert memory.TRACKER.peak >= (1 << 22) + (1 << 20)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cuda_calibration_fits_every_cuda_algorithm(monkeypatch, tmp_path, small_blocks):
+    """`calibrate --device cuda` times and fits each CUDA algorithm (tiny layers here), and
+    auto then predicts every CUDA candidate instead of falling back to the rule of thumb."""
+    from convbench import auto, costmodel
+    from convbench.bench import calibrate as cal
+
+    tiny = [conv_spec((1, c, h, h), (k, c, kh, kh)) for c, h, k, kh in
+            [(1, 6, 1, 3), (2, 5, 3, 2), (1, 7, 2, 4), (2, 6, 1, 1), (1, 8, 2, 5)]]
+    monkeypatch.setattr(cal, "random_layers", lambda count, seed, max_flops: tiny[:count])
+    monkeypatch.setattr(cal, "ROUNDS", 1)  # the simulator is slow; no timing is judged here
+    monkeypatch.setattr(cal, "SLOWEST_S", 60.0)
+    monkeypatch.setattr(costmodel, "calibration_path", lambda: tmp_path / "cost_model.json")
+    doc = cal.calibrate(count=5, devices=("cuda",), say=lambda *a: None)
+    names = {a.name for a in CONV}
+    assert set(doc["constants"]) == {f"cuda/conv2d/{n}" for n in names}
+    choice = auto.choose(tiny[0], "cuda")
+    assert all(c.predicted_s is not None for c in choice.candidates), choice
+    assert "fastest predicted" in choice.reason
+    assert "cpu/conv2d/direct" in auto.model().constants  # the shipped CPU constants stay

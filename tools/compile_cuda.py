@@ -1,0 +1,92 @@
+"""Compile every convbench CUDA kernel to PTX (and, with ptxas, to sm_90 machine code) on a
+machine with no GPU, to catch what the simulator accepts but a real GPU rejects (non-constant
+shared-array shapes, typing of mixed scalars) before spending device time.
+
+Needs libnvvm and libnvrtc (a CUDA toolkit, or the nvidia-cuda-nvcc / nvidia-cuda-nvrtc wheels);
+run without NUMBA_ENABLE_CUDASIM:  python tools/compile_cuda.py [--ptxas]
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
+
+from numba import cuda, types  # noqa: E402
+from numba.cuda import dispatcher  # noqa: E402
+
+from convbench.cuda import direct, fft, im2col, pool  # noqa: E402
+
+CC = (9, 0)
+
+
+class _Hopper:
+    compute_capability = CC
+
+
+# Device functions (split_row) are compiled for "the current device", which needs a driver:
+# answer with the H100's compute capability instead.
+dispatcher.get_current_device = _Hopper
+I = types.int64
+B = types.boolean
+
+
+def arr(dtype, ndim):
+    return types.Array(dtype, ndim, "C")
+
+
+def kernels():
+    """(name, python function, argument types) for every kernel, float32 and float64."""
+    for f, c in ((types.float32, types.complex64), (types.float64, types.complex128)):
+        name = str(f)
+        x4, c4, c3, c1 = arr(f, 4), arr(c, 4), arr(c, 3), arr(c, 1)
+        conv_args = (x4, x4, x4, I, I, I, I, I, I, B)
+        yield f"direct_v1 {name}", direct._make_v1(name).py_func, conv_args
+        yield f"direct_v2 {name}", direct._make_v2(name, direct.TILE).py_func, conv_args
+        yield (f"unfold {name}", im2col._make_unfold(name).py_func,
+               (x4, I, arr(f, 2), I, I, I, I, I, I, I, I, I, I, B))
+        yield (f"gemm {name}", im2col._make_gemm(name, im2col.BT, im2col.RT, im2col.BK).py_func,
+               (arr(f, 2), arr(f, 2), arr(f, 2)))
+        yield f"stockham {name}", fft._stockham_pass.py_func, (c1, c1, I, I, I, I)
+        yield f"stage_images {name}", fft._stage_images.py_func, (x4, c4)
+        yield f"stage_kernels {name}", fft._stage_kernels.py_func, (x4, c4, I, I, B)
+        yield f"spectral_mac {name}", fft._spectral_mac.py_func, (c3, c3, c3)
+        yield (f"read_out {name}", fft._read_out.py_func,
+               (c4, x4, I, I, I, I, types.float64))
+        yield f"max_pool {name}", pool._max_pool.py_func, (x4, x4, I, I, I, I, I, I)
+        yield f"avg_pool {name}", pool._avg_pool.py_func, (x4, x4, I, I, I, I, I, I, B)
+
+
+def main() -> int:
+    ptxas = "--ptxas" in sys.argv and shutil.which("ptxas")
+    failed = 0
+    for label, fn, sig in kernels():
+        try:
+            ptx, _ = cuda.compile_ptx(fn, sig, cc=CC)
+        except Exception as exc:
+            failed += 1
+            print(f"FAIL {label}: {type(exc).__name__}: {str(exc)[:2000]}")
+            continue
+        note = f"{len(ptx)} chars of PTX"
+        if ptxas:
+            with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+                f.write(ptx)
+            res = subprocess.run([ptxas, "-arch=sm_90", "-v", f.name, "-o", os.devnull],
+                                 capture_output=True, text=True)
+            os.unlink(f.name)
+            if res.returncode:
+                failed += 1
+                print(f"FAIL {label}: ptxas: {res.stderr[-1500:]}")
+                continue
+            info = [ln.split("ptxas info    :")[-1].strip() for ln in res.stderr.splitlines()
+                    if "Used" in ln or "spill" in ln]
+            note = "; ".join(info)
+        print(f"ok   {label}: {note}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
