@@ -6,7 +6,8 @@
 set -u
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+# device_site/sitecustomize.py: the np.row_stack alias numba-cuda 0.30.4 needs under NumPy 2.5
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/tools/device_site:$PWD
 PY=${PYTHON:-python3}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv

@@ -42,30 +42,56 @@ _installed = False
 def _plugin_class():
     """Build the EMM plugin class (only importable where numba.cuda's driver is)."""
     import weakref
+    from collections import defaultdict
 
     from numba.cuda.cudadrv import driver
 
     class CountingMemoryManager(driver.NumbaCUDAMemoryManager):
-        """Numba's own manager (cuMemAlloc, frees deferred and batched), counting every byte.
+        """Numba's own manager, counting every byte, and caching freed blocks by exact size.
 
-        Frees go through Numba's pending-deallocation queue as in the default manager: an
-        immediate cuMemFree synchronises the device and would be timed as part of each call.
+        A cuMemAlloc costs ~60 us on an H100 (measured with tools/gpu_overhead.py), more than
+        a small convolution; like PyTorch's caching allocator, a freed block goes back to a
+        per-size free list and the next allocation of that size reuses it. Reuse is safe
+        because all our work is ordered on the default stream. The tracker counts blocks in
+        use (handed out and not yet freed), not the cache; out of memory, the cache is
+        returned to the driver and the allocation retried.
         """
 
+        def initialize(self) -> None:
+            super().initialize()
+            self.cached = defaultdict(list)
+
         def memalloc(self, size):
-            ptr = self._attempt_allocation(lambda: driver.driver.cuMemAlloc(size))
+            free_list = self.cached.get(size)
+            if free_list:
+                ptr = free_list.pop()
+            else:
+                try:
+                    ptr = driver.driver.cuMemAlloc(size)
+                except driver.CudaAPIError:
+                    self.release_cached()
+                    ptr = self._attempt_allocation(lambda: driver.driver.cuMemAlloc(size))
             TRACKER.allocated(size)
-            allocations, deallocations = self.allocations, self.deallocations
+            cached = self.cached
 
             def finalizer():
                 TRACKER.freed(size)
-                allocations.pop(ptr, None)
-                deallocations.add_item(driver.driver.cuMemFree, ptr, size)
+                cached[size].append(ptr)
 
             mem = driver.AutoFreePointer(weakref.proxy(self.context), ptr, size,
                                          finalizer=finalizer)
-            allocations[ptr] = mem
             return mem.own()
+
+        def release_cached(self) -> None:
+            """Return every cached block to the driver."""
+            for ptrs in self.cached.values():
+                for ptr in ptrs:
+                    driver.driver.cuMemFree(ptr)
+            self.cached.clear()
+
+        def reset(self) -> None:
+            self.release_cached()
+            super().reset()
 
     return CountingMemoryManager
 

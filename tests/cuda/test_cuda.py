@@ -145,7 +145,8 @@ def test_check_command_verifies_every_device(tmp_path, capsys):
                     "its allocations are counted by device_empty (tested above)")
 def test_emm_plugin_counts_every_device_allocation():
     """In a fresh process (the plugin must precede every allocation): live bytes follow
-    allocations and frees, the peak remembers the high-water mark."""
+    allocations and frees, the peak remembers the high-water mark, and a freed block is
+    handed out again for the next allocation of its size."""
     import subprocess
     import sys
 
@@ -154,9 +155,13 @@ def test_emm_plugin_counts_every_device_allocation():
         "from numba import cuda; import numpy as np\n"
         "a = cuda.device_array(1 << 20, np.float32); b = cuda.device_array(1 << 18, np.float32)\n"
         "assert memory.TRACKER.live >= (1 << 22) + (1 << 20), memory.TRACKER.live\n"
+        "pa = a.device_ctypes_pointer.value\n"
         "del a; import gc; gc.collect(); cuda.current_context().deallocations.clear()\n"
         "assert memory.TRACKER.live < (1 << 22), memory.TRACKER.live\n"
         "assert memory.TRACKER.peak >= (1 << 22) + (1 << 20)\n"
+        "c = cuda.device_array(1 << 20, np.float32)  # same size: the cached block again\n"
+        "assert c.device_ctypes_pointer.value == pa\n"
+        "assert memory.TRACKER.live >= (1 << 22) + (1 << 20), memory.TRACKER.live\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
