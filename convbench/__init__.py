@@ -16,6 +16,11 @@ if "OMP_WAIT_POLICY" not in os.environ:
 # 2^4 cycles makes them sleep at once. Only effective when convbench is imported before NumPy
 # loads OpenBLAS, as `python -m convbench` does.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+from .allocator import steady_malloc  # noqa: E402
+
+# Workspace from an already-mapped heap, not fresh pages each call (allocator.py: up to 3x on
+# the FFT algorithms); CONVBENCH_STEADY_MALLOC=0 leaves glibc's defaults alone.
+steady_malloc()
 from .auto import choose, explain  # noqa: E402  (after the thread setting above)
 from .ops import (
     algorithms,

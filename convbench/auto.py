@@ -34,6 +34,7 @@ class Candidate:
     predicted_s: float | None
     workspace_bytes: int
     note: str = ""  # why it is not eligible ("" when it is)
+    correction: float = 1.0  # the local correction included in predicted_s
 
 
 @dataclass
@@ -46,11 +47,13 @@ class Choice:
     model: str = ""
 
     def __str__(self) -> str:
-        lines = [f"{'algorithm':12s} {'predicted ms':>12s} {'workspace':>12s}  note"]
+        lines = [f"{'algorithm':12s} {'predicted ms':>12s} {'correction':>10s} "
+                 f"{'workspace':>12s}  note"]
         for c in self.candidates:
             pred = f"{c.predicted_s * 1e3:12.3f}" if c.predicted_s is not None else f"{'-':>12s}"
+            corr = f"x{c.correction:9.2f}" if c.predicted_s is not None else f"{'':10s}"
             mark = "  <- pick" if c.name == self.algorithm.name else ""
-            lines.append(f"{c.name:12s} {pred} {c.workspace_bytes:12d}  {c.note}{mark}")
+            lines.append(f"{c.name:12s} {pred} {corr} {c.workspace_bytes:12d}  {c.note}{mark}")
         lines.append(f"pick: {self.algorithm.name}: {self.reason}")
         lines.append(f"model: {self.model}")
         return "\n".join(lines)
@@ -83,7 +86,8 @@ def _candidates(spec, device: str) -> list[tuple[registry.Algorithm, Candidate]]
         need = algo.workspace_bytes(spec)
         pred = cm.predict(algo.name, spec, device)
         note = "" if need <= limit else f"workspace over the {limit}-byte limit"
-        out.append((algo, Candidate(algo.name, pred, need, note)))
+        corr = cm.correction(algo.name, spec, device) if pred is not None else 1.0
+        out.append((algo, Candidate(algo.name, pred, need, note, corr)))
     return out
 
 

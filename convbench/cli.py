@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
     chk.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the timing CSV")
     cal = sub.add_parser("calibrate", help="fit the cost model that algorithm='auto' uses")
-    cal.add_argument("--layers", type=int, default=80, help="random layers to time (default 80)")
+    cal.add_argument("--layers", type=int, default=120, help="random layers to time (default 120)")
     cal.add_argument("--device", default="cpu", choices=["cpu", "cuda", "all"])
     cal.add_argument("--out", type=Path, default=None, help="file (default: the user cache)")
     exp = sub.add_parser("explain", help="predicted time and workspace of every candidate")
@@ -148,12 +148,12 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_check(_devices(args.device), args.out)
         if args.command == "calibrate":
+            from . import costmodel
             from .bench.calibrate import calibrate
 
             doc = calibrate(args.layers, tuple(_devices(args.device)), args.out)
-            for key, q in doc["quality"].items():
-                print(f"{key:28s} {q['samples']:3d} layers, median error "
-                      f"{q['median_rel_error'] * 100:.0f}%")
+            print(f"calibrated in {doc['seconds']} s; saved to "
+                  f"{args.out or costmodel.calibration_path()}")
             return 0
         if args.command == "explain":
             return cmd_explain(args)

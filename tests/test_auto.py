@@ -99,6 +99,48 @@ def test_fit_recovers_known_constants():
     np.testing.assert_allclose(costmodel.fit(samples), truth, rtol=1e-3)
 
 
+def test_local_correction_follows_the_nearest_calibration_errors():
+    """Layers near calibration layers that ran 2x slower than the linear model get a factor of
+    about 2; layers near ones the model got right get about 1; a left-out row is not used."""
+    spec_near = conv_spec((8, 32, 28, 28), (16, 32, 7, 7), stride=2, padding=3)
+    spec_far = conv_spec((1, 1, 512, 512), (1, 1, 3, 3))
+    near, far = costmodel.descriptor(spec_near), costmodel.descriptor(spec_far)
+    rows = ([near + [np.log(2.0)]] * costmodel.NEIGHBOURS
+            + [far + [0.0]] * costmodel.NEIGHBOURS)
+    table = np.array(rows)
+    assert costmodel.local_factor(table, near) == pytest.approx(2.0)
+    assert costmodel.local_factor(table, far) == pytest.approx(1.0)
+    single = np.array([near + [np.log(3.0)], far + [0.0]])
+    assert costmodel.local_factor(single, near, skip=0) < 1.5  # only the far row is left
+
+    model = costmodel.CostModel({"cpu/conv2d/direct": [1e-6] * len(
+        costmodel.features("direct", spec_near))}, "test", {"cpu/conv2d/direct": rows})
+    linear = model.linear("direct", spec_near)
+    assert model.predict("direct", spec_near) == pytest.approx(2.0 * linear)
+
+
+def test_residuals_are_the_log_errors_of_the_linear_fit():
+    spec = conv_spec((2, 3, 16, 16), (4, 3, 3, 3))
+    f = costmodel.features("im2col", spec)
+    coeffs = [1e-6] + [0.0] * (len(f) - 1)  # predicts 1 us
+    (row,) = costmodel.residuals(coeffs, [(f, 4e-6, costmodel.descriptor(spec))])
+    assert row[:-1] == pytest.approx(costmodel.descriptor(spec), abs=1e-4)
+    assert row[-1] == pytest.approx(np.log(4.0), abs=1e-4)
+
+
+def test_calibration_of_an_older_model_version_is_ignored(monkeypatch):
+    """Features changed with the model version: constants fitted for older ones would be read
+    against the wrong features, so the shipped defaults apply instead."""
+    path = costmodel.calibration_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stale = costmodel.machine_id().replace(f"model {costmodel.MODEL_VERSION}", "model 1")
+    path.write_text(json.dumps({"machine": stale, "constants": {"cpu/conv2d/direct": [1.0]}}))
+    model = costmodel.CostModel.load()
+    assert "shipped defaults" in model.source and "calibration" not in model.source
+    assert len(model.constants["cpu/conv2d/direct"]) == len(
+        costmodel.features("direct", conv_spec((1, 1, 8, 8), (1, 1, 3, 3))))
+
+
 def test_calibration_is_saved_and_used(tmp_path):
     from convbench.bench.calibrate import calibrate
 
@@ -106,6 +148,8 @@ def test_calibration_is_saved_and_used(tmp_path):
     path = costmodel.calibration_path()
     assert path.exists() and json.loads(path.read_text())["machine"] == costmodel.machine_id()
     assert set(doc["constants"]) >= {"cpu/conv2d/direct", "cpu/conv2d/im2col"}
+    assert len(doc["residuals"]["cpu/conv2d/direct"]) == doc["quality"]["cpu/conv2d/direct"][
+        "samples"]
     assert "calibration" in costmodel.CostModel.load().source
 
 

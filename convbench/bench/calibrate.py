@@ -20,17 +20,22 @@ from .suite import random_layers
 
 CALIBRATION_SEED = 1  # the auto experiment judges on another seed (experiments/auto.toml)
 SLOWEST_S = 0.3  # an algorithm slower than this on a layer is not timed there (it would not win)
-ROUNDS = 5  # round-robin repeats per layer; the median is fitted
+ROUNDS = 7  # timed rounds per layer and algorithm; the median is fitted
 
 
 def collect(count: int, device: str = "cpu", say=print) -> dict[str, list]:
-    """{algorithm: [(features, median seconds), ...]} over ``count`` random layers."""
+    """{algorithm: [(features, median seconds, descriptor), ...]} over ``count`` random layers.
+
+    The rounds go across the layers (round 1 of every layer, then round 2, ...), each layer's
+    algorithms round-robin within a round: a few seconds of a busy machine then spoil one
+    round of several layers, which their medians discard, instead of every round of one layer.
+    """
     specs = random_layers(count, CALIBRATION_SEED, max_flops=4e8)
     algos = [a for a in registry.algorithms("conv2d", device, peers=False)
              if costmodel.features(a.name, specs[0], device) is not None]  # modelled ones
-    samples: dict[str, list] = {a.name: [] for a in algos}
     repeat = timer.cuda_repeat if device == "cuda" else timer.host_repeat
     limit = max_workspace_bytes()
+    cases = []  # (spec, {name: fn}, {name: loops})
     for i, spec in enumerate(specs):
         x, w = random_inputs(spec, CALIBRATION_SEED + i)
         if device == "cuda":
@@ -46,30 +51,57 @@ def collect(count: int, device: str = "cpu", say=print) -> dict[str, list]:
             n, warm = timer.calibrate(fn, 0.01, repeat)
             if warm <= SLOWEST_S:
                 fns[algo.name], loops[algo.name] = fn, n
-        rounds = timer.round_robin(fns, loops, ROUNDS, repeat=repeat)
-        for name, times in rounds.items():
-            samples[name].append((costmodel.features(name, spec, device), float(np.median(times))))
-        say(f"[{i + 1}/{len(specs)}] {spec.label()}: " + ", ".join(
-            f"{n} {np.median(t) * 1e3:.3g} ms" for n, t in rounds.items()))
+        cases.append((spec, fns, loops))
+        say(f"[{i + 1}/{len(specs)}] prepared {spec.label()}")
+    times = [{name: [] for name in fns} for _, fns, _ in cases]
+    for r in range(ROUNDS):
+        for (spec, fns, loops), got in zip(cases, times):
+            names = list(fns)
+            for name in names[r % len(names):] + names[: r % len(names)] if names else []:
+                got[name].append(repeat(fns[name], loops[name]))
+        say(f"round {r + 1}/{ROUNDS} done")
+    samples: dict[str, list] = {a.name: [] for a in algos}
+    for (spec, _, _), got in zip(cases, times):
+        for name, t in got.items():
+            samples[name].append((costmodel.features(name, spec, device), float(np.median(t)),
+                                  costmodel.descriptor(spec)))
     return samples
 
 
-def calibrate(count: int = 80, devices: tuple[str, ...] = ("cpu",), path: Path | None = None,
+def fit_quality(coeffs, rows, table) -> dict:
+    """Median relative error of the linear model, and of the corrected one with each layer's
+    own error left out of its correction (an honest estimate for unseen layers)."""
+    linear, corrected = [], []
+    for i, (f, t, where) in enumerate(rows):
+        base = float(np.dot(coeffs, f))
+        linear.append(abs(base - t) / t)
+        corrected.append(abs(base * costmodel.local_factor(table, where, skip=i) - t) / t)
+    return {"samples": len(rows), "linear": float(np.median(linear)),
+            "corrected": float(np.median(corrected)),
+            "linear_p90": float(np.percentile(linear, 90)),
+            "corrected_p90": float(np.percentile(corrected, 90))}
+
+
+def calibrate(count: int = 120, devices: tuple[str, ...] = ("cpu",), path: Path | None = None,
               say=print) -> dict:
     """Fit and save the constants; returns the saved document (with fit quality)."""
     start = time.perf_counter()
-    constants, quality = {}, {}
+    constants, residuals, quality = {}, {}, {}
     for device in devices:
         for name, rows in collect(count, device, say).items():
             if len(rows) < 5:
                 continue
-            coeffs = costmodel.fit(rows)
+            coeffs = costmodel.fit([(f, t) for f, t, _ in rows])
             key = costmodel.CostModel.key(device, "conv2d", name)
             constants[key] = coeffs
-            errors = [abs(float(np.dot(coeffs, f)) - t) / t for f, t in rows]
-            quality[key] = {"samples": len(rows), "median_rel_error": float(np.median(errors))}
-    doc = {"machine": costmodel.machine_id(), "constants": constants, "quality": quality,
-           "seconds": round(time.perf_counter() - start, 1)}
+            residuals[key] = costmodel.residuals(coeffs, rows)
+            quality[key] = fit_quality(coeffs, rows, np.asarray(residuals[key]))
+            q = quality[key]
+            say(f"{key:22s} {len(rows)} layers, error median/90th percentile: linear "
+                f"{q['linear']:.0%}/{q['linear_p90']:.0%}, corrected {q['corrected']:.0%}/"
+                f"{q['corrected_p90']:.0%} (each layer's own error left out)")
+    doc = {"machine": costmodel.machine_id(), "constants": constants, "residuals": residuals,
+           "quality": quality, "seconds": round(time.perf_counter() - start, 1)}
     path = path or costmodel.calibration_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1))

@@ -1,7 +1,12 @@
 """Pieces shared by the FFT algorithms: transform sizes, staging kernels into transform
 buffers, and the spectral multiply-accumulate over input channels (ours, in Numba).
 
-Transforms use ``scipy.fft`` (pocketfft) with one worker per core. rocket-fft (FFTs inside
+Transforms use ``scipy.fft`` (pocketfft), by default on one thread (CONVBENCH_FFT_WORKERS sets
+more): on the project's 2 cores, pocketfft's own thread pool next to Numba's made every FFT
+algorithm slower and erratic (round-robin medians: 512x512 15x15 1.35-2.4 ms with 2 workers vs
+1.28-1.32 with 1; N8 C3 28x28 K32 21x21 0.69-0.82 vs 0.61-0.64; N4 C16 64x64 9x9 2.06-3.56
+vs 2.01-2.09), while the spectral multiply-accumulate, the larger part, runs on all cores in
+Numba. rocket-fft (FFTs inside
 ``@njit``) was not adopted: its buffers come from Numba's allocator, invisible to the
 tracemalloc measurement that checks every declared workspace.
 """
@@ -17,11 +22,11 @@ from .. import workspace
 
 F_BLOCK = 512  # frequencies per task: 4 output spectra + 1 input spectrum of this block stay in L1
 
-WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+WORKERS = int(os.environ.get("CONVBENCH_FFT_WORKERS", "1"))  # threads of each scipy.fft call
 
 
 def rfft2(a: np.ndarray) -> np.ndarray:
-    """Real 2-D FFT over the last two axes, threaded."""
+    """Real 2-D FFT over the last two axes."""
     return scipy.fft.rfft2(a, workers=WORKERS)
 
 
