@@ -118,15 +118,19 @@ def _cuda_features(name: str, s: ConvSpec) -> list[float] | None:
         k_work = K_PER_THREAD * -(-k // K_PER_THREAD) if staged else k
         return [1.0, n * k_work * c * s.kh * s.kw * ho * wo, n * k * ho * wo]
     if name == "im2col":
+        from .cuda.im2col import images_per_chunk
+
         depth, pixels = c * s.kh * s.kw, ho * wo
-        return [1.0, n * depth * pixels, 2.0 * n * k * depth * pixels, n]
+        chunks = -(-n // images_per_chunk(s))  # two launches each
+        return [1.0, n * depth * pixels, 2.0 * n * k * depth * pixels, chunks]
     if name == "fft":
-        from .cuda.fft import transform_shape
+        from .cuda.fft import MAX_LINE, transform_shape
 
         p, q = transform_shape(s)
         passes = _log2(p) + _log2(q)
         planes = n * c + k * c + n * k
-        return [1.0, planes * p * q * passes, n * k * c * p * q, 3 * passes]
+        per_transform = sum(1 if m <= MAX_LINE else _log2(m) for m in (p, q))
+        return [1.0, planes * p * q * passes, n * k * c * p * q, 3 * per_transform]
     return None
 
 

@@ -47,10 +47,11 @@ def kernels():
         yield f"direct_v1 {name}", direct._make_v1(name).py_func, conv_args
         yield f"direct_v2 {name}", direct._make_v2(name, direct.TILE).py_func, conv_args
         yield (f"unfold {name}", im2col._make_unfold(name).py_func,
-               (x4, I, arr(f, 2), I, I, I, I, I, I, I, I, I, I, B))
+               (x4, I, arr(f, 3), I, I, I, I, I, I, I, I, I, I, B))
         yield (f"gemm {name}", im2col._make_gemm(name, im2col.BT, im2col.RT, im2col.BK).py_func,
-               (arr(f, 2), arr(f, 2), arr(f, 2)))
+               (arr(f, 2), arr(f, 3), arr(f, 3)))
         yield f"stockham {name}", fft._stockham_pass.py_func, (c1, c1, I, I, I, I)
+        yield (f"line_fft {name}", fft._make_line_fft(str(c)).py_func, (c1, I, I, I, I))
         yield f"stage_images {name}", fft._stage_images.py_func, (x4, c4)
         yield f"stage_kernels {name}", fft._stage_kernels.py_func, (x4, c4, I, I, B)
         yield f"spectral_mac {name}", fft._spectral_mac.py_func, (c3, c3, c3)

@@ -65,7 +65,8 @@ def host_or_device(kernel_fn):
 
 
 def numba_type(dtype):
-    """The Numba scalar type of a NumPy float dtype (for shared and local arrays)."""
-    from numba import float32, float64
+    """The Numba scalar type of a NumPy float or complex dtype (for shared and local arrays)."""
+    from numba import complex64, complex128, float32, float64
 
-    return float32 if np.dtype(dtype) == np.float32 else float64
+    return {"float32": float32, "float64": float64, "complex64": complex64,
+            "complex128": complex128}[np.dtype(dtype).name]

@@ -1,9 +1,11 @@
 """FFT convolution on the GPU with our own FFT kernels.
 
-Transforms are radix-2 Stockham passes (self-sorting, no bit reversal): one launch per pass over
-every row of every plane at once, ping-ponging between two buffers; a 2-D transform is the row
-passes then the column passes (the same kernel with a stride). Sizes are powers of two at least
-the padded image. Input planes and kernels are transformed once; a multiply-accumulate kernel
+Transforms are radix-2 Stockham passes (self-sorting, no bit reversal). A line of up to
+MAX_LINE points is transformed whole by one block in shared memory, every line of every plane
+in one launch (rows, then columns: two launches per 2-D transform). Longer lines take one
+launch per pass over global memory, ping-ponging between two buffers: on an H100 each launch
+from Python costs ~30-40 us (tools/gpu_overhead.py), which made that path ~4 ms whatever the
+layer. Sizes are powers of two at least the padded image. Input planes and kernels are transformed once; a multiply-accumulate kernel
 sums X[n, c] * conj(W[k, c]) over input channels (correlation; true convolution rotates the
 kernel once while staging it); one inverse transform per output plane; a read-out kernel applies
 padding as a cyclic shift, stride as sampling, and the 1/(P*Q) normalisation.
@@ -11,17 +13,20 @@ padding as a cyclic shift, stride as sampling, and the 1/(P*Q) normalisation.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from numba import cuda
 
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from .arrays import device_empty, grid_1d, grid_2d, host_or_device
+from .arrays import device_empty, grid_1d, grid_2d, host_or_device, numba_type
 from .indexing import split_row
 
 THREADS = 256
 BLOCK_2D = (32, 8)
+MAX_LINE = 1024  # points per shared buffer (two per block): the longest line done in one launch
+LINE_THREADS = 256  # threads per block: n/2 per line (at most), several short lines per block
 
 
 def pow2(n: int) -> int:
@@ -62,22 +67,89 @@ def _stockham_pass(src, dst, n, inner, ns, sign):
     dst[base + (d + ns) * inner] = v0 - v1
 
 
+@lru_cache(maxsize=None)
+def _make_line_fft(dtype_name: str):
+    nb_type = numba_type(dtype_name)
+
+    @cuda.jit
+    def line_fft(data, n, inner, sign, lines):
+        """Whole in-place FFTs of ``blockDim.y`` lines per block of ``data`` viewed as
+        (batch, n, inner): each line loaded once into shared memory, log2(n) Stockham passes
+        between two shared buffers (a barrier after each), written back once."""
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        step = cuda.blockDim.x
+        line = cuda.blockIdx.x * cuda.blockDim.y + ty
+        active = line < lines  # the last block's spare rows of threads still meet the barriers
+        half = n // 2
+        base = (line // inner) * n * inner + line % inner
+        off = ty * n  # this line's slice of the shared buffers
+        a = cuda.shared.array(MAX_LINE, nb_type)  # constant shapes: required on a real GPU
+        b = cuda.shared.array(MAX_LINE, nb_type)
+        if active:
+            for i in range(tx, n, step):
+                a[off + i] = data[base + i * inner]
+        cuda.syncthreads()
+        ns = 1
+        in_a = True
+        while ns < n:
+            if active:
+                for j in range(tx, half, step):
+                    v0 = a[off + j] if in_a else b[off + j]
+                    v1 = a[off + j + half] if in_a else b[off + j + half]
+                    angle = sign * math.pi * (j % ns) / ns  # float64 twiddles, as the passes
+                    v1 = v1 * complex(math.cos(angle), math.sin(angle))
+                    d = off + (j // ns) * ns * 2 + j % ns
+                    if in_a:
+                        b[d] = v0 + v1
+                        b[d + ns] = v0 - v1
+                    else:
+                        a[d] = v0 + v1
+                        a[d + ns] = v0 - v1
+            cuda.syncthreads()  # this pass complete before the next reads it
+            in_a = not in_a
+            ns *= 2
+        if active:
+            for i in range(tx, n, step):
+                data[base + i * inner] = a[off + i] if in_a else b[off + i]
+
+    return line_fft
+
+
+def _line_launch(n: int, lines: int) -> tuple[int, tuple[int, int]]:
+    """(blocks, (threads per line, lines per block)): up to LINE_THREADS threads per block,
+    as many lines as fit the MAX_LINE points of each shared buffer."""
+    per_line = max(1, min(n // 2, LINE_THREADS))
+    per_block = max(1, min(MAX_LINE // n, LINE_THREADS // per_line, lines))
+    return -(-lines // per_block), (per_line, per_block)
+
+
+def _complex_kind(dtype) -> str:
+    return "complex64" if np.dtype(dtype) == np.complex64 else "complex128"
+
+
 def fft2(buf, scratch, sign: int) -> None:
     """In-place, in-order 2-D FFT over the last two axes of ``buf`` (sign -1 forward, +1
-    inverse, unnormalised), using ``scratch`` (at least ``buf.size`` elements) for the ping-pong.
-    When the number of passes is odd the result is copied back into ``buf``."""
+    inverse, unnormalised). Lines up to MAX_LINE: one launch per axis; longer ones: one launch
+    per pass, ping-ponging with ``scratch`` (at least ``buf.size`` elements)."""
     p, q = tuple(buf.shape)[-2:]  # (the simulator's shape object has no negative indexing)
-    src, dst = buf.reshape(buf.size), scratch.reshape(scratch.size)[: buf.size]
-    blocks, threads = grid_1d(buf.size // 2, THREADS)
-    passes = int(math.log2(p)) + int(math.log2(q))
+    flat = buf.reshape(buf.size)
     for n, inner in ((q, 1), (p, q)):  # rows, then columns
+        if n == 1:
+            continue
+        if n <= MAX_LINE:
+            lines = buf.size // n
+            blocks, threads = _line_launch(n, lines)
+            _make_line_fft(_complex_kind(buf.dtype))[blocks, threads](flat, n, inner, sign, lines)
+            continue
+        src, dst = flat, scratch.reshape(scratch.size)[: buf.size]
+        blocks, threads = grid_1d(buf.size // 2, THREADS)
         ns = 1
         while ns < n:
             _stockham_pass[blocks, threads](src, dst, n, inner, ns, sign)
             src, dst = dst, src
             ns *= 2
-    if passes % 2:  # the result landed in the scratch buffer
-        buf.reshape(buf.size).copy_to_device(src)
+        if int(math.log2(n)) % 2:  # the result landed in the scratch buffer
+            flat.copy_to_device(src)
 
 
 @cuda.jit
@@ -132,12 +204,20 @@ def _read_out(z, out, sh, sw, pt, pl, scale):
     out[n, k, oh, ow] = z[n, k, (oh * sh - pt) % p, (ow * sw - pl) % q].real * scale
 
 
+def _needs_scratch(p: int, q: int) -> bool:
+    """Lines longer than MAX_LINE go pass by pass, ping-ponging through a scratch buffer."""
+    return max(p, q) > MAX_LINE
+
+
 def fft_workspace_bytes(spec: ConvSpec) -> int:
-    """Input, kernel and output spectra, plus one ping-pong buffer as large as the largest."""
+    """Input, kernel and output spectra, plus (for lines over MAX_LINE points) one ping-pong
+    buffer as large as the largest."""
     p, q = transform_shape(spec)
     item = _complex(spec.dtype).itemsize
     planes = spec.n * spec.c + spec.k * spec.c + spec.n * spec.k
-    return (planes + max(spec.n * spec.c, spec.k * spec.c, spec.n * spec.k)) * p * q * item
+    if _needs_scratch(p, q):
+        planes += max(spec.n * spec.c, spec.k * spec.c, spec.n * spec.k)
+    return planes * p * q * item
 
 
 def fft_conv2d(x, w, spec: ConvSpec):
@@ -146,7 +226,8 @@ def fft_conv2d(x, w, spec: ConvSpec):
     cdt = _complex(spec.dtype)
     n, c, k = spec.n, spec.c, spec.k
     out = device_empty(spec.out_shape, np.dtype(spec.dtype))
-    scratch = device_empty((max(n * c, k * c, n * k) * p * q,), cdt)
+    scratch = (device_empty((max(n * c, k * c, n * k) * p * q,), cdt)
+               if _needs_scratch(p, q) else None)
     xf = device_empty((n, c, p, q), cdt)
     _stage_images[grid_2d(n * c * p, q, BLOCK_2D)](x, xf)
     fft2(xf, scratch, -1)

@@ -1,6 +1,9 @@
 """im2col + GEMM on the GPU: an unfold kernel, then our shared-memory tiled GEMM.
 
-The GEMM out[n] (K x Ho*Wo) = w (K x C*kh*kw) @ cols (C*kh*kw x Ho*Wo) uses 2-D block tiling:
+Both work on a chunk of images per launch (grid z = image), as many as fit CHUNK_BYTES of
+unfolded matrices: one launch per image cost ~40 us each from Python on an H100, more than the
+arithmetic of a small layer. The GEMM out[n] (K x Ho*Wo) = w (K x C*kh*kw) @ cols[n]
+(C*kh*kw x Ho*Wo) uses 2-D block tiling:
 a block of 16 x 16 threads computes a 64 x 64 tile of the product, staging 64 x 16 slices of
 both operands in shared memory per step; each thread accumulates a 4 x 4 register tile, so every
 staged value is read from shared memory once per 4 multiply-adds.
@@ -20,6 +23,7 @@ UNFOLD_BLOCK = (32, 8)
 BT = 16  # threads per block edge of the GEMM
 RT = 4  # register tile edge: each thread computes RT x RT outputs
 BK = 16  # depth of the staged operand slices
+CHUNK_BYTES = 64 << 20  # unfolded matrices of the images of one launch, at most (but one image)
 
 
 @lru_cache(maxsize=None)
@@ -27,9 +31,11 @@ def _make_unfold(dtype_name: str):
     zero = np.dtype(dtype_name).type(0)
 
     @cuda.jit
-    def unfold(x, n, cols, ho, wo, kh, kw, sh, sw, pt, pl, dh, dw, flip):
+    def unfold(x, n0, cols, ho, wo, kh, kw, sh, sw, pt, pl, dh, dw, flip):
+        """cols[m, (c, i, j), (oh, ow)] = padded x[n0 + m, c, ...] for the chunk's images."""
         p, r = cuda.grid(2)  # p: output pixel (oh, ow), consecutive threads -> coalesced writes
-        rows, pixels = cols.shape
+        m = cuda.blockIdx.z
+        rows, pixels = cols.shape[1], cols.shape[2]
         if p >= pixels or r >= rows:  # the grid is rounded up to whole blocks
             return
         c = r // (kh * kw)
@@ -41,7 +47,7 @@ def _make_unfold(dtype_name: str):
         ih = (p // wo) * sh - pt + i * dh
         iw = (p % wo) * sw - pl + j * dw
         inside = 0 <= ih < x.shape[2] and 0 <= iw < x.shape[3]  # padding reads as zero
-        cols[r, p] = x[n, c, ih, iw] if inside else zero
+        cols[m, r, p] = x[n0 + m, c, ih, iw] if inside else zero
 
     return unfold
 
@@ -54,10 +60,11 @@ def _make_gemm(dtype_name: str, bt: int, rt: int, bk: int):
 
     @cuda.jit
     def gemm(a, b, c):
-        """c = a @ b for row-major a (M x R), b (R x P), c (M x P)."""
+        """c[z] = a @ b[z] for row-major a (M x R), b[z] (R x P), c[z] (M x P), z = blockIdx.z."""
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        z = cuda.blockIdx.z
         m_rows, depth = a.shape
-        p_cols = b.shape[1]
+        p_cols = b.shape[2]
         row0 = cuda.blockIdx.y * bm
         col0 = cuda.blockIdx.x * bm
         a_s = cuda.shared.array((bk, bm), nb_type)  # a slice, transposed: a_s[kk, m]
@@ -74,7 +81,7 @@ def _make_gemm(dtype_name: str, bt: int, rt: int, bk: int):
                 a_s[kk, m] = a[gr, gk] if gr < m_rows and gk < depth else zero  # ragged edges
                 kk2, col = idx // bm, idx % bm  # ... and along b's columns: coalesced
                 gk2, gc = k0 + kk2, col0 + col
-                b_s[kk2, col] = b[gk2, gc] if gk2 < depth and gc < p_cols else zero
+                b_s[kk2, col] = b[z, gk2, gc] if gk2 < depth and gc < p_cols else zero
             cuda.syncthreads()  # both slices staged before any thread multiplies
             for kk in range(bk):
                 for u in range(rt):
@@ -87,39 +94,49 @@ def _make_gemm(dtype_name: str, bt: int, rt: int, bk: int):
             for v in range(rt):
                 col = col0 + tx + v * bt
                 if r < m_rows and col < p_cols:  # the last tiles overhang the matrix
-                    c[r, col] = acc[u, v]
+                    c[z, r, col] = acc[u, v]
 
     return gemm
 
 
 def gemm(a, b, out) -> None:
-    """out = a @ b on device arrays with the tiled kernel."""
-    m, p = out.shape
+    """out[z] = a @ b[z] on device arrays with the tiled kernel (b, out: batches of matrices)."""
+    batch, m, p = out.shape
     tile = BT * RT
-    blocks = (-(-p // tile), -(-m // tile))
+    blocks = (-(-p // tile), -(-m // tile), batch)
     _make_gemm(np.dtype(out.dtype).name, BT, RT, BK)[blocks, (BT, BT)](a, b, out)
 
 
-def im2col_workspace_bytes(spec: ConvSpec) -> int:
-    """One image's unfolded matrix (C*kh*kw x Ho*Wo), reused for every image."""
+def images_per_chunk(spec: ConvSpec) -> int:
+    """Images unfolded per launch: as many as fit CHUNK_BYTES (at least one)."""
     ho, wo = spec.out_size
-    return spec.c * spec.kh * spec.kw * ho * wo * spec.itemsize
+    per_image = spec.c * spec.kh * spec.kw * ho * wo * spec.itemsize
+    return max(1, min(spec.n, CHUNK_BYTES // max(per_image, 1)))
+
+
+def im2col_workspace_bytes(spec: ConvSpec) -> int:
+    """The unfolded matrices (C*kh*kw x Ho*Wo) of one chunk of images, reused chunk by chunk."""
+    ho, wo = spec.out_size
+    return images_per_chunk(spec) * spec.c * spec.kh * spec.kw * ho * wo * spec.itemsize
 
 
 def im2col_conv2d(x, w, spec: ConvSpec):
-    """Unfold each image on the GPU, then one tiled GEMM per image writing the output."""
+    """Unfold a chunk of images on the GPU, then one batched tiled GEMM writing their outputs."""
     ho, wo = spec.out_size
     rows = spec.c * spec.kh * spec.kw
+    chunk = images_per_chunk(spec)
     out = device_empty(spec.out_shape, np.dtype(spec.dtype))
-    cols = device_empty((rows, ho * wo), np.dtype(spec.dtype))
+    cols = device_empty((chunk, rows, ho * wo), np.dtype(spec.dtype))
     wmat = w.reshape(spec.k, rows)
+    out3 = out.reshape(spec.n, spec.k, ho * wo)
     unfold = _make_unfold(spec.dtype)
-    blocks, threads = grid_2d(rows, ho * wo, UNFOLD_BLOCK)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    for n in range(spec.n):
-        unfold[blocks, threads](x, n, cols, ho, wo, spec.kh, spec.kw, sh, sw, spec.pad[0],
-                                spec.pad[2], dh, dw, spec.flip)
-        gemm(wmat, cols, out[n].reshape(spec.k, ho * wo))
+    for n0 in range(0, spec.n, chunk):
+        m = min(chunk, spec.n - n0)
+        (bx, by), threads = grid_2d(rows, ho * wo, UNFOLD_BLOCK)
+        unfold[(bx, by, m), threads](x, n0, cols, ho, wo, spec.kh, spec.kw, sh, sw,
+                                     spec.pad[0], spec.pad[2], dh, dw, spec.flip)
+        gemm(wmat, cols[:m], out3[n0:n0 + m])
     return out
 
 

@@ -50,6 +50,10 @@ def small_blocks(monkeypatch):
         monkeypatch.setattr(cuda_im2col, "BK", 4)
         monkeypatch.setattr(cuda_im2col, "UNFOLD_BLOCK", (4, 2))
         monkeypatch.setattr(cuda_fft, "THREADS", 8)
+        # transforms pass by pass: the simulator crawls through the line kernel's barriers
+        # (its waiting threads get the GIL back every 5 ms); the line kernel has its own test
+        # below, and the check command's cases run it
+        monkeypatch.setattr(cuda_fft, "MAX_LINE", 1)
         monkeypatch.setattr(cuda_fft, "BLOCK_2D", (4, 2))
         monkeypatch.setattr(cuda_pool, "BLOCK", (4, 2))
 
@@ -124,19 +128,29 @@ def test_declared_device_workspace_matches_measured(algo, small_blocks):
     assert abs(measured - declared) <= 0.10 * max(declared, 1), (declared, measured)
 
 
-def test_stockham_fft_matches_numpy(small_blocks):
+@pytest.mark.parametrize("max_line", [1024, 8], ids=["one-launch-lines", "pass-per-launch"])
+@pytest.mark.parametrize("sign", [-1, 1])
+def test_stockham_fft_matches_numpy(small_blocks, monkeypatch, max_line, sign):
+    """Both transform paths (whole lines in shared memory; one launch per pass, here for the
+    16-point rows when lines over 8 points take it) against NumPy, both directions."""
+    monkeypatch.setattr(cuda_fft, "MAX_LINE", max_line)
+    monkeypatch.setattr(cuda_fft, "LINE_THREADS", 4 if SIM else 256)  # several butterflies each
+    cuda_fft._make_line_fft.cache_clear()  # MAX_LINE is baked into the shared arrays
     rng = np.random.default_rng(2)
     a = (rng.standard_normal((3, 8, 16)) + 1j * rng.standard_normal((3, 8, 16))).astype(np.complex128)
     buf, scratch = cuda.to_device(a), cuda.device_array(a.size, a.dtype)
-    cuda_fft.fft2(buf, scratch, -1)
-    np.testing.assert_allclose(buf.copy_to_host(), np.fft.fft2(a), rtol=1e-10, atol=1e-10)
+    cuda_fft.fft2(buf, scratch, sign)
+    expected = np.fft.fft2(a) if sign < 0 else np.fft.ifft2(a) * a.shape[1] * a.shape[2]
+    np.testing.assert_allclose(buf.copy_to_host(), expected, rtol=1e-10, atol=1e-10)
+    cuda_fft._make_line_fft.cache_clear()
 
 
 def test_check_command_verifies_every_device(tmp_path, capsys):
     from convbench.bench.check import run_check
 
-    assert run_check(["cpu", "cuda"], tmp_path) == 0
+    status = run_check(["cpu", "cuda"], tmp_path)
     out = capsys.readouterr().out
+    assert status == 0, [line for line in out.splitlines() if line.startswith("FAIL")]
     assert "All results match" in out and "FAIL" not in out
     assert " cuda conv2d     fft " in out and " cpu  conv2d     fft_tiled " in out
 
