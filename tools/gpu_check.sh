@@ -28,5 +28,8 @@ echo "== calibrate cuda"
 timeout "${CALIBRATE_S:-90}" $PY -m convbench calibrate --device cuda --layers "${LAYERS:-40}" \
   --out "$OUT/calibration_cuda.json" >"$OUT/calibrate.log" 2>&1
 echo "calibrate rc=$?"; tail -n 4 "$OUT/calibrate.log"
+echo "== per-call overhead"
+timeout "${OVERHEAD_S:-60}" $PY tools/gpu_overhead.py "$OUT" >"$OUT/overhead.log" 2>&1
+echo "overhead rc=$?"; grep "per call" "$OUT/overhead.log"
 echo "== check (tail)"
 tail -n 70 "$OUT/check.log"

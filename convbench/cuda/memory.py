@@ -72,14 +72,16 @@ def _plugin_class():
                     self.release_cached()
                     ptr = self._attempt_allocation(lambda: driver.driver.cuMemAlloc(size))
             TRACKER.allocated(size)
-            cached = self.cached
+            cached, allocations = self.cached, self.allocations
 
             def finalizer():
                 TRACKER.freed(size)
+                allocations.pop(ptr, None)
                 cached[size].append(ptr)
 
             mem = driver.AutoFreePointer(weakref.proxy(self.context), ptr, size,
                                          finalizer=finalizer)
+            allocations[ptr] = mem  # the owner of ``mem`` until its last user lets go
             return mem.own()
 
         def release_cached(self) -> None:
