@@ -94,7 +94,8 @@ class CostModel:
         defaults = json.loads(DEFAULTS.read_text())
         constants = dict(defaults["constants"])
         residuals = dict(defaults.get("residuals", {}))
-        source = f"shipped defaults ({defaults.get('machine', '?')})"
+        where = defaults.get("sources") or {"cpu": defaults.get("machine", "?")}
+        source = f"shipped defaults ({'; '.join(f'{k}: {v}' for k, v in where.items())})"
         path = calibration_path()
         if path.exists():
             try:

@@ -61,10 +61,12 @@ def collect(count: int, device: str = "cpu", say=print) -> dict[str, list]:
                 got[name].append(repeat(fns[name], loops[name]))
         say(f"round {r + 1}/{ROUNDS} done")
     samples: dict[str, list] = {a.name: [] for a in algos}
-    for (spec, _, _), got in zip(cases, times):
+    for i, ((spec, _, _), got) in enumerate(zip(cases, times)):
         for name, t in got.items():
             samples[name].append((costmodel.features(name, spec, device), float(np.median(t)),
                                   costmodel.descriptor(spec)))
+        say(f"[{i + 1}/{len(cases)}] {spec.label()}: " + ", ".join(
+            f"{n} {np.median(t) * 1e3:.3g} ms" for n, t in got.items()))
     return samples
 
 

@@ -57,8 +57,11 @@ def _plugin_class():
         returned to the driver and the allocation retried.
         """
 
-        def initialize(self) -> None:
-            super().initialize()
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            # here, not in initialize(): Numba calls that again on every prepare_for_use
+            # (seen on the H100: a fresh cache each time orphaned the freed blocks, which
+            # were neither reused nor freed, until cuMemAlloc ran out of memory)
             self.cached = defaultdict(list)
 
         def memalloc(self, size):

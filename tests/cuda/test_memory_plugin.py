@@ -29,6 +29,7 @@ CHECK = textwrap.dedent("""
     del a
     gc.collect()
     assert memory.TRACKER.live == 1024 and memory.TRACKER.peak == 5120
+    mm.initialize()  # Numba calls it on every prepare_for_use: the cache must survive it
     c = mm.memalloc(4096)
     assert c.device_pointer == address  # the cached block, no new cuMemAlloc
     assert memory.TRACKER.live == 5120 and freed == []
