@@ -63,7 +63,7 @@ def _direct_features(s: ConvSpec) -> list[float]:
     outputs written."""
     import numba
 
-    from .cpu.direct import K_BLOCK, _band
+    from .cpu.direct import K_BLOCK, band_rows
 
     n, c, k = s.n, s.c, s.k
     ho, wo = s.out_size
@@ -74,7 +74,7 @@ def _direct_features(s: ConvSpec) -> list[float]:
     v2 = [0.0] * 3
     if s.stride == (1, 1):  # wide rows of pitch Wp
         pitch = s.padded_size[1]
-        band = _band(s, numba.config.NUMBA_NUM_THREADS)
+        band = band_rows(s, numba.config.NUMBA_NUM_THREADS)
         n_bands = -(-ho // band)
         v3 = [n * (k // K_BLOCK) * K_BLOCK * taps * ho * pitch,
               n * (k % K_BLOCK) * taps * ho * pitch,

@@ -238,7 +238,7 @@ def _direct_v3(x, w, out, pt, pl, dh, dw, flip, band, acc_ws, stage_ws):
 WIDE_ROW_TARGET = 2048  # elements per wide row: 4 accumulator rows of float32 fill ~32 KiB (L1)
 
 
-def _band(spec: ConvSpec, threads: int) -> int:
+def band_rows(spec: ConvSpec, threads: int) -> int:
     """Output rows per v3 task: about WIDE_ROW_TARGET elements, but enough tasks for all threads."""
     ho = spec.out_size[0]
     pitch = spec.padded_size[1]
@@ -254,7 +254,7 @@ def _scratch_shapes(spec: ConvSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     threads = numba.config.NUMBA_NUM_THREADS
     ekh, ekw = spec.effective_kernel
     if spec.stride == (1, 1):
-        band, pitch = _band(spec, threads), spec.padded_size[1]
+        band, pitch = band_rows(spec, threads), spec.padded_size[1]
         return (threads, K_BLOCK, band * pitch), (threads, (band + ekh - 1) * pitch + ekw - 1)
     wo = spec.out_size[1]
     return (threads, K_BLOCK, wo), (threads, (wo - 1) * spec.stride[1] + ekw)
@@ -275,7 +275,7 @@ def direct_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     pt, pl = spec.pad[0], spec.pad[2]
     if spec.stride == (1, 1):
-        band = _band(spec, numba.config.NUMBA_NUM_THREADS)
+        band = band_rows(spec, numba.config.NUMBA_NUM_THREADS)
         _direct_v3(x, w, out, pt, pl, dh, dw, spec.flip, band, acc, stage)
     else:
         _direct_v2(x, w, out, sh, sw, pt, pl, dh, dw, spec.flip, acc, stage)
