@@ -134,6 +134,9 @@ def _cuda_features(name: str, s: ConvSpec) -> list[float] | None:
     return None
 
 
+DESCRIPTOR_SIZE = 8
+
+
 def descriptor(spec: ConvSpec) -> list[float]:
     """Log2 of batch, channels in and out, image, kernel and output size, with stride and padding
     flags: neighbours in this space share the model's systematic errors (calibrate.py)."""

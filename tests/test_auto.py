@@ -153,6 +153,14 @@ def test_calibration_is_saved_and_used(tmp_path):
     assert "calibration" in costmodel.CostModel.load().source
 
 
+def test_malformed_residuals_leave_that_algorithm_uncorrected():
+    spec = conv_spec((2, 3, 16, 16), (4, 3, 3, 3))
+    coeffs = {"cpu/conv2d/direct": [1e-6] * len(costmodel.features("direct", spec))}
+    for bad in ("garbage", [[1.0, 2.0]], [[None] * 9], [[float("nan")] * 9], []):
+        model = costmodel.CostModel(coeffs, "test", {"cpu/conv2d/direct": bad})
+        assert model.predict("direct", spec) == pytest.approx(model.linear("direct", spec))
+
+
 def test_corrupt_calibration_falls_back_to_defaults():
     path = costmodel.calibration_path()
     path.parent.mkdir(parents=True, exist_ok=True)
