@@ -84,9 +84,10 @@ def _candidates(spec, device: str) -> list[tuple[registry.Algorithm, Candidate]]
             out.append((algo, Candidate(algo.name, None, 0, f"unsupported: {algo.limits}")))
             continue
         need = algo.workspace_bytes(spec)
-        pred = cm.predict(algo.name, spec, device)
+        base = cm.linear(algo.name, spec, device)
+        corr = cm.correction(algo.name, spec, device) if base is not None else 1.0
+        pred = None if base is None else base * corr  # as cm.predict, the correction once
         note = "" if need <= limit else f"workspace over the {limit}-byte limit"
-        corr = cm.correction(algo.name, spec, device) if pred is not None else 1.0
         out.append((algo, Candidate(algo.name, pred, need, note, corr)))
     return out
 
