@@ -262,6 +262,12 @@ def auto_cases(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _regret_figures(regret: pd.Series) -> str:
+    """How often a chooser's picks were within 10% of the fastest, and its mean regret."""
+    return (f"within 10% on {(regret <= 0.10).mean() * 100:.0f}%, mean regret "
+            f"{regret.mean() * 100:.1f}%")
+
+
 def auto_summary(cases: pd.DataFrame) -> list[str]:
     """The figures the auto issue asks for, as report lines."""
     if cases.empty:
@@ -272,18 +278,15 @@ def auto_summary(cases: pd.DataFrame) -> list[str]:
              f"{(cases['auto_pick'] == cases['fastest']).mean() * 100:.0f}%, mean regret "
              f"{cases['regret'].mean() * 100:.1f}%, worst {cases['regret'].max() * 100:.0f}%"]
     if "measured_regret" in cases and cases["measured_regret"].notna().any():
-        mc = cases.dropna(subset=["measured_regret"])
-        lines.append(f"- auto with measure=True (the model's top 3 "
-                     f"timed once, as measured in this run): within 10% on "
-                     f"{(mc['measured_regret'] <= 0.10).mean() * 100:.0f}%, mean regret "
-                     f"{mc['measured_regret'].mean() * 100:.1f}%, worst "
-                     f"{mc['measured_regret'].max() * 100:.0f}%")
+        measured = cases["measured_regret"].dropna()
+        lines.append(f"- auto with measure=True (the model's top 3 timed once, as measured in "
+                     f"this run): {_regret_figures(measured)}, worst "
+                     f"{measured.max() * 100:.0f}%")
     if "scipy_regret" in cases and cases["scipy_regret"].notna().any():
         sc = cases.dropna(subset=["scipy_regret"])
         lines.append(f"- scipy.signal.choose_conv_method on the {len(sc)} single-channel "
-                     f"layers, choosing between SciPy's own direct and fft: within 10% on "
-                     f"{(sc['scipy_regret'] <= 0.10).mean() * 100:.0f}%, mean regret "
-                     f"{sc['scipy_regret'].mean() * 100:.1f}% (auto on the same layers: "
+                     f"layers, choosing between SciPy's own direct and fft: "
+                     f"{_regret_figures(sc['scipy_regret'])} (auto on the same layers: "
                      f"{sc['regret'].mean() * 100:.1f}%)")
     if "torch_ms" in cases and cases["torch_ms"].notna().any():
         tc = cases.dropna(subset=["torch_ms"])
