@@ -1,41 +1,42 @@
 """convbench: which convolution or pooling algorithm is fastest for this layer, and why.
 
-Public API (see DESIGN.md section 1): re-exports only.
+The public API, loaded on first use: ``import convbench`` imports nothing heavy and changes
+nothing in the process (``convbench.process`` documents the one thing the CPU kernels do, and
+what :func:`configure_for_benchmarks` does when asked).
 """
-import os
+from __future__ import annotations
 
-# Numba's OpenMP workers spin after each parallel region; by default long enough to steal the
-# cores from the OpenBLAS and pocketfft threads that im2col and the FFT algorithms call next
-# (measured on 2 cores: im2col 8.8 -> 5.2 ms, fft 1.6 -> 1.3 ms; torch's small layers unchanged).
-# A short spin keeps back-to-back kernels fast. Set before Numba starts its pool; a value the
-# user chose wins.
-if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
-# OpenBLAS's idle threads likewise keep polling for ~2^28 cycles after a GEMM; interleaved with
-# torch or Numba kernels that cost them 2x (measured: torch 2.7 -> 6.5 ms right after im2col).
-# 2^4 cycles makes them sleep at once. Only effective when convbench is imported before NumPy
-# loads OpenBLAS, as `python -m convbench` does.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-from .allocator import steady_malloc  # noqa: E402
+import importlib
+from typing import TYPE_CHECKING, Any
 
-# Workspace from an already-mapped heap, not fresh pages each call (allocator.py: up to 3x on
-# the FFT algorithms); CONVBENCH_STEADY_MALLOC=0 leaves glibc's defaults alone.
-steady_malloc()
-from .auto import choose, explain  # noqa: E402  (after the thread setting above)
-from .ops import (
-    algorithms,
-    avg_pool2d,
-    conv2d,
-    convolve2d,
-    correlate2d,
-    max_pool2d,
-    workspace_bytes,
-)
 from ._version import __version__
-from .spec import ConvSpec, PoolSpec, conv_spec, pool_spec
+
+_EXPORTS = {
+    "algorithms": "ops", "avg_pool2d": "ops", "conv2d": "ops", "convolve2d": "ops",
+    "correlate2d": "ops", "max_pool2d": "ops", "workspace_bytes": "ops",
+    "choose": "auto", "explain": "auto",
+    "ConvSpec": "spec", "PoolSpec": "spec", "conv_spec": "spec", "pool_spec": "spec",
+    "configure_for_benchmarks": "process",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first use
+    from .auto import choose, explain
+    from .ops import (algorithms, avg_pool2d, conv2d, convolve2d, correlate2d, max_pool2d,
+                      workspace_bytes)
+    from .process import configure_for_benchmarks
+    from .spec import ConvSpec, PoolSpec, conv_spec, pool_spec
 
 
-__all__ = [
-    "ConvSpec", "PoolSpec", "algorithms", "avg_pool2d", "choose", "conv2d", "conv_spec", "explain",
-    "convolve2d", "correlate2d", "max_pool2d", "pool_spec", "workspace_bytes", "__version__",
-]
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'convbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,31 +1,42 @@
 """``algorithm="auto"``: pick the algorithm for a layer, say why, and optionally measure.
 
 Without measuring, every algorithm of ours that supports the case and whose declared workspace
-fits the limit (``CONVBENCH_MAX_WORKSPACE``, default half the free memory) gets a predicted time
-from the calibrated cost model (``costmodel.py``); the fastest prediction wins. With
-``measure=True`` (or ``CONVBENCH_AUTOTUNE=1``) the three best-predicted candidates are timed once
-on the actual shape and the winner is cached per (device, dtype, shapes, stride, padding,
-dilation, flip) in the user's cache directory, so later processes reuse it (like
+fits the limit (``CONVBENCH_MAX_WORKSPACE``, default half the available memory) gets a
+predicted time from the calibrated cost model (``costmodel.py``); the fastest prediction wins.
+Algorithms the model does not cover are ranked by their rough cost instead. With
+``measure=True`` (or ``CONVBENCH_AUTOTUNE=1``) the best-predicted candidates are timed on the
+actual shape until their spread settles, and the winner is cached per (device, dtype, shapes,
+stride, padding, dilation, flip) in ``tuning.py``'s cache, so later processes reuse it (like
 ``torch.backends.cudnn.benchmark``, but persisted, and invalidated when the machine or the
-package version changes).
+package changes); a candidate within the noise of the model's pick does not overturn it.
+
+Algorithms that mix inputs through transforms (FFT, Winograd) spread one NaN or Inf over whole
+planes or tiles, and their intermediates exceed direct summation's range: when the inputs
+hold a non-finite value, or are large enough for those intermediates to overflow, ``auto``
+chooses among the others, so the default path gives torch's and SciPy's NaN/Inf pattern.
+
+The model-only choice depends on the shape alone and is remembered per process, until the
+cost model changes or the workspace limit moves past what the choice depended on.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from . import registry
-from .costmodel import CostModel, cache_dir, machine_id
+from . import costmodel, registry, settings, timing, tuning
+from .costmodel import CostModel
 from .reference import random_inputs
 from .spec import conv_spec, pool_spec
-from .workspace import max_workspace_bytes
+from .workspace import ENV_LIMIT, max_workspace_bytes
 
 MEASURE_TOP = 3  # candidates timed when measuring
 ENV_AUTOTUNE = "CONVBENCH_AUTOTUNE"
+MEMO_SIZE = 4096  # shapes whose model-only choice a process remembers
+MODEL_CHECK_S = 0.5  # how often the calibration file is looked at for changes
+OVERFLOW_MARGIN = 16.0  # headroom below the dtype's largest value for transform intermediates
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,7 @@ class Candidate:
     workspace_bytes: int
     note: str = ""  # why it is not eligible ("" when it is)
     correction: float = 1.0  # the local correction included in predicted_s
+    rough: float | None = None  # the uncalibrated estimate, where there is no prediction
 
 
 @dataclass
@@ -45,6 +57,7 @@ class Choice:
     reason: str
     candidates: list[Candidate] = field(default_factory=list)
     model: str = ""
+    calibration_note: str = ""
 
     def __str__(self) -> str:
         lines = [f"{'algorithm':12s} {'predicted ms':>12s} {'correction':>10s} "
@@ -56,165 +69,245 @@ class Choice:
             lines.append(f"{c.name:12s} {pred} {corr} {c.workspace_bytes:12d}  {c.note}{mark}")
         lines.append(f"pick: {self.algorithm.name}: {self.reason}")
         lines.append(f"model: {self.model}")
+        if self.calibration_note:
+            lines.append(f"note: {self.calibration_note}")
         return "\n".join(lines)
 
 
-_MODEL: CostModel | None = None
+# --------------------------------------------------------------------------- the cost model
+
+_model: CostModel | None = None
+_model_stamp: tuple | None = None
+_model_checked = -1.0
+
+
+def _calibration_stamp() -> tuple:
+    path = costmodel.calibration_path()
+    try:
+        st = path.stat()
+        return (costmodel.generation(), str(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        return (costmodel.generation(), str(path), None, None)
 
 
 def model() -> CostModel:
-    global _MODEL
-    if _MODEL is None:
-        _MODEL = CostModel.load()
-    return _MODEL
+    """The cost model in use, reloaded when the calibration file changes (looked at no more
+    often than every MODEL_CHECK_S seconds)."""
+    global _model, _model_stamp, _model_checked
+    now = time.monotonic()
+    if (_model is None or now - _model_checked > MODEL_CHECK_S
+            or _model_stamp[0] != costmodel.generation()):
+        _model_checked = now
+        stamp = _calibration_stamp()
+        if _model is None or stamp != _model_stamp:
+            _model, _model_stamp = CostModel.load(), stamp
+            _MEMO.clear()
+    return _model
 
 
 def reload_model() -> None:
-    """Forget the loaded model (after a calibration)."""
-    global _MODEL
-    _MODEL = None
+    """Forget the loaded model and every remembered choice (the next call reloads)."""
+    global _model
+    _model = None
+    _MEMO.clear()
 
 
-def _candidates(spec, device: str) -> list[tuple[registry.Algorithm, Candidate]]:
-    limit = max_workspace_bytes()
+# --------------------------------------------------------------------------- model-only choice
+
+
+@dataclass
+class _Remembered:
+    choice: Choice
+    ranked: list[registry.Algorithm]  # eligible, best first
+    valid_from: int  # the choice holds while valid_from <= limit < valid_below
+    valid_below: float
+
+
+_MEMO: OrderedDict[tuple, _Remembered] = OrderedDict()
+
+
+def _rank_key(c: Candidate) -> tuple:
+    """Predicted candidates by prediction; the rest after them by rough cost."""
+    if c.predicted_s is not None:
+        return (0, c.predicted_s)
+    return (1, c.rough if c.rough is not None else float("inf"))
+
+
+def _model_choice(spec, device: str, limit: int) -> _Remembered:
     cm = model()
-    out = []
+    cands: list[tuple[registry.Algorithm, Candidate]] = []
     for algo in registry.algorithms(spec.op, device, peers=False):
         if not algo.supports(spec):
-            out.append((algo, Candidate(algo.name, None, 0, f"unsupported: {algo.limits}")))
+            cands.append((algo, Candidate(algo.name, None, 0, f"unsupported: {algo.limits}")))
             continue
         need = algo.workspace_bytes(spec)
-        base = cm.linear(algo.name, spec, device)
-        corr = cm.correction(algo.name, spec, device) if base is not None else 1.0
-        pred = None if base is None else base * corr  # as cm.predict, the correction once
+        base = cm.linear(algo, spec)
+        corr = cm.correction(algo, spec) if base is not None else 1.0
+        rough = algo.rough_cost(spec) if base is None and algo.rough_cost else None
         note = "" if need <= limit else f"workspace over the {limit}-byte limit"
-        out.append((algo, Candidate(algo.name, pred, need, note, corr)))
-    return out
-
-
-def _rule_of_thumb(spec) -> list[str]:
-    """Order of preference where the model has no constants (for example a GPU that was never
-    calibrated): 1x1 -> GEMM; 9x9 and larger at stride 1 -> FFT; else direct."""
-    if spec.op != "conv2d":
-        return ["direct"]
-    plain = spec.stride == (1, 1) and spec.dilation == (1, 1)
-    if spec.kh * spec.kw == 1 and plain and not any(spec.pad):
-        return ["im2col", "direct"]
-    if spec.kh * spec.kw >= 81 and plain:
-        return ["fft", "fft_tiled", "direct"]
-    return ["direct", "im2col"]
-
-
-def choose(spec, device: str = "cpu", measure: bool | None = None) -> Choice:
-    """The algorithm ``auto`` runs for ``spec`` on ``device``, with the reason."""
-    if measure is None:
-        measure = os.environ.get(ENV_AUTOTUNE, "0") not in ("", "0")
-    cands = _candidates(spec, device)
-    eligible = [(a, c) for a, c in cands if not c.note]
-    if not eligible:
-        reasons = "; ".join(f"{c.name}: {c.note}" for _, c in cands)
-        raise ValueError(f"no algorithm can run {spec.label()} on {device}: {reasons}; "
-                         "raise CONVBENCH_MAX_WORKSPACE or change the layer")
+        pred = None if base is None else base * corr
+        cands.append((algo, Candidate(algo.name, pred, need, note, corr, rough)))
     info = [c for _, c in cands]
-    src = model().source
+    supported = [(a, c) for a, c in cands if not c.note.startswith("unsupported")]
+    eligible = sorted(((a, c) for a, c in supported if not c.note), key=lambda p: _rank_key(p[1]))
+    if not eligible:
+        reasons = "; ".join(f"{c.name}: {c.note}" for c in info)
+        raise ValueError(f"no algorithm can run {spec.label()} on {device}: {reasons}; "
+                         f"raise {ENV_LIMIT} or change the layer")
+    best_algo, best = eligible[0]
+    # the choice stands while the pick fits and every better candidate kept out by the limit
+    # stays out
+    better_out = [c.workspace_bytes for _, c in supported
+                  if c.note and _rank_key(c) < _rank_key(best)]
+    valid_below = min(better_out) if better_out else float("inf")
     if len(eligible) == 1:
-        a, _ = eligible[0]
-        return Choice(a, "the only eligible algorithm", info, src)
-    predicted = [(c.predicted_s, a) for a, c in eligible if c.predicted_s is not None]
+        reason = "the only eligible algorithm"
+    elif best.predicted_s is not None:
+        runner = eligible[1][1]
+        nxt = (f"; next {runner.predicted_s * 1e3:.3g} ms" if runner.predicted_s is not None
+               else "")
+        reason = f"fastest predicted ({best.predicted_s * 1e3:.3g} ms{nxt})"
+    else:
+        reason = (f"lowest rough cost: no calibrated cost model for {device}; run "
+                  f"`python -m convbench calibrate{' --device cuda' if device == 'cuda' else ''}`")
+    choice = Choice(best_algo, reason, info, cm.source)
+    return _Remembered(choice, [a for a, _ in eligible], best.workspace_bytes, valid_below)
+
+
+def _remembered(spec, device: str) -> _Remembered:
+    limit = max_workspace_bytes()
+    model()  # reloads (and clears the memo) if the calibration changed
+    key = (spec, device, registry.version())
+    entry = _MEMO.get(key)
+    if entry is None or not entry.valid_from <= limit < entry.valid_below:
+        entry = _model_choice(spec, device, limit)
+        _MEMO[key] = entry
+        if len(_MEMO) > MEMO_SIZE:
+            _MEMO.popitem(last=False)
+    else:
+        _MEMO.move_to_end(key)
+    return entry
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _magnitude(a) -> float:
+    """Largest |value| of a host array; NaN or Inf when it holds one (two passes, no copy)."""
+    if a is None or not isinstance(a, np.ndarray) or a.size == 0:
+        return 0.0
+    hi, lo = float(np.max(a)), float(np.min(a))
+    if hi != hi or lo != lo:
+        return float("nan")
+    return max(abs(hi), abs(lo))
+
+
+def _transform_risk(algo: registry.Algorithm, spec, x, w) -> str:
+    """Why a transform algorithm must not run these inputs ('' when it may)."""
+    if algo.transform_growth is None or x is None:
+        return ""
+    mx, mw = _magnitude(x), _magnitude(w)
+    if not (np.isfinite(mx) and np.isfinite(mw)):
+        return "the inputs hold NaN or Inf, which a transform would spread"
+    largest = float(np.finfo(np.dtype(spec.dtype)).max)
+    taps = spec.c * spec.kh * spec.kw if w is not None else 1
+    if mx * max(mw, 1.0 if w is None else 0.0) * taps * algo.transform_growth(spec) > (
+            largest / OVERFLOW_MARGIN):
+        return "the inputs are large enough for transform intermediates to overflow"
+    return ""
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def choose(spec, device: str = "cpu", measure: bool | None = None, x=None, w=None, *,
+           use_cache: bool = True) -> Choice:
+    """The algorithm ``auto`` runs for ``spec`` on ``device``, with the reason. Passing the
+    inputs (``x``, ``w``) lets it steer away from transform algorithms for non-finite or huge
+    values. ``use_cache=False`` measures afresh without reading or writing the tuning cache
+    (the harness's independent check of the measured choice)."""
+    if measure is None:
+        measure = settings.flag(ENV_AUTOTUNE, False)
+    entry = _remembered(spec, device)
+    choice, ranked = entry.choice, entry.ranked
     if measure:
-        ranked = [a for _, a in sorted(predicted, key=lambda p: p[0])] or [a for a, _ in eligible]
-        return _measured(spec, device, ranked[:MEASURE_TOP], info, src)
-    if len(predicted) == len(eligible):
-        best_t, best = min(predicted, key=lambda p: p[0])
-        runner = sorted(t for t, _ in predicted)[1]
-        return Choice(best, f"fastest predicted ({best_t * 1e3:.3g} ms; next "
-                      f"{runner * 1e3:.3g} ms)", info, src)
-    names = {a.name: a for a, _ in eligible}
-    for name in _rule_of_thumb(spec):
-        if name in names:
-            return Choice(names[name], "rule of thumb: no calibrated cost model for "
-                          f"{device}; run `python -m convbench calibrate`", info, src)
-    a, _ = eligible[0]
-    return Choice(a, "first eligible algorithm", info, src)
-
-
-# --------------------------------------------------------------------------- measured choices
-
-
-def _tuning_path():
-    return cache_dir() / "tuned.json"
+        choice = _measured(spec, device, ranked[:MEASURE_TOP], choice, use_cache)
+    risk = _transform_risk(choice.algorithm, spec, x, w)
+    if risk:
+        safe = [a for a in ranked if a.transform_growth is None]
+        if safe:
+            choice = replace(choice, algorithm=safe[0],
+                             reason=f"{choice.algorithm.name} passed over: {risk}; next best")
+    return choice
 
 
 def _cache_key(spec, device: str) -> str:
     return f"{device}|{spec.op}|{spec.label()}|{spec.dtype}"
 
 
-def _load_tuned() -> dict:
-    try:
-        data = json.loads(_tuning_path().read_text())
-        if data.get("machine") == machine_id():
-            return data
-    except (OSError, ValueError):
-        pass
-    return {"machine": machine_id(), "entries": {}}  # other machine or version: start afresh
-
-
-def _save_tuned(data: dict) -> None:
-    path = _tuning_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
-
-
-def _time_once(algo: registry.Algorithm, spec, device: str, repeats: int = 3) -> float:
-    call = algo.bound(spec, *random_inputs(spec))
-    sync = (lambda: __import__("numba").cuda.synchronize()) if device == "cuda" else (lambda: None)
-    call()  # compile and warm up
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        sync()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def _measured(spec, device, ranked, info, src) -> Choice:
-    data = _load_tuned()
-    key = _cache_key(spec, device)
-    hit = data["entries"].get(key)
-    names = {a.name: a for a in ranked}
+def _measured(spec, device: str, top: list[registry.Algorithm], modelled: Choice,
+              use_cache: bool = True) -> Choice:
+    """Time the top candidates (or reuse a cached verdict) and keep the fastest, unless the
+    model's pick is within the noise of it."""
+    names = {a.name: a for a in top}
+    hit = tuning.lookup(_cache_key(spec, device)) if use_cache else None
     if hit and hit["algorithm"] in names:
         times = ", ".join(f"{n} {t * 1e3:.3g} ms" for n, t in hit["times"].items())
-        return Choice(names[hit["algorithm"]], f"measured earlier on this machine ({times})",
-                      info, src)
-    times = {a.name: _time_once(a, spec, device) for a in ranked}
-    best = min(times, key=times.get)
-    data["entries"][key] = {"algorithm": best, "times": times}
-    _save_tuned(data)
-    listed = ", ".join(f"{n} {t * 1e3:.3g} ms" for n, t in times.items())
-    return Choice(names[best], f"measured now, fastest of the top {len(ranked)} predicted "
-                  f"({listed}); cached", info, src)
+        return replace(modelled, algorithm=names[hit["algorithm"]],
+                       reason=f"measured earlier on this machine ({times})")
+    if len(top) < 2:
+        return modelled
+    x, w = random_inputs(spec)
+    if device == "cuda":
+        from numba import cuda
+
+        x, w = cuda.to_device(x), (cuda.to_device(w) if w is not None else None)
+    fns = {a.name: a.bound(spec, x, w) for a in top}
+    for fn in fns.values():
+        fn()  # compile and warm up, untimed
+    repeat = timing.cuda_repeat if device == "cuda" else timing.host_repeat
+    timings = timing.measure(fns, min_rounds=5, max_rounds=15, target_seconds=0.005,
+                             budget_s=2.0, repeat=repeat)
+    medians = {n: t.median for n, t in timings.items()}
+    best = min(medians, key=medians.get)
+    pick = modelled.algorithm.name
+    if best != pick and pick in timings:
+        ratio = np.median(np.asarray(timings[pick].rounds) / np.asarray(timings[best].rounds))
+        noise = max(timings[pick].rel_spread, timings[best].rel_spread)
+        if ratio - 1.0 <= noise:
+            best = pick  # not separable from the model's pick: keep it
+    if use_cache:
+        tuning.store(_cache_key(spec, device), {"algorithm": best, "times": medians})
+    listed = ", ".join(f"{n} {t * 1e3:.3g} ms" for n, t in medians.items())
+    verdict = "fastest" if best != pick or medians[best] == min(medians.values()) else (
+        "the model's pick, within the noise of the fastest")
+    return replace(modelled, algorithm=names[best],
+                   reason=f"measured now, {verdict} of the top {len(top)} predicted "
+                          f"({listed}){'; cached' if use_cache else ''}")
 
 
-def explain(x_shape, w_shape=None, *, stride=1, padding=0, dilation=1, flip=False,
+def explain(x_shape, w_shape=None, *, stride=None, padding=0, dilation=1, flip=False,
             dtype="float32", device="cpu", pool: str | None = None, size=None,
             measure: bool = False) -> Choice:
     """Every candidate's predicted time and workspace for a layer, the pick, and why.
 
-    For a convolution pass ``x_shape`` (N, C, H, W) and ``w_shape`` (K, C, kh, kw); for pooling
-    pass ``pool="max"`` or ``"avg"`` and ``size`` instead of ``w_shape``. ``print()`` the result
-    for a table.
+    For a convolution pass ``x_shape`` (N, C, H, W) and ``w_shape`` (K, C, kh, kw) (``stride``
+    defaults to 1); for pooling pass ``pool="max"`` or ``"avg"`` and ``size`` instead of
+    ``w_shape`` (``stride`` defaults to the size, as in ``max_pool2d``). ``print()`` the
+    result for a table.
     """
-    if pool is not None:
-        spec = pool_spec(pool, x_shape, size, stride=None if stride == 1 else stride,
-                         padding=padding, dtype=dtype)
-    else:
-        spec = conv_spec(x_shape, w_shape, stride=stride, padding=padding, dilation=dilation,
-                         flip=flip, dtype=dtype)
     from .devices import check_device
 
+    if pool is not None:
+        if w_shape is not None:
+            raise ValueError("give either w_shape (convolution) or pool with size (pooling)")
+        if size is None:
+            raise ValueError("pooling needs size (the window)")
+        spec = pool_spec(pool, x_shape, size, stride=stride, padding=padding, dtype=dtype)
+    else:
+        if w_shape is None:
+            raise ValueError("a convolution needs w_shape (K, C, kh, kw); for pooling pass pool")
+        spec = conv_spec(x_shape, w_shape, stride=1 if stride is None else stride,
+                         padding=padding, dilation=dilation, flip=flip, dtype=dtype)
     check_device(device)
-    return choose(spec, device, measure)
+    return replace(choose(spec, device, measure), calibration_note=model().note(device))

@@ -1,53 +1,109 @@
-"""Command line: ``python -m convbench run|list|report|compare|check|calibrate|explain|baseline|gate``.
+"""Command line: ``python -m convbench run|list|report|compare|check|calibrate|explain|
+baseline|gate|cache``.
 
-Exit codes: 0 success, 1 a comparison exceeded --fail-above, 2 bad arguments or input files,
-130 interrupted (finished cases are kept; ``--resume`` continues).
+Exit codes: 0 success, 1 a regression (``gate``) or a comparison over ``--fail-above``, 2 a
+user error (bad arguments, experiment files, run directories; always one line starting
+``convbench: error:``, before any work starts), 130 interrupted (finished cases are kept;
+``--resume`` continues).
 """
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import shlex
 import sys
 from pathlib import Path
 
 from . import registry
+from ._version import __version__
 from .devices import available_devices
 
 DEFAULT_OUT = Path("results")
 
 
+class UserError(ValueError):
+    """A mistake in what the user asked for; reported as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + message
+        raise UserError(message)
+
+
+def _finite(what: str, minimum: float, inclusive: bool):
+    """An argparse type: a finite number above ``minimum`` (or at it, when ``inclusive``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_seconds = _finite("a number of seconds > 0", 0.0, False)
+_fraction = _finite("a number >= 0 (0.25 allows +25%)", 0.0, True)
+_ratio = _finite("a ratio > 0", 0.0, False)
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="convbench", description="Which convolution/pooling algorithm is fastest here?")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="convbench",
+                     description="Which convolution/pooling algorithm is fastest here?")
+    parser.add_argument("--version", action="version", version=f"convbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run experiments (default: quick preset of all)")
     run.add_argument("experiments", nargs="*", help="shipped names or TOML paths (default: all)")
-    run.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
+    run.add_argument("--preset", default=None, choices=["smoke", "quick", "full"],
+                     help="(default quick)")
     run.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
     run.add_argument("--algorithms", nargs="+", metavar="NAME",
                      help="only these algorithms (peers included by name)")
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
-    run.add_argument("--max-case-seconds", type=float, default=None,
-                     help="skip an algorithm predicted to need longer on one case "
-                          "(default: the preset's, 2 s for quick)")
+    run.add_argument("--max-case-seconds", type=_positive_seconds, default=None,
+                     help="skip an algorithm whose timing would take longer on one case "
+                          "(compilation not counted; default: the preset's)")
+    run.add_argument("--repeats", type=_at_least(3), default=None,
+                     help="timed rounds at least (default: the preset's)")
+    run.add_argument("--min-time", type=_positive_seconds, default=None,
+                     help="seconds each timed repeat lasts at least (default: the preset's)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("list", help="algorithms by device, experiments, devices found")
     rep = sub.add_parser("report", help="rebuild plots and report.md of a run")
     rep.add_argument("run_dir", type=Path)
-    cmp_ = sub.add_parser("compare", help="ratio table of two runs")
+    cmp_ = sub.add_parser("compare", help="compare two runs (or two machines of one run)")
     cmp_.add_argument("run_a", type=Path)
-    cmp_.add_argument("run_b", type=Path)
-    cmp_.add_argument("--threshold", type=float, default=1.25,
-                      help="mark ratios B/A above this as regressions (default 1.25)")
-    cmp_.add_argument("--fail-above", type=float, metavar="RATIO",
-                      help="exit 1 if any ratio B/A exceeds RATIO")
+    cmp_.add_argument("run_b", type=Path, nargs="?")
+    cmp_.add_argument("--machines", nargs=2, metavar=("A", "B"),
+                      help="compare two machines of one run (parts of their ids)")
+    cmp_.add_argument("--threshold", type=_ratio, default=1.25,
+                      help="mark confirmed ratios B/A above this as regressions (default 1.25)")
+    cmp_.add_argument("--fail-above", type=_ratio, metavar="RATIO",
+                      help="exit 1 if a ratio B/A confirmed slower exceeds RATIO, or if "
+                           "nothing could be compared")
     chk = sub.add_parser("check", help="verify every algorithm; on a GPU, time CUDA vs cuDNN/cuFFT")
     chk.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
     chk.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the timing CSV")
     cal = sub.add_parser("calibrate", help="fit the cost model that algorithm='auto' uses")
-    cal.add_argument("--layers", type=int, default=120, help="random layers to time (default 120)")
+    cal.add_argument("--layers", type=_at_least(8), default=120,
+                     help="random layers to time (default 120, at least 8)")
     cal.add_argument("--device", default="cpu", choices=["cpu", "cuda", "all"])
     cal.add_argument("--out", type=Path, default=None, help="file (default: the user cache)")
     exp = sub.add_parser("explain", help="predicted time and workspace of every candidate")
@@ -55,23 +111,28 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--w", help="kernel shape K,C,kh,kw (convolution)")
     exp.add_argument("--pool", choices=["max", "avg"], help="pooling instead of convolution")
     exp.add_argument("--size", help="pool size (int or h,w)")
-    exp.add_argument("--stride", default="1")
-    exp.add_argument("--padding", default="0", help="int, h,w, t,b,l,r, valid or same")
+    exp.add_argument("--stride", default=None, help="int or h,w (default 1; pooling: the size)")
+    exp.add_argument("--padding", default="0",
+                     help="int, h,w, top,bottom,left,right, valid or same")
     exp.add_argument("--dilation", default="1")
     exp.add_argument("--flip", action="store_true")
     exp.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     exp.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     exp.add_argument("--measure", action="store_true", help="time the top candidates (cached)")
-    base = sub.add_parser("baseline", help="measure and write the regression-gate baseline")
+    base = sub.add_parser("baseline", help="measure and write this machine's gate baseline")
     base.add_argument("--subset", default="all", choices=["all", "ci"])
-    base.add_argument("--out", type=Path, default=None, help="baseline file (default: committed)")
-    base.add_argument("--repeats", type=int, default=9)
-    gate = sub.add_parser("gate", help="fail (exit 1) when an algorithm regressed vs the baseline")
+    base.add_argument("--out", type=Path, default=None,
+                      help="baseline file (default: this machine's in tests/benchmarks/baselines)")
+    base.add_argument("--repeats", type=_at_least(3), default=9)
+    gate = sub.add_parser("gate", help="fail (exit 1) when an algorithm regressed vs this "
+                                       "machine's baseline")
     gate.add_argument("--subset", default="all", choices=["all", "ci"])
     gate.add_argument("--baseline", type=Path, default=None)
-    gate.add_argument("--threshold", type=float, default=None,
+    gate.add_argument("--threshold", type=_fraction, default=None,
                       help="allowed slowdown, e.g. 0.25 for +25%% (default: the baseline's)")
-    gate.add_argument("--repeats", type=int, default=9)
+    gate.add_argument("--repeats", type=_at_least(3), default=9)
+    cache = sub.add_parser("cache", help="show or clear the tuning cache of measure=True")
+    cache.add_argument("action", choices=["show", "clear"])
     return parser
 
 
@@ -84,15 +145,67 @@ def _ints(text: str | None, name: str):
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"--{name} must be integers separated by commas, got {text!r}") from None
+        raise UserError(f"--{name} must be integers separated by commas, got {text!r}") from None
     return values[0] if len(values) == 1 else values
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .process import configure_for_benchmarks
+
+    configure_for_benchmarks()
+    try:
+        args = _parser().parse_args(argv)
+        return _dispatch(args, argv)
+    except KeyboardInterrupt:
+        print("\nconvbench: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError) as exc:
+        # bad arguments, experiment files, settings, run directories, files that cannot be
+        # read or written: one line, no traceback
+        text = str(exc).strip().replace("\n", " ") or type(exc).__name__
+        print(f"convbench: error: {text}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args, argv) -> int:
+    commands = {"list": cmd_list, "report": cmd_report, "compare": cmd_compare,
+                "check": cmd_check, "calibrate": cmd_calibrate, "explain": cmd_explain,
+                "baseline": cmd_baseline, "gate": cmd_gate, "cache": cmd_cache}
+    if args.command == "run":
+        return cmd_run(args, argv)
+    return commands[args.command](args)
+
+
+def cmd_report(args) -> int:
+    from .bench.report import build_report
+
+    print(build_report(args.run_dir))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .bench.check import run_check
+
+    return run_check(_devices(args.device), args.out)
+
+
+def cmd_calibrate(args) -> int:
+    from . import costmodel
+    from .bench.calibrate import calibrate
+
+    doc = calibrate(args.layers, tuple(_devices(args.device)), args.out)
+    print(f"calibrated {len(doc['constants'])} algorithms in {doc['seconds']} s; saved to "
+          f"{args.out or costmodel.calibration_path()}")
+    return 0
 
 
 def cmd_explain(args) -> int:
     from .auto import explain
 
     if (args.w is None) == (args.pool is None):
-        raise ValueError("give either --w (convolution) or --pool with --size (pooling)")
+        raise UserError("give either --w (convolution) or --pool with --size (pooling)")
+    if args.pool is not None and args.size is None:
+        raise UserError("--pool needs --size (the window, an int or h,w)")
     choice = explain(_ints(args.x, "x"), _ints(args.w, "w"), stride=_ints(args.stride, "stride"),
                      padding=_ints(args.padding, "padding"),
                      dilation=_ints(args.dilation, "dilation"), flip=args.flip, dtype=args.dtype,
@@ -106,13 +219,14 @@ def cmd_baseline(args) -> int:
     from .bench import environment, gate
     from .bench.suite import layers
 
-    path = args.out or gate.BASELINE
-    previous = gate.load_baseline(path) if Path(path).exists() else None
-    ratios = gate.measure(layers(args.subset), repeats=args.repeats)
+    previous = gate.load_baseline(args.out)
+    samples = gate.measure(layers(args.subset), repeats=args.repeats)
+    ratios = {k: v["ratios"] for k, v in samples.items()}
     if previous and args.subset != "all":  # refresh a subset, keep the other entries
-        ratios = {**previous["ratios"], **ratios}
-    gate.save_baseline(ratios, environment.collect(measure_gemm=False), path, previous)
-    print(f"wrote {len(ratios)} ratios to {path}")
+        ratios = {**previous["samples"], **ratios}
+    path = gate.save_baseline(ratios, environment.collect(measure_gemm=False), args.out,
+                              previous)
+    print(f"wrote {len(ratios)} per-round ratio sets to {path}")
     return 0
 
 
@@ -120,54 +234,37 @@ def cmd_gate(args) -> int:
     from .bench import gate
     from .bench.suite import layers
 
-    baseline = gate.load_baseline(args.baseline or gate.BASELINE)
-    measured = gate.measure(layers(args.subset), repeats=args.repeats)
-    for key, value in sorted(measured.items()):
-        old = baseline["ratios"].get(key)
-        print(f"{key:40s} {value:9.3g}  baseline {old if old is not None else 'new':>9}")
-    failures = gate.check(measured, baseline, args.threshold)
-    for line in failures:
-        print("REGRESSION:", line, file=sys.stderr)
-    return 1 if failures else 0
+    baseline = gate.load_baseline(args.baseline)
+    if baseline is None:
+        print(f"no baseline for this machine ({gate.baseline_path()} does not exist): run "
+              "`python -m convbench baseline` to make one; nothing compared")
+        return 0
+    results = gate.check(gate.measure(layers(args.subset), repeats=args.repeats), baseline,
+                         args.threshold)
+    print(gate.format_results(results))
+    failed = [r for r in results if r.verdict == "regression"]
+    for r in failed:
+        print(f"REGRESSION: {r.algorithm} on {r.layer}: {r.ratio:.2f}x the baseline "
+              f"(95% CI {r.low:.2f}-{r.high:.2f}, allowed +{r.allowed * 100:.0f}%)",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "list":
-            return cmd_list()
-        if args.command == "report":
-            from .bench.report import build_report
+def cmd_cache(args) -> int:
+    from . import tuning
 
-            print(build_report(args.run_dir))
-            return 0
-        if args.command == "compare":
-            return cmd_compare(args)
-        if args.command == "check":
-            from .bench.check import run_check
-
-            return run_check(_devices(args.device), args.out)
-        if args.command == "calibrate":
-            from . import costmodel
-            from .bench.calibrate import calibrate
-
-            doc = calibrate(args.layers, tuple(_devices(args.device)), args.out)
-            print(f"calibrated in {doc['seconds']} s; saved to "
-                  f"{args.out or costmodel.calibration_path()}")
-            return 0
-        if args.command == "explain":
-            return cmd_explain(args)
-        if args.command == "baseline":
-            return cmd_baseline(args)
-        if args.command == "gate":
-            return cmd_gate(args)
-        return cmd_run(args, argv)
-    except ValueError as exc:  # bad experiment, TOML, algorithm, device or run directory
-        print(f"convbench: error: {exc}", file=sys.stderr)
-        return 2
+    if args.action == "clear":
+        print(f"removed {tuning.clear()} cached choices from {tuning.path()}")
+        return 0
+    entries = tuning.entries()
+    print(f"{tuning.path()}: {len(entries)} cached choices for this machine")
+    for key, entry in sorted(entries.items()):
+        times = ", ".join(f"{n} {t * 1e3:.3g} ms" for n, t in entry["times"].items())
+        print(f"  {key}: {entry['algorithm']} ({times})")
+    return 0
 
 
-def cmd_list() -> int:
+def cmd_list(args=None) -> int:
     from .bench.experiments import available, load
 
     found = available_devices()
@@ -184,20 +281,33 @@ def cmd_list() -> int:
     print("\nexperiments:")
     for name in available():
         exp = load(name)
-        print(f"  {name:14s} {len(exp.cases()):3d} cases (quick)  {exp.description}")
+        print(f"  {name:14s} {len(exp.cases()):3d} cases (quick)  {exp.description[:60]}")
     return 0
 
 
 def cmd_compare(args) -> int:
     from .bench.compare import compare_runs, format_comparison
 
-    table = compare_runs(args.run_a, args.run_b)
-    print(format_comparison(table, args.threshold))
-    if args.fail_above is not None and (table["ratio"] > args.fail_above).any():
-        worst = table.iloc[0]
-        print(f"\nFAIL: {worst['algorithm']} on {worst['label']} is {worst['ratio']:.2f}x slower "
-              f"(above {args.fail_above})", file=sys.stderr)
-        return 1
+    if args.machines and args.run_b:
+        raise UserError("give two runs, or one run with --machines A B, not both")
+    if not args.machines and not args.run_b:
+        raise UserError("give two runs to compare (or one run with --machines A B)")
+    cmp = compare_runs(args.run_a, args.run_b, tuple(args.machines) if args.machines else None)
+    if args.fail_above is not None and any("different experiments" in w for w in cmp.warnings):
+        raise UserError(f"{args.run_a} and {args.run_b} are runs of different experiments; "
+                        "--fail-above compares runs of the same experiment")
+    print(format_comparison(cmp, args.threshold))
+    if args.fail_above is not None:
+        if cmp.table.empty:
+            print("\nFAIL: nothing could be compared", file=sys.stderr)
+            return 1
+        worse = cmp.table[(cmp.table["ratio"] > args.fail_above)
+                          & (cmp.table["verdict"] == "slower")]
+        if len(worse):
+            worst = worse.iloc[0]
+            print(f"\nFAIL: {worst['algorithm']} on {worst['label']} is {worst['ratio']:.2f}x "
+                  f"slower (above {args.fail_above})", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -206,72 +316,117 @@ def _devices(choice: str) -> list[str]:
     if choice == "all":
         return found
     if choice not in found:
-        raise ValueError(f"--device {choice}: not available here (found: {', '.join(found)}); "
-                         "set NUMBA_ENABLE_CUDASIM=1 to use the CUDA simulator")
+        raise UserError(f"--device {choice}: not available here (found: {', '.join(found)}); "
+                        "set NUMBA_ENABLE_CUDASIM=1 to use the CUDA simulator")
     return [choice]
 
 
-def cmd_run(args, argv) -> int:
-    from tqdm import tqdm
+def _resume_plan(args):
+    """(preset, devices, algorithms, max seconds, [(experiment file, run dir)]) of --resume,
+    refusing arguments that contradict the run being resumed."""
+    from .bench.rundir import RunDirectory
 
-    from .bench import environment
+    run = RunDirectory.open(args.resume)
+    info = run.info()
+    if args.experiments and [Path(e).stem for e in args.experiments] != [info.get("experiment")]:
+        raise UserError(f"--resume {args.resume} is a run of {info.get('experiment')!r}; "
+                        "leave the experiment out (or start a new run)")
+    if args.preset and args.preset != info.get("preset"):
+        raise UserError(f"--resume {args.resume} was run with --preset {info.get('preset')}; "
+                        "resume it with the same preset (or start a new run)")
+    for key in ("experiment_file", "preset", "devices"):
+        if key not in info:
+            raise UserError(f"--resume {args.resume}: run.json has no {key!r}")
+    return (info["preset"], info["devices"], info.get("algorithms"),
+            info.get("max_case_seconds"), info.get("repeats"), info.get("min_time"),
+            [(info["experiment_file"], run.path)])
+
+
+def cmd_run(args, argv) -> int:
+    from .bench import environment, progress
     from .bench.experiments import available, load
-    from .bench.report import build_report, fastest_per_case, load_results
-    from .bench.sweep import SweepOptions, read_run_info, sweep, utc_stamp, write_run_info
+    from .bench.measure import SweepOptions
+    from .bench.report import build_report, terminal_table
+    from .bench.rundir import RunDirectory
+    from .bench import noise, tables
+    from .bench.sweep import sweep
+    from . import auto, machine
 
     command = "python -m convbench " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.resume:
-        info = read_run_info(args.resume)
-        plan = [(info["experiment_file"], args.resume)]
-        preset, devices = info["preset"], info["devices"]
-        names, max_s = info["algorithms"], info["max_case_seconds"]
+        preset, devices, names, max_s, repeats, min_time, plan = _resume_plan(args)
     else:
-        preset, devices = args.preset, _devices(args.device)
-        names, max_s = args.algorithms, args.max_case_seconds
+        preset, devices = args.preset or "quick", _devices(args.device)
+        names, max_s, repeats, min_time = (args.algorithms, args.max_case_seconds, args.repeats,
+                                           args.min_time)
         plan = [(e, None) for e in (args.experiments or list(available()))]
+        if not plan:
+            raise UserError("no experiments to run: none are shipped with this installation "
+                            "and none were named")
+        RunDirectory.check_out(args.out)  # before any work
     if names:
         known = {a.name for a in registry.algorithms()}
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise ValueError(f"--algorithms: unknown {', '.join(unknown)}; "
-                             f"known: {', '.join(sorted(known))}")
+            raise UserError(f"--algorithms: unknown {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(known))}")
     experiments = [(load(e, preset), d) for e, d in plan]  # validate all before running any
+    if names:
+        ops = {c.spec.op for exp, _ in experiments for c in exp.cases()}
+        if not any(a.name in names for op in ops for d in devices
+                   for a in registry.algorithms(op, d)):
+            raise UserError(f"--algorithms {' '.join(names)}: none of them runs any case of "
+                            "the selected experiments")
+    for _, run_dir in experiments:
+        if run_dir is not None:
+            RunDirectory.open(run_dir).repair()  # a torn tail is dropped before anything runs
     env = environment.collect()
+    note = "; ".join(n for n in (auto.model().note(d) for d in devices) if n)
     print(f"{env['cpu']}, {env['cores']} cores; float32 GEMM peak {env['gemm_peak_gflops']} "
           f"GFLOP/s; devices {', '.join(devices)}; preset {preset}")
-    options = SweepOptions(devices, names, max_s, env["gemm_peak_gflops"])
+    if note:
+        print(f"note: {note}")
+    options = SweepOptions(devices, names, max_s, env["gemm_peak_gflops"], repeats, min_time,
+                           machine.machine_id(), noise.Control())
     if "cuda" in devices:
         from .cuda import memory
 
         memory.install()  # the EMM plugin must see the first device allocation
-    summaries = []
-    for exp, run_dir in experiments:
+    bar = progress.Bar([exp for exp, _ in experiments], options,
+                       enabled=not args.no_progress)
+    for i, (exp, run_dir) in enumerate(experiments):
+        options.measured_auto = "auto_regret" in exp.plots
+        run = RunDirectory.open(run_dir) if run_dir else RunDirectory.create(args.out, exp.name)
         if run_dir is None:
-            run_dir = args.out / f"{utc_stamp()}-{exp.name}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_run_info(run_dir, {
+            run.write_info({
                 "experiment": exp.name, "experiment_file": str(exp.path), "preset": preset,
                 "devices": devices, "algorithms": names, "max_case_seconds": max_s,
-                "description": exp.description, "plots": exp.plots, "x": exp.x,
-                "command": command})
-            (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
-        cases = exp.cases()
-        bar = tqdm(total=len(cases) * len(devices), desc=exp.name, unit="case",
-                   disable=args.no_progress)
+                "repeats": repeats, "min_time": min_time, "description": exp.description,
+                "plots": exp.plots, "x": exp.x, "command": command,
+                "calibration_note": note})
+            run.write_environment(env)
+        bar.start(i, exp)
         try:
-            sweep(exp, run_dir, options, bar)
+            with run.writing():
+                sweep(exp, run, options, bar)
         except KeyboardInterrupt:
             bar.close()
-            print(f"\ninterrupted: finished cases are in {run_dir}/results.csv; continue with\n"
-                  f"  python -m convbench run --resume {run_dir}", file=sys.stderr)
+            print(f"\ninterrupted: finished cases are in {run.results_path}; continue with\n"
+                  f"  python -m convbench run --resume {run.path}", file=sys.stderr)
             return 130
-        bar.close()
-        report = build_report(run_dir, exp)
-        summaries.append((exp.name, run_dir, report))
-        table = fastest_per_case(load_results(run_dir))
-        if not table.empty:
-            print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        bar.finish(exp)
+        if not run.results_path.exists():
+            print(f"{exp.name}: nothing left to run in {run.path}\n")
+            continue
+        report = build_report(run.path, exp)
+        df = run.load()
+        print(terminal_table(df))
+        print(f"{exp.name}: {tables.conclusion(df)}")
+        noisy, timed = tables.noisy_count(df)
+        if noisy:
+            print(f"{noisy} of {timed} results were noisy (see the report)")
         print(f"report: {report}\n")
+    bar.close()
     return 0
 
 

@@ -1,124 +1,216 @@
-"""A cost model per algorithm: predicted seconds = sum of non-negative constants x features
-(``costfeatures.py``), times a local correction.
+"""A cost model per algorithm: predicted seconds = sum of non-negative constants x the work
+features the algorithm declares (``Algorithm.cost_features``), times a local correction.
 
 The constants are fitted per machine by ``python -m convbench calibrate`` (non-negative least
-squares on relative error over a random layer set). A linear model still errs systematically in
-some regions of layer space (strided direct on tiny outputs, GEMMs with few output channels):
-the calibration keeps each layer's log error, and a prediction is corrected by the weighted
-mean log error of its NEIGHBOURS nearest calibration layers (in ``descriptor`` space). On the
-project's 2-core CPU, offline on timed layers the model was not fitted on, that took the picks'
-mean regret (pick time / fastest - 1) from 3.9% to 2.5% (4-fold cross-validation over 168
-layers, within 10% of the fastest on 90% -> 93%), and on 48 held-out layers timed after the
-allocator and FFT-thread fixes from 1.5% to 0.3%. Everything is stored in the user's cache
-directory; without a calibration, the shipped one (``cost_defaults.json``, fitted on the
-project's 2-core CPU and an H100) applies.
+squares on relative error over a seeded random set of layers). A linear model errs
+systematically in some regions of layer space (strided direct on tiny outputs, GEMMs with few
+output channels), so calibration also keeps each layer's log error, and a prediction is
+multiplied by the distance-weighted mean error of its ``NEIGHBOURS`` nearest calibration layers
+(in :func:`descriptor` space). Without a calibration for this machine the shipped one
+(``cost_defaults.json``) applies, and :attr:`CostModel.note` says that it was made elsewhere.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import platform
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ._version import __version__
-from .costfeatures import DESCRIPTOR_SIZE, descriptor, features
+from . import machine, settings
 
-__all__ = ["CostModel", "cache_dir", "calibration_path", "descriptor", "features", "fit",
-           "machine_id", "residuals"]
+__all__ = ["CostModel", "cache_dir", "calibration_path", "descriptor", "fit", "model_id",
+           "residuals"]
 
 DEFAULTS = Path(__file__).with_name("cost_defaults.json")
 MODEL_VERSION = 2  # bump when features change: calibrations and tuned picks of older ones are stale
 NEIGHBOURS = 8  # calibration layers whose errors correct a prediction
+DESCRIPTOR_SIZE = 8
 
 
 def cache_dir() -> Path:
     """Per-user cache folder ($CONVBENCH_CACHE_DIR, else $XDG_CACHE_HOME/convbench, else
     ~/.cache/convbench)."""
-    explicit = os.environ.get("CONVBENCH_CACHE_DIR")
+    explicit = settings.path("CONVBENCH_CACHE_DIR")
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "convbench"
 
 
-def machine_id() -> str:
-    """What makes timings comparable: CPU model, usable cores, Numba threads, package version."""
-    from numba import config
+def calibration_path() -> Path:
+    return cache_dir() / "cost_model.json"
 
-    from .bench.environment import cpu_model
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cpu_model()}|{platform.machine()}|{cores} cores|"
-            f"{config.NUMBA_NUM_THREADS} threads|convbench {__version__}|model {MODEL_VERSION}")
+_generation = 0  # bumped by every calibration this process saves
+
+
+def generation() -> int:
+    """Changes whenever this process saves a calibration (the chooser reloads then)."""
+    return _generation
+
+
+def save_calibration(doc: dict, path: Path | None = None) -> Path:
+    """Write a calibration document (atomically: a reader sees the old file or the new)."""
+    global _generation
+    path = Path(path) if path else calibration_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+    _generation += 1
+    return path
+
+
+def model_id() -> str:
+    """This machine's id with the model version: what a calibration must match to be used."""
+    return f"{machine.machine_id()}|model {MODEL_VERSION}"
+
+
+def descriptor(spec) -> list[float]:
+    """Log2 of batch, channels in and out, image, kernel and output size, with stride and padding
+    flags: neighbours in this space share the model's systematic errors."""
+    ho, wo = spec.out_size
+    return [math.log2(spec.n), math.log2(spec.c), math.log2(spec.k),
+            math.log2(spec.h * spec.w) / 2, math.log2(spec.kh * spec.kw) / 2,
+            math.log2(ho * wo) / 2, 2.0 * (spec.stride != (1, 1)), 1.0 * any(spec.pad)]
+
+
+def _constants_ok(value) -> bool:
+    return (isinstance(value, list) and bool(value) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        for v in value))
+
+
+def _residual_table(rows) -> np.ndarray | None:
+    try:
+        table = np.asarray(rows, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if (table.ndim == 2 and len(table) and table.shape[1] == DESCRIPTOR_SIZE + 1
+            and np.isfinite(table).all()):
+        return table
+    return None
 
 
 class CostModel:
     """Fitted constants, and calibration layers' log errors, per (device, op, algorithm)."""
 
-    def __init__(self, constants: dict, source: str, residuals: dict | None = None):
-        self.constants = constants  # {"cpu/conv2d/direct": [c0, c1, ...], ...}
+    def __init__(self, constants: dict, source: str, residuals: dict | None = None,
+                 machines: dict[str, str] | None = None):
+        self.constants = {k: list(v) for k, v in constants.items() if _constants_ok(v)}
         self.source = source
-        # {key: [[*descriptor, log(measured / linear prediction)], ...]}
-        self.residuals = {}
+        self.machines = machines or {}  # device -> the machine id its constants came from
+        self.residuals = {}  # {key: [[*descriptor, log(measured / linear prediction)], ...]}
         for key, rows in (residuals or {}).items():
-            try:
-                table = np.asarray(rows, dtype=float)
-            except (TypeError, ValueError):
-                continue  # a malformed entry: that algorithm goes uncorrected
-            if (table.ndim == 2 and len(table) and table.shape[1] == DESCRIPTOR_SIZE + 1
-                    and np.isfinite(table).all()):
+            table = _residual_table(rows)
+            if table is not None:  # a malformed table leaves that algorithm uncorrected
                 self.residuals[key] = table
+        self._warned: set[str] = set()
 
     @staticmethod
     def key(device: str, op: str, name: str) -> str:
         return f"{device}/{op}/{name}"
 
-    def linear(self, name: str, spec, device: str = "cpu") -> float | None:
-        """Constants x features: the prediction before the local correction."""
-        coeffs = self.constants.get(self.key(device, spec.op, name))
-        f = features(name, spec, device)
-        if coeffs is None or f is None or len(coeffs) != len(f):
+    def linear(self, algorithm, spec) -> float | None:
+        """Constants x features: the prediction before the local correction. None when the
+        algorithm is not modelled or has no constants here; constants fitted for another
+        feature vector (a stale calibration) are ignored with one warning."""
+        if algorithm.cost_features is None:
+            return None
+        key = self.key(algorithm.device, spec.op, algorithm.name)
+        coeffs = self.constants.get(key)
+        if coeffs is None:
+            return None
+        f = algorithm.cost_features(spec)
+        if len(coeffs) != len(f):
+            if key not in self._warned:
+                self._warned.add(key)
+                warnings.warn(f"cost model {self.source}: {len(coeffs)} constants for {key} "
+                              f"but the algorithm has {len(f)} features; its prediction is "
+                              "left out (run `python -m convbench calibrate`)", stacklevel=3)
             return None
         return float(np.dot(coeffs, f))
 
-    def correction(self, name: str, spec, device: str = "cpu") -> float:
+    def correction(self, algorithm, spec) -> float:
         """Factor from the nearest calibration layers' errors (1 where there are none)."""
-        table = self.residuals.get(self.key(device, spec.op, name))
+        table = self.residuals.get(self.key(algorithm.device, spec.op, algorithm.name))
         if table is None or spec.op != "conv2d":
             return 1.0
         return local_factor(table, descriptor(spec))
 
-    def predict(self, name: str, spec, device: str = "cpu") -> float | None:
+    def predict(self, algorithm, spec) -> float | None:
         """Predicted seconds, or None when the model has no constants for the algorithm."""
-        base = self.linear(name, spec, device)
-        return None if base is None else base * self.correction(name, spec, device)
+        base = self.linear(algorithm, spec)
+        return None if base is None else base * self.correction(algorithm, spec)
+
+    def note(self, device: str) -> str:
+        """'' when ``device``'s constants were calibrated on this machine; else what to do."""
+        made_on = self.machines.get(device)
+        here = machine.device_identity(device)
+        if made_on and machine.same_hardware(made_on, here):
+            return ""
+        where = made_on.split("|")[0] if made_on else "no machine"
+        return (f"the {device} cost model was calibrated on {where}, not on this machine "
+                f"({here.split('|')[0]}); run `python -m convbench calibrate"
+                f"{' --device cuda' if device == 'cuda' else ''}` to fit it here")
 
     @classmethod
     def load(cls) -> "CostModel":
         """The shipped calibration, overridden per algorithm by this machine's own if there is
-        one for this machine, package and model version."""
+        one for this machine, package and model version. A damaged calibration file is
+        ignored with one warning naming it."""
         defaults = json.loads(DEFAULTS.read_text())
         constants = dict(defaults["constants"])
         residuals = dict(defaults.get("residuals", {}))
-        where = defaults.get("sources") or {"cpu": defaults.get("machine", "?")}
+        machines = dict(defaults.get("machines", {}))
+        where = defaults.get("sources", {})
         source = f"shipped defaults ({'; '.join(f'{k}: {v}' for k, v in where.items())})"
         path = calibration_path()
-        if path.exists():
-            try:
-                data = json.loads(path.read_text())
-                if data.get("machine") == machine_id():
-                    # a CPU-only calibration keeps the shipped GPU constants, and vice versa
-                    for key in data["constants"]:
-                        residuals.pop(key, None)  # the shipped errors belong to other constants
-                    constants.update(data["constants"])
-                    residuals.update(data.get("residuals", {}))
-                    source = f"calibration {path}, else {source}"
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                pass  # a corrupt file is ignored: the defaults still work
-        return cls(constants, source, residuals)
+        data = _read_calibration(path)
+        if data is not None and data["machine"] == model_id():
+            # a CPU-only calibration keeps the shipped GPU constants, and vice versa
+            for key in data["constants"]:
+                residuals.pop(key, None)  # the shipped errors belong to other constants
+            constants.update(data["constants"])
+            residuals.update(data.get("residuals", {}))
+            made_on = data.get("machines", {})
+            for key in data["constants"]:
+                device = key.split("/")[0]
+                machines[device] = made_on.get(device, data["machine"])
+            source = f"calibration {path}, else {source}"
+        return cls(constants, source, residuals, machines)
+
+
+def _read_calibration(path: Path) -> dict | None:
+    """The calibration document at ``path``, or None (absent, or damaged: warned once)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        _warn_damaged(path, f"{type(exc).__name__}: {exc}")
+        return None
+    if not (isinstance(data, dict) and isinstance(data.get("machine"), str)
+            and isinstance(data.get("constants"), dict)
+            and all(_constants_ok(v) for v in data["constants"].values())
+            and isinstance(data.get("residuals", {}), dict)):
+        _warn_damaged(path, "not a calibration document (machine, constants, residuals)")
+        return None
+    return data
+
+
+_damaged_warned: set[str] = set()
+
+
+def _warn_damaged(path: Path, why: str) -> None:
+    if str(path) not in _damaged_warned:
+        _damaged_warned.add(str(path))
+        warnings.warn(f"ignoring damaged cost-model calibration {path} ({why}); the shipped "
+                      "one applies (`python -m convbench calibrate` writes a new one)",
+                      stacklevel=4)
 
 
 def local_factor(table: np.ndarray, where: list[float], skip: int | None = None) -> float:
@@ -145,16 +237,9 @@ def residuals(coeffs: list[float], samples: list[tuple[list[float], float, list[
     return out
 
 
-def calibration_path() -> Path:
-    return cache_dir() / "cost_model.json"
-
-
 def fit(samples: list[tuple[list[float], float]]) -> list[float]:
     """Non-negative constants minimising the relative error sum(((f.c - t) / t)^2), so a layer
-    of microseconds weighs as much as one of seconds. Tried and not kept: the same fit on log
-    error, and a power law log t = c0 + sum c_i log(1 + f_i); on held-out layers neither picked
-    better beyond the run-to-run noise of the calibration timings (79-88% of picks within 10%
-    of the fastest for all three)."""
+    of microseconds weighs as much as one of seconds."""
     from scipy.optimize import nnls
 
     a = np.array([f for f, _ in samples], dtype=float)

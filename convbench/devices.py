@@ -8,8 +8,9 @@ from .registry import DEVICES
 
 
 def simulator_enabled() -> bool:
-    """True when Numba's CUDA simulator is switched on (NUMBA_ENABLE_CUDASIM=1)."""
-    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+    """True when Numba's CUDA simulator is switched on (NUMBA_ENABLE_CUDASIM set to anything
+    but empty or 0, as Numba reads it)."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0").strip() not in ("", "0")
 
 
 @lru_cache(maxsize=1)

@@ -1,5 +1,11 @@
-"""Public functions: validate the arguments, choose an algorithm, dispatch. No kernels here."""
+"""Public functions: validate the arguments, choose an algorithm, dispatch. No kernels here.
+
+A call costs little beyond its kernel: validated specs are remembered per argument set, the
+named algorithm's checks per spec, and ``auto``'s model-only choice per shape (``auto.py``).
+"""
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 
@@ -17,8 +23,11 @@ def _is_device_array(value) -> bool:
 
 
 def _as_array(name: str, value, device: str = "cpu"):
-    """A NumPy array, or (for device="cuda") a C-contiguous device array as given."""
+    """A NumPy array in native byte order, or (for device="cuda") a C-contiguous device
+    array as given."""
     if isinstance(value, np.ndarray):
+        if not value.dtype.isnative:  # big-endian data: compute on a native copy
+            return value.astype(value.dtype.newbyteorder("="))
         return value
     if _is_device_array(value):
         if device != "cuda":
@@ -33,37 +42,70 @@ def _as_array(name: str, value, device: str = "cpu"):
         raise TypeError(f"{name} must be an array of float32 or float64, got {type(value)}") from exc
     if arr.dtype == object:
         raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}")
-    return arr
+    return _as_array(name, arr, device)
 
 
 def _contiguous(a):
     return np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a
 
 
-def _resolve(op: str, spec, algorithm: str, device: str,
-             measure: bool | None = None) -> registry.Algorithm:
+def _hashable(value):
+    """Lists (unhashable) as tuples, so the argument set can key a cache."""
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
+
+
+@lru_cache(maxsize=1024)
+def _conv_spec(x_shape, w_shape, stride, padding, dilation, flip, dtype) -> ConvSpec:
+    return conv_spec(x_shape, w_shape, stride=stride, padding=padding, dilation=dilation,
+                     flip=flip, dtype=dtype)
+
+
+def _named(op: str, device: str, name: str, spec) -> tuple[registry.Algorithm, int]:
+    """The named algorithm after checking it supports ``spec``, and its declared workspace."""
+    return _checked(registry.get(op, device, name), spec)
+
+
+@lru_cache(maxsize=1024)
+def _checked(algo: registry.Algorithm, spec) -> tuple[registry.Algorithm, int]:
+    op, device, name = algo.key
+    if not algo.supports(spec):
+        able = [a.name for a in registry.algorithms(op, device) if a.supports(spec)]
+        raise ValueError(
+            f"algorithm {name!r} does not support this case ({spec.label()}): "
+            f"{algo.limits or 'unsupported parameters'}; algorithms that do: {', '.join(able)}"
+        )
+    return algo, algo.workspace_bytes(spec)
+
+
+def _resolve(op: str, spec, algorithm: str, device: str, measure: bool | None = None,
+             x=None, w=None) -> registry.Algorithm:
     """Pick the algorithm (``auto`` or by name), check it supports ``spec`` and fits memory."""
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a string, got {algorithm!r}")
     check_device(device)
     if algorithm == "auto":
-        algo = choose(spec, device, measure).algorithm
+        algo = choose(spec, device, measure, x, w).algorithm
+        need = algo.workspace_bytes(spec)
     else:
-        algo = registry.get(op, device, algorithm)
-        if not algo.supports(spec):
-            able = [a.name for a in registry.algorithms(op, device) if a.supports(spec)]
+        algo, need = _named(op, device, algorithm, spec)
+    if need:
+        limit = max_workspace_bytes()
+        if need > limit:
             raise ValueError(
-                f"algorithm {algorithm!r} does not support this case ({spec.label()}): "
-                f"{algo.limits or 'unsupported parameters'}; algorithms that do: {', '.join(able)}"
+                f"algorithm {algo.name!r} needs {need} bytes of workspace for {spec.label()}, "
+                f"more than the limit of {limit} bytes ({ENV_LIMIT} or half of the available "
+                f"memory); choose another algorithm or raise {ENV_LIMIT}"
             )
-    need, limit = algo.workspace_bytes(spec), max_workspace_bytes()
-    if need > limit:
-        raise ValueError(
-            f"algorithm {algo.name!r} needs {need} bytes of workspace for {spec.label()}, more "
-            f"than the limit of {limit} bytes ({ENV_LIMIT} or half of free memory); choose "
-            f"another algorithm or raise {ENV_LIMIT}"
-        )
     return algo
+
+
+def _empty_batch(spec, x):
+    """The (0, ...) output of an empty batch, as torch returns it, on x's side."""
+    if isinstance(x, np.ndarray):
+        return np.empty(spec.out_shape, dtype=spec.dtype)
+    from numba import cuda
+
+    return cuda.device_array(spec.out_shape, dtype=spec.dtype)
 
 
 def conv2d(x, w, *, stride=1, padding=0, dilation=1, flip: bool = False,
@@ -72,7 +114,7 @@ def conv2d(x, w, *, stride=1, padding=0, dilation=1, flip: bool = False,
 
     Parameters
     ----------
-    x : array (N, C, H, W), float32 or float64
+    x : array (N, C, H, W), float32 or float64 (N may be 0: an empty output comes back)
     w : array (K, C, kh, kw), same dtype as ``x``
     stride, dilation : int or pair
     padding : int, pair, (top, bottom, left, right), "valid" or "same" (stride 1)
@@ -92,9 +134,20 @@ def conv2d(x, w, *, stride=1, padding=0, dilation=1, flip: bool = False,
     dtype = check_dtype("x", x)
     if check_dtype("w", w) != dtype:
         raise TypeError(f"w has dtype {w.dtype} but x has dtype {x.dtype}; they must match")
-    spec = conv_spec(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
-                     flip=flip, dtype=dtype)
-    algo = _resolve("conv2d", spec, algorithm, device, measure)
+    try:
+        spec = _conv_spec(x.shape, w.shape, _hashable(stride), _hashable(padding),
+                          _hashable(dilation), flip, dtype.name)
+    except TypeError as exc:  # unhashable arguments: validate without the cache
+        if "unhashable" not in str(exc):
+            raise
+        spec = conv_spec(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
+                         flip=flip, dtype=dtype)
+    if spec.n == 0:  # nothing to compute (and nothing to choose between)
+        if algorithm != "auto":
+            _resolve("conv2d", spec, algorithm, device)
+        check_device(device)
+        return _empty_batch(spec, x)
+    algo = _resolve("conv2d", spec, algorithm, device, measure, x, w)
     return algo.run(_contiguous(x), _contiguous(w), spec)
 
 
@@ -156,11 +209,28 @@ def convolve2d(in1, in2, mode: str = "full", *, algorithm: str = "auto",
     return _signal_conv(in1, in2, mode, True, algorithm, device)
 
 
+@lru_cache(maxsize=1024)
+def _pool_spec(kind, x_shape, size, stride, padding, count_include_pad, dtype) -> PoolSpec:
+    return pool_spec(kind, x_shape, size, stride=stride, padding=padding,
+                     count_include_pad=count_include_pad, dtype=dtype)
+
+
 def _pool(kind: str, x, size, stride, padding, count_include_pad, algorithm, device):
     x = _as_array("x", x, device)
     dtype = check_dtype("x", x)
-    spec = pool_spec(kind, x.shape, size, stride=stride, padding=padding,
-                     count_include_pad=count_include_pad, dtype=dtype)
+    try:
+        spec = _pool_spec(kind, x.shape, _hashable(size), _hashable(stride), _hashable(padding),
+                          count_include_pad, dtype.name)
+    except TypeError as exc:
+        if "unhashable" not in str(exc):
+            raise
+        spec = pool_spec(kind, x.shape, size, stride=stride, padding=padding,
+                         count_include_pad=count_include_pad, dtype=dtype)
+    if spec.n == 0:
+        if algorithm != "auto":
+            _resolve(spec.op, spec, algorithm, device)
+        check_device(device)
+        return _empty_batch(spec, x)
     algo = _resolve(spec.op, spec, algorithm, device)
     return algo.run(_contiguous(x), spec)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arith import sampled
 from .spec import ConvSpec, PoolSpec
 
 
@@ -12,7 +13,7 @@ def _taps(xpad: np.ndarray, spec: ConvSpec):
     for i in range(spec.kh):
         for j in range(spec.kw):
             r0, c0 = i * dh, j * dw
-            yield i, j, xpad[:, :, r0:r0 + (ho - 1) * sh + 1:sh, c0:c0 + (wo - 1) * sw + 1:sw]
+            yield i, j, xpad[:, :, sampled(r0, ho, sh), sampled(c0, wo, sw)]
 
 
 def conv2d_reference(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -35,7 +36,7 @@ def pool_reference(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
     xpad = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)),
                   constant_values=fill)
     (sh, sw), (ho, wo) = spec.stride, spec.out_size
-    views = [xpad[:, :, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw]
+    views = [xpad[:, :, sampled(i, ho, sh), sampled(j, wo, sw)]
              for i in range(spec.size[0]) for j in range(spec.size[1])]
     stack = np.stack(views)
     if spec.kind == "max":
@@ -44,7 +45,7 @@ def pool_reference(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
     if spec.count_include_pad:
         return total / (spec.size[0] * spec.size[1])
     ones = np.pad(np.ones((1, 1, spec.h, spec.w)), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    count = sum(ones[:, :, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw]
+    count = sum(ones[:, :, sampled(i, ho, sh), sampled(j, wo, sw)]
                 for i in range(spec.size[0]) for j in range(spec.size[1]))
     return total / count
 

@@ -172,10 +172,38 @@ def _positive_pair(name: str, value, minimum: int = 1) -> tuple[int, int]:
 
 
 def check_dtype(name: str, arr: np.ndarray) -> np.dtype:
-    """Return the array's dtype if convbench supports it, else raise TypeError naming ``name``."""
-    if np.dtype(arr.dtype) not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} has dtype {arr.dtype}; supported dtypes are {_DTYPE_NAMES}")
-    return np.dtype(arr.dtype)
+    """Return the array's dtype (in native byte order) if convbench supports it, else raise
+    TypeError naming ``name``."""
+    dtype = np.dtype(arr.dtype).newbyteorder("=")
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} has dtype {np.dtype(arr.dtype).name}; supported dtypes are "
+                        f"{_DTYPE_NAMES}")
+    return dtype
+
+
+def _spec_dtype(dtype) -> str:
+    """The name of a supported dtype given as a string, type or dtype; TypeError otherwise."""
+    try:
+        resolved = np.dtype(dtype).newbyteorder("=")
+    except TypeError:
+        raise TypeError(f"dtype must be one of {_DTYPE_NAMES}, got {dtype!r}") from None
+    if resolved not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be one of {_DTYPE_NAMES}, got {resolved.name}")
+    return resolved.name
+
+
+def _shape(name: str, shape, meaning: str) -> tuple[int, int, int, int]:
+    """A 4-D shape of integers (numbers like 8.0 or 8.7 are refused, not truncated)."""
+    try:
+        values = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a shape {meaning}, got {shape!r}") from None
+    if len(values) != 4:
+        raise ValueError(f"{name} must be 4-D {meaning}, got shape {values}")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+               for v in values):
+        raise TypeError(f"{name} shape must hold integers, got {values}")
+    return tuple(int(v) for v in values)
 
 
 def conv_spec(
@@ -193,16 +221,13 @@ def conv_spec(
     ``padding`` is an int, a pair (symmetric per axis), a 4-tuple (top, bottom, left, right),
     or "valid" / "same" (stride 1 only, as in PyTorch).
     """
-    if len(x_shape) != 4:
-        raise ValueError(f"x must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
-    if len(w_shape) != 4:
-        raise ValueError(f"w must be 4-D (K, C, kh, kw), got shape {tuple(w_shape)}")
-    if min(x_shape) < 1:
-        raise ValueError(f"x must have every dimension >= 1, got shape {tuple(x_shape)}")
+    n, c, h, w = x_shape = _shape("x", x_shape, "(N, C, H, W)")
+    k, cw, kh, kw = w_shape = _shape("w", w_shape, "(K, C, kh, kw)")
+    if n < 0 or min(c, h, w) < 1:
+        raise ValueError(f"x must have C, H, W >= 1 and N >= 0, got shape {x_shape}")
     if min(w_shape) < 1:
-        raise ValueError(f"w must have every dimension >= 1, got shape {tuple(w_shape)}")
-    n, c, h, w = (int(v) for v in x_shape)
-    k, cw, kh, kw = (int(v) for v in w_shape)
+        raise ValueError(f"w must have every dimension >= 1, got shape {w_shape}")
+    dtype = _spec_dtype(dtype)
     if cw != c:
         raise ValueError(
             f"w has {cw} input channels (w.shape[1]) but x has {c} (x.shape[1]); they must match"
@@ -212,7 +237,7 @@ def conv_spec(
     stride = _positive_pair("stride", stride)
     dilation = _positive_pair("dilation", dilation)
     pad = _conv_padding(padding, stride, dilation, (kh, kw))
-    spec = ConvSpec(n, c, h, w, k, kh, kw, stride, pad, dilation, bool(flip), np.dtype(dtype).name)
+    spec = ConvSpec(n, c, h, w, k, kh, kw, stride, pad, dilation, bool(flip), dtype)
     ho, wo = spec.out_size
     if ho < 1 or wo < 1 or spec.padded_size[0] < spec.effective_kernel[0] or (
         spec.padded_size[1] < spec.effective_kernel[1]
@@ -257,10 +282,10 @@ def pool_spec(kind: str, x_shape, size, *, stride=None, padding=0, count_include
     """
     if kind not in ("max", "avg"):
         raise ValueError(f"kind must be 'max' or 'avg', got {kind!r}")
-    if len(x_shape) != 4:
-        raise ValueError(f"x must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
-    if min(x_shape) < 1:
-        raise ValueError(f"x must have every dimension >= 1, got shape {tuple(x_shape)}")
+    n, c, h, w = x_shape = _shape("x", x_shape, "(N, C, H, W)")
+    if n < 0 or min(c, h, w) < 1:
+        raise ValueError(f"x must have C, H, W >= 1 and N >= 0, got shape {x_shape}")
+    dtype = _spec_dtype(dtype)
     size = _positive_pair("size", size)
     stride = size if stride is None else _positive_pair("stride", stride)
     pad = _positive_pair("padding", padding, minimum=0)
@@ -271,9 +296,7 @@ def pool_spec(kind: str, x_shape, size, *, stride=None, padding=0, count_include
         )
     if not isinstance(count_include_pad, (bool, np.bool_)):
         raise TypeError(f"count_include_pad must be a bool, got {count_include_pad!r}")
-    n, c, h, w = (int(v) for v in x_shape)
-    spec = PoolSpec(kind, n, c, h, w, size, stride, pad, bool(count_include_pad),
-                    np.dtype(dtype).name)
+    spec = PoolSpec(kind, n, c, h, w, size, stride, pad, bool(count_include_pad), dtype)
     if min(spec.out_size) < 1:
         raise ValueError(
             f"output would be smaller than 1x1: input {h}x{w} with padding {pad} is smaller "

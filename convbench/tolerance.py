@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .reference import conv2d_reference
-from .spec import ConvSpec
+from .spec import ConvSpec, PoolSpec
 
 FFT_SAFETY = 8.0  # c in the "fft" bound above
 ABS_FLOOR = 1e-30  # keeps an all-zero bound from rejecting exact zeros compared with -0.0
@@ -50,6 +50,14 @@ def pool_error_bound(x: np.ndarray, spec) -> float | np.ndarray:
     if spec.kind == "max":
         return ABS_FLOOR
     return 2.0 * spec.size[0] * spec.size[1] * _eps(spec.dtype) * float(np.nanmax(np.abs(x))) + ABS_FLOOR
+
+
+def error_bound(spec, x: np.ndarray, w: np.ndarray | None = None, model: str = "sum"):
+    """The bound for any op: pooling's, or the convolution bound of error model ``model``
+    (an algorithm's ``error_model``)."""
+    if isinstance(spec, PoolSpec):
+        return pool_error_bound(x, spec)
+    return conv_error_bound(x, w, spec, model)
 
 
 def check_close(result: np.ndarray, expected: np.ndarray, bound) -> tuple[bool, float]:

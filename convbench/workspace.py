@@ -7,10 +7,15 @@ the harness's memory measurement.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
+from . import settings
+
 ENV_LIMIT = "CONVBENCH_MAX_WORKSPACE"
+_AVAILABLE_TTL_S = 0.25  # how long one reading of the available memory is reused
+_available: tuple[float, int] = (-1.0, 0)
 
 
 def empty(shape, dtype) -> np.ndarray:
@@ -25,36 +30,37 @@ def zeros(shape, dtype) -> np.ndarray:
 
 def nbytes(shape, dtype) -> int:
     """Bytes of an array of this shape and dtype."""
-    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    count = 1
+    for extent in shape:
+        count *= int(extent)
+    return count * np.dtype(dtype).itemsize
 
 
-def _available_memory() -> int:
-    """Available physical memory in bytes (MemAvailable on Linux, else total pages)."""
+def available_memory() -> int:
+    """Available physical memory in bytes (MemAvailable on Linux, else total pages); one
+    reading serves calls within a quarter of a second (reading it costs more than a small
+    convolution)."""
+    global _available
+    now = time.monotonic()
+    if now - _available[0] < _AVAILABLE_TTL_S:
+        return _available[1]
+    value = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    value = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if value is None:
+        value = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    _available = (now, value)
+    return value
 
 
 def max_workspace_bytes() -> int:
     """The workspace limit: ``CONVBENCH_MAX_WORKSPACE`` (bytes, or with K/M/G suffix), else
     half of the memory available now."""
-    raw = os.environ.get(ENV_LIMIT)
-    if raw is None or raw.strip() == "":
-        return _available_memory() // 2
-    text = raw.strip().upper().removesuffix("B")
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-    number = text[:-1] if scale != 1 else text
-    try:
-        value = int(float(number) * scale)
-    except ValueError:
-        raise ValueError(
-            f"{ENV_LIMIT} must be a byte count such as 1000000, 512M or 2G, got {raw!r}"
-        ) from None
-    if value < 0:
-        raise ValueError(f"{ENV_LIMIT} must be >= 0, got {raw!r}")
-    return value
+    explicit = settings.byte_count(ENV_LIMIT)
+    return available_memory() // 2 if explicit is None else explicit

@@ -5,9 +5,13 @@ import numpy as np
 import pytest
 
 import convbench as cb
-from convbench import auto, costmodel
+from convbench import auto, costmodel, registry, tuning
 from convbench.cli import main
 from convbench.spec import conv_spec
+
+
+def _algo(name: str):
+    return registry.get("conv2d", "cpu", name)
 
 
 @pytest.fixture(autouse=True)
@@ -53,40 +57,69 @@ def test_auto_respects_the_workspace_limit(monkeypatch):
     np.testing.assert_allclose(y, cb.conv2d(x, w, algorithm="direct"), rtol=1e-3, atol=1e-3)
 
 
+def fake_timer(cost: dict, timed: list, spread: float = 0.0):
+    """A stand-in for timing.measure: each algorithm takes cost[name] seconds in every round
+    (times 1 + spread on alternate rounds)."""
+    from convbench.timing import Timing
+
+    def measure(fns, **kwargs):
+        timed.extend(fns)
+        return {n: Timing(rounds=[cost[n] * (1 + spread * (i % 2)) for i in range(5)])
+                for n in fns}
+
+    return measure
+
+
 def test_measured_choice_is_cached_across_processes(monkeypatch):
     timed = []
     cost = {"direct": 3.0, "im2col": 1.0, "fft": 2.0, "fft_tiled": 2.5}
-
-    def fake_time(algo, spec, device, repeats=3):
-        timed.append(algo.name)
-        return cost[algo.name]
-
-    monkeypatch.setattr(auto, "_time_once", fake_time)
+    monkeypatch.setattr(auto.timing, "measure", fake_timer(cost, timed))
     spec = conv_spec((2, 8, 16, 16), (8, 8, 3, 3))
     first = auto.choose(spec, "cpu", measure=True)
     assert len(timed) == auto.MEASURE_TOP and "measured now" in first.reason
     assert first.algorithm.name == min(list(timed), key=cost.get)
     auto.reload_model()  # as a new process would: only the file remains
+    tuning._memo = None
     again = auto.choose(spec, "cpu", measure=True)
     assert len(timed) == auto.MEASURE_TOP  # nothing timed the second time
     assert again.algorithm.name == first.algorithm.name and "earlier" in again.reason
 
 
+def test_measured_choice_keeps_the_model_pick_within_noise(monkeypatch):
+    """A candidate faster than the model's pick only by less than the rounds' spread does not
+    overturn the pick; one clearly faster does."""
+    spec = conv_spec((2, 8, 16, 16), (8, 8, 3, 3))
+    modelled = auto.choose(spec, "cpu").algorithm.name
+    others = [a.name for a in cb.algorithms("conv2d", "cpu") if not a.is_peer]
+    cost = {n: 1.0 for n in others}
+    cost[modelled] = 1.02  # 2% slower, inside a 10% spread
+    monkeypatch.setattr(auto.timing, "measure", fake_timer(cost, [], spread=0.2))
+    assert auto.choose(spec, "cpu", measure=True, use_cache=False).algorithm.name == modelled
+    cost[modelled] = 3.0
+    assert auto.choose(spec, "cpu", measure=True, use_cache=False).algorithm.name != modelled
+
+
 def test_cache_is_invalidated_when_the_machine_or_version_changes(monkeypatch):
     calls = []
-    monkeypatch.setattr(auto, "_time_once", lambda a, s, d, repeats=3: calls.append(a) or 1.0)
+    monkeypatch.setattr(auto.timing, "measure",
+                        fake_timer({a.name: 1.0 for a in cb.algorithms("conv2d", "cpu")}, calls))
     spec = conv_spec((1, 4, 12, 12), (4, 4, 3, 3))
     auto.choose(spec, "cpu", measure=True)
     n = len(calls)
-    monkeypatch.setattr(auto, "machine_id", lambda: "another machine|convbench 9.9")
+    monkeypatch.setattr(tuning, "model_id", lambda: "another machine|convbench 9.9")
     auto.choose(spec, "cpu", measure=True)
     assert len(calls) == 2 * n
 
 
-def test_autotune_environment_variable_turns_measuring_on(monkeypatch):
-    monkeypatch.setattr(auto, "_time_once", lambda a, s, d, repeats=3: 1.0)
-    monkeypatch.setenv("CONVBENCH_AUTOTUNE", "1")
-    assert "measured" in auto.choose(conv_spec((1, 2, 8, 8), (2, 2, 3, 3)), "cpu").reason
+@pytest.mark.parametrize("value,measured", [("1", True), ("yes", True), ("ON", True),
+                                            ("0", False), ("false", False), ("off", False),
+                                            ("", False)])
+def test_autotune_environment_variable(monkeypatch, value, measured):
+    monkeypatch.setattr(auto.timing, "measure",
+                        fake_timer({a.name: 1.0 for a in cb.algorithms("conv2d", "cpu")}, []))
+    monkeypatch.setenv("CONVBENCH_AUTOTUNE", value)
+    reason = auto.choose(conv_spec((1, 2, 8, 8), (2, 2, 3, 3)), "cpu").reason
+    assert ("measured" in reason) == measured
 
 
 def test_fit_recovers_known_constants():
@@ -113,15 +146,16 @@ def test_local_correction_follows_the_nearest_calibration_errors():
     single = np.array([near + [np.log(3.0)], far + [0.0]])
     assert costmodel.local_factor(single, near, skip=0) < 1.5  # only the far row is left
 
+    direct = _algo("direct")
     model = costmodel.CostModel({"cpu/conv2d/direct": [1e-6] * len(
-        costmodel.features("direct", spec_near))}, "test", {"cpu/conv2d/direct": rows})
-    linear = model.linear("direct", spec_near)
-    assert model.predict("direct", spec_near) == pytest.approx(2.0 * linear)
+        direct.cost_features(spec_near))}, "test", {"cpu/conv2d/direct": rows})
+    linear = model.linear(direct, spec_near)
+    assert model.predict(direct, spec_near) == pytest.approx(2.0 * linear)
 
 
 def test_residuals_are_the_log_errors_of_the_linear_fit():
     spec = conv_spec((2, 3, 16, 16), (4, 3, 3, 3))
-    f = costmodel.features("im2col", spec)
+    f = _algo("im2col").cost_features(spec)
     coeffs = [1e-6] + [0.0] * (len(f) - 1)  # predicts 1 us
     (row,) = costmodel.residuals(coeffs, [(f, 4e-6, costmodel.descriptor(spec))])
     assert row[:-1] == pytest.approx(costmodel.descriptor(spec), abs=1e-4)
@@ -133,20 +167,20 @@ def test_calibration_of_an_older_model_version_is_ignored(monkeypatch):
     against the wrong features, so the shipped defaults apply instead."""
     path = costmodel.calibration_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    stale = costmodel.machine_id().replace(f"model {costmodel.MODEL_VERSION}", "model 1")
+    stale = costmodel.model_id().replace(f"model {costmodel.MODEL_VERSION}", "model 1")
     path.write_text(json.dumps({"machine": stale, "constants": {"cpu/conv2d/direct": [1.0]}}))
     model = costmodel.CostModel.load()
     assert "shipped defaults" in model.source and "calibration" not in model.source
     assert len(model.constants["cpu/conv2d/direct"]) == len(
-        costmodel.features("direct", conv_spec((1, 1, 8, 8), (1, 1, 3, 3))))
+        _algo("direct").cost_features(conv_spec((1, 1, 8, 8), (1, 1, 3, 3))))
 
 
 def test_calibration_is_saved_and_used(tmp_path):
     from convbench.bench.calibrate import calibrate
 
-    doc = calibrate(count=6, say=lambda *a: None)
+    doc = calibrate(count=8, say=lambda *a: None)
     path = costmodel.calibration_path()
-    assert path.exists() and json.loads(path.read_text())["machine"] == costmodel.machine_id()
+    assert path.exists() and json.loads(path.read_text())["machine"] == costmodel.model_id()
     assert set(doc["constants"]) >= {"cpu/conv2d/direct", "cpu/conv2d/im2col"}
     assert len(doc["residuals"]["cpu/conv2d/direct"]) == doc["quality"]["cpu/conv2d/direct"][
         "samples"]
@@ -155,17 +189,35 @@ def test_calibration_is_saved_and_used(tmp_path):
 
 def test_malformed_residuals_leave_that_algorithm_uncorrected():
     spec = conv_spec((2, 3, 16, 16), (4, 3, 3, 3))
-    coeffs = {"cpu/conv2d/direct": [1e-6] * len(costmodel.features("direct", spec))}
+    direct = _algo("direct")
+    coeffs = {"cpu/conv2d/direct": [1e-6] * len(direct.cost_features(spec))}
     for bad in ("garbage", [[1.0, 2.0]], [[None] * 9], [[float("nan")] * 9], []):
         model = costmodel.CostModel(coeffs, "test", {"cpu/conv2d/direct": bad})
-        assert model.predict("direct", spec) == pytest.approx(model.linear("direct", spec))
+        assert model.predict(direct, spec) == pytest.approx(model.linear(direct, spec))
 
 
-def test_corrupt_calibration_falls_back_to_defaults():
+def test_constants_of_the_wrong_length_are_left_out_with_a_warning():
+    spec = conv_spec((2, 3, 16, 16), (4, 3, 3, 3))
+    model = costmodel.CostModel({"cpu/conv2d/direct": [1e-6, 2e-6]}, "test")
+    with pytest.warns(UserWarning, match="cpu/conv2d/direct"):
+        assert model.linear(_algo("direct"), spec) is None
+    assert auto.choose(spec).algorithm.name  # the chooser still picks (by the others)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '"a string"', '{"machine": 3}',
+                                     '{"machine": "x", "constants": {"cpu/conv2d/direct": '
+                                     '["a", "b"]}}'])
+def test_damaged_calibration_falls_back_to_defaults_with_one_warning(content):
     path = costmodel.calibration_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("{not json")
-    assert "shipped defaults" in costmodel.CostModel.load().source
+    path.write_text(content)
+    costmodel._damaged_warned.clear()
+    with pytest.warns(UserWarning, match="cost_model.json"):
+        assert "shipped defaults" in costmodel.CostModel.load().source
+    spec = conv_spec((1, 2, 8, 8), (2, 2, 3, 3))
+    x = np.random.default_rng(0).standard_normal(spec.x_shape).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal(spec.w_shape).astype(np.float32)
+    assert cb.conv2d(x, w).shape == spec.out_shape
 
 
 def test_explain_command_line(capsys):
@@ -174,3 +226,13 @@ def test_explain_command_line(capsys):
     assert "pick:" in out and "im2col" in out and "fft_tiled" in out
     assert main(["explain", "--x", "8,64,56,56", "--pool", "max", "--size", "2"]) == 0
     assert main(["explain", "--x", "8,sixty", "--w", "1,1,1,1"]) == 2
+
+
+def test_explain_says_when_the_calibration_comes_from_another_machine(monkeypatch):
+    shipped = costmodel.CostModel.load().machines["cpu"]
+    monkeypatch.setattr(costmodel.machine, "device_identity",
+                        lambda device: "Some Other CPU|x86_64|8 cores|8 threads|convbench 0")
+    text = str(cb.explain((1, 3, 16, 16), (4, 3, 3, 3)))
+    assert f"calibrated on {shipped.split('|')[0]}" in text and "convbench calibrate" in text
+    monkeypatch.setattr(costmodel.machine, "device_identity", lambda device: shipped)
+    assert "note:" not in str(cb.explain((1, 3, 16, 16), (4, 3, 3, 3)))

@@ -6,15 +6,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convbench import registry
-from convbench.bench import experiments, sweep, timer
+from convbench import registry, timing
+from convbench.bench import experiments, measure, sweep
 from convbench.bench.compare import compare_runs
+from convbench.bench.rundir import RunDirectory
 from convbench.cli import main
 from convbench.registry import Algorithm
 
 EXPECTED_COLUMNS = {"experiment", "case_id", "algorithm", "status", "median_s", "min_s",
-                    "iqr_s", "compile_s", "gflops", "workspace_bytes", "measured_host_bytes",
-                    "speedup_vs_best_peer", "seed"}
+                    "iqr_s", "first_call_s", "gflops", "workspace_bytes", "measured_host_bytes",
+                    "speedup_vs_best_peer", "seed", "noisy", "rel_spread", "others_cpu"}
+
+
+def _run(tmp_path: Path, name: str = "run") -> RunDirectory:
+    path = tmp_path / name
+    path.mkdir()
+    return RunDirectory(path)
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -72,37 +79,34 @@ def _broken(x, w, spec):
     raise RuntimeError("planted failure")
 
 
-def test_failing_algorithm_is_recorded_and_others_finish(tmp_path, monkeypatch):
-    monkeypatch.setitem(registry._REGISTRY, ("conv2d", "cpu", "broken"),
-                        Algorithm("broken", "conv2d", "cpu", _broken))
+def test_failing_algorithm_is_recorded_and_others_finish(tmp_path):
     exp = experiments.load("small_cnn", "smoke")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    sweep.sweep(exp, run_dir, sweep.SweepOptions(["cpu"], ["broken", "direct"]))
-    rows = _rows(run_dir)
+    run = _run(tmp_path)
+    with registry.registered(Algorithm("broken", "conv2d", "cpu", _broken)):
+        sweep.sweep(exp, run, measure.SweepOptions(["cpu"], ["broken", "direct"]))
+    rows = _rows(run.path)
     broken = [r for r in rows if r["algorithm"] == "broken"]
     assert broken and all(r["status"] == "failed" and "planted" in r["error"] for r in broken)
     assert any(r["algorithm"] == "direct" and r["status"] == "ok" for r in rows)
 
 
-def test_wrong_algorithm_is_a_mismatch_with_no_time(tmp_path, monkeypatch):
+def test_wrong_algorithm_is_a_mismatch_with_no_time(tmp_path):
     direct = registry.get("conv2d", "cpu", "direct")
     wrong = Algorithm("wrong", "conv2d", "cpu", lambda x, w, s: direct.run(x, w, s) + 1.0)
-    monkeypatch.setitem(registry._REGISTRY, wrong.key, wrong)
     exp = experiments.load("small_cnn", "smoke")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    sweep.sweep(exp, run_dir, sweep.SweepOptions(["cpu"], ["wrong"]))
-    rows = [r for r in _rows(run_dir) if r["op"] == "conv2d"]
+    run = _run(tmp_path)
+    with registry.registered(wrong):
+        sweep.sweep(exp, run, measure.SweepOptions(["cpu"], ["wrong"]))
+    rows = [r for r in _rows(run.path) if r["op"] == "conv2d"]
     assert rows and all(r["status"] == "mismatch" and r["median_s"] == "" for r in rows)
 
 
 def test_resume_repeats_nothing_and_loses_nothing(tmp_path, monkeypatch):
     """Interrupt a sweep after its first case; resuming runs exactly the remaining cases."""
     exp = experiments.load("small_cnn", "smoke")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    options = sweep.SweepOptions(["cpu"], ["direct"])
+    run = _run(tmp_path)
+    run_dir = run.path
+    options = measure.SweepOptions(["cpu"], ["direct"])
     real_run_case, calls = sweep.run_case, []
 
     def interrupt_after_first(case, *args, **kwargs):
@@ -113,11 +117,11 @@ def test_resume_repeats_nothing_and_loses_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sweep, "run_case", interrupt_after_first)
     with pytest.raises(KeyboardInterrupt):
-        sweep.sweep(exp, run_dir, options)
+        sweep.sweep(exp, run, options)
     first = _rows(run_dir)
     assert [r["case_id"] for r in first] == calls  # the finished case is on disk
     monkeypatch.setattr(sweep, "run_case", real_run_case)
-    sweep.sweep(exp, run_dir, options)
+    sweep.sweep(exp, run, options)
     rows = _rows(run_dir)
     ids = [r["case_id"] for r in rows]
     assert len(ids) == len(set(ids)) == len(exp.cases())  # nothing repeated, nothing missing
@@ -134,50 +138,91 @@ def test_resume_from_the_command_line(tmp_path):
     assert _rows(run_dir) == before  # everything was done: nothing re-run
 
 
-def test_slow_algorithm_is_skipped_with_a_reason(tmp_path, monkeypatch):
+def test_slow_algorithm_is_skipped_with_a_reason(tmp_path):
     import time
 
     def slow(x, w, spec):
         time.sleep(0.05)
         return registry.get("conv2d", "cpu", "direct").run(x, w, spec)
 
-    monkeypatch.setitem(registry._REGISTRY, ("conv2d", "cpu", "slow"),
-                        Algorithm("slow", "conv2d", "cpu", slow))
     exp = experiments.load("inception", "smoke")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    sweep.sweep(exp, run_dir, sweep.SweepOptions(["cpu"], ["slow"], max_case_seconds=0.1))
-    rows = _rows(run_dir)
+    run = _run(tmp_path)
+    with registry.registered(Algorithm("slow", "conv2d", "cpu", slow)):
+        sweep.sweep(exp, run, measure.SweepOptions(["cpu"], ["slow"], max_case_seconds=0.1))
+    rows = _rows(run.path)
     assert rows and all(r["status"] == "skipped" and "max case seconds" in r["error"] for r in rows)
 
 
+def test_compile_time_is_not_judged_by_the_case_budget(tmp_path):
+    """A first call far over the budget (JIT compilation) with a fast warm call is timed."""
+    import time
+
+    direct = registry.get("conv2d", "cpu", "direct")
+    calls = []
+
+    def compiles_slowly(x, w, spec):
+        if not calls:
+            time.sleep(0.3)  # the "compilation"
+        calls.append(1)
+        return direct.run(x, w, spec)
+
+    exp = experiments.load("inception", "smoke")
+    run = _run(tmp_path)
+    with registry.registered(Algorithm("jit", "conv2d", "cpu", compiles_slowly)):
+        sweep.sweep(exp, run, measure.SweepOptions(["cpu"], ["jit"], max_case_seconds=0.2))
+    rows = _rows(run.path)
+    assert rows[0]["status"] == "ok" and float(rows[0]["first_call_s"]) > 0.25
+
+
 def test_compare_flags_regressions(smoke_runs, tmp_path, capsys):
+    """A copy of a run with direct twice as slow in every round: compare confirms it from the
+    rounds, marks it, and --fail-above fails; the run against itself is all 'same'."""
+    import json
+    import shutil
+
     run = smoke_runs["small_cnn"]
     slower = tmp_path / "slower"
-    slower.mkdir()
+    shutil.copytree(run, slower)
     rows = _rows(run)
     for r in rows:
         if r["algorithm"] == "direct" and r["median_s"]:
             r["median_s"] = str(float(r["median_s"]) * 2)
     with (slower / "results.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    table = compare_runs(run, slower)
-    assert np.allclose(table[table["algorithm"] == "direct"]["ratio"], 2.0)
+    records = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
+    for rec in records:
+        if rec["algorithm"] == "direct":
+            rec["rounds"] = [2 * v for v in rec["rounds"]]
+    (slower / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    cmp = compare_runs(run, slower)
+    direct = cmp.table[cmp.table["algorithm"] == "direct"]
+    assert np.allclose(direct["ratio"], 2.0) and set(direct["verdict"]) == {"slower"}
     assert main(["compare", str(run), str(slower), "--fail-above", "1.5"]) == 1
-    assert "REGRESSION" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "geometric mean" in out
+    same = compare_runs(run, run)  # a run against itself never claims a difference
+    assert set(same.table["verdict"]) <= {"same", "uncertain"} and "same" in set(
+        same.table["verdict"])
     assert main(["compare", str(run), str(run), "--fail-above", "1.5"]) == 0
+
+
+def test_compare_fails_when_nothing_could_be_compared(smoke_runs, capsys):
+    assert main(["compare", str(smoke_runs["small_cnn"]), str(smoke_runs["pooling"])]) == 0
+    assert "different experiments" in capsys.readouterr().out
+    assert main(["compare", str(smoke_runs["small_cnn"]), str(smoke_runs["pooling"]),
+                 "--fail-above", "1.5"]) == 2
 
 
 def test_round_robin_interleaves_and_ratios_use_rounds():
     order = []
     fns = {n: (lambda n=n: order.append(n)) for n in "abc"}
-    rounds = timer.round_robin(fns, {n: 2 for n in fns}, 3)
+    rounds = timing.round_robin(fns, {n: 2 for n in fns}, 3)
     # each block is one untimed warm-up call plus 2 timed ones; blocks rotate every round
     assert "".join(order) == "".join(3 * n for n in "abcbcacab")
     assert all(len(v) == 3 for v in rounds.values())
-    assert timer.median_round_ratio([1.0, 2.0, 4.0], [2.0, 4.0, 8.0]) == 2.0
+    assert timing.median_round_ratio([1.0, 2.0, 4.0], [2.0, 4.0, 8.0]) == 2.0
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -1,4 +1,6 @@
 """Every bad input raises ValueError/TypeError naming the argument, before any kernel runs."""
+import re
+
 import numpy as np
 import pytest
 
@@ -9,20 +11,9 @@ W = np.ones((3, 2, 3, 3), np.float32)
 
 
 def raises(exc, *words):
-    """Context manager asserting the exception type and that the message names ``words``."""
-    class _Check:
-        def __enter__(self):
-            self.ctx = pytest.raises(exc)
-            self.info = self.ctx.__enter__()
-
-        def __exit__(self, *args):
-            suppressed = self.ctx.__exit__(*args)
-            message = str(self.info.value)
-            for word in words:
-                assert word in message, f"{word!r} not named in: {message}"
-            return suppressed
-
-    return _Check()
+    """pytest.raises asserting the type and that the message names every one of ``words``
+    (in any order)."""
+    return pytest.raises(exc, match="".join(f"(?=[\\s\\S]*{re.escape(w)})" for w in words))
 
 
 def test_x_wrong_rank():
@@ -41,8 +32,8 @@ def test_channel_mismatch():
 
 
 def test_empty_dimension():
-    with raises(ValueError, "x", ">= 1"):
-        cb.conv2d(np.ones((0, 2, 6, 6), np.float32), W)
+    with raises(ValueError, "x", "C, H, W >= 1"):
+        cb.conv2d(np.ones((1, 0, 6, 6), np.float32), np.ones((3, 0, 3, 3), np.float32))
 
 
 @pytest.mark.parametrize("name", ["stride", "dilation"])
@@ -101,7 +92,7 @@ def test_unknown_algorithm_lists_the_valid_ones():
         cb.conv2d(X, W, algorithm="winograd")
 
 
-def test_unsupported_case_names_the_algorithms_that_can(monkeypatch):
+def test_unsupported_case_names_the_algorithms_that_can():
     """An algorithm that cannot run a case says so and lists those that can."""
     import dataclasses
 
@@ -110,8 +101,7 @@ def test_unsupported_case_names_the_algorithms_that_can(monkeypatch):
     fft = registry.get("conv2d", "cpu", "fft")
     limited = dataclasses.replace(fft, supports=lambda spec: spec.stride == (1, 1),
                                   limits="stride 1 only")
-    monkeypatch.setitem(registry._REGISTRY, fft.key, limited)
-    with raises(ValueError, "'fft'", "stride 1 only", "direct"):
+    with registry.registered(limited), raises(ValueError, "'fft'", "stride 1 only", "direct"):
         cb.conv2d(X, W, stride=2, algorithm="fft")
 
 

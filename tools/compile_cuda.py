@@ -2,8 +2,10 @@
 machine with no GPU, to catch what the simulator accepts but a real GPU rejects (non-constant
 shared-array shapes, typing of mixed scalars) before spending device time.
 
-Needs libnvvm and libnvrtc (a CUDA toolkit, or the nvidia-cuda-nvcc / nvidia-cuda-nvrtc wheels);
-run without NUMBA_ENABLE_CUDASIM:  python tools/compile_cuda.py [--ptxas]
+Needs libnvvm and libnvrtc (a CUDA toolkit, or the ``cuda-compile`` extra: the
+nvidia-cuda-nvcc-cu12 / nvidia-cuda-nvrtc-cu12 wheels, whose ptxas it uses first); run without
+NUMBA_ENABLE_CUDASIM:  python tools/compile_cuda.py [--ptxas]
+With --ptxas, a missing ptxas is a failure, not a skipped check.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
 from numba import cuda, types  # noqa: E402
 from numba.cuda import dispatcher  # noqa: E402
 
-from convbench.cuda import direct, fft, im2col, pool  # noqa: E402
+from convbench.cuda import direct, fft, im2col, launch, pool  # noqa: E402
 
 CC = (9, 0)
 
@@ -39,19 +41,23 @@ def arr(dtype, ndim):
 
 
 def kernels():
-    """(name, python function, argument types) for every kernel, float32 and float64."""
+    """(name, python function, argument types) for every kernel, float32 and float64, at the
+    default launch geometry."""
+    g = launch.DEFAULT
     for f, c in ((types.float32, types.complex64), (types.float64, types.complex128)):
         name = str(f)
         x4, c4, c3, c1 = arr(f, 4), arr(c, 4), arr(c, 3), arr(c, 1)
         conv_args = (x4, x4, x4, I, I, I, I, I, I, B)
         yield f"direct_v1 {name}", direct._make_v1(name).py_func, conv_args
-        yield f"direct_v2 {name}", direct._make_v2(name, direct.TILE).py_func, conv_args
+        yield f"direct_v2 {name}", direct._make_v2(name, g.direct_tile).py_func, conv_args
         yield (f"unfold {name}", im2col._make_unfold(name).py_func,
                (x4, I, arr(f, 3), I, I, I, I, I, I, I, I, I, I, B))
-        yield (f"gemm {name}", im2col._make_gemm(name, im2col.BT, im2col.RT, im2col.BK).py_func,
+        yield (f"gemm {name}", im2col._make_gemm(name, g.gemm_threads, g.gemm_register_tile,
+                                                  g.gemm_depth).py_func,
                (arr(f, 2), arr(f, 3), arr(f, 3)))
         yield f"stockham {name}", fft._stockham_pass.py_func, (c1, c1, I, I, I, I)
-        yield (f"line_fft {name}", fft._make_line_fft(str(c)).py_func, (c1, I, I, I, I))
+        yield (f"line_fft {name}", fft._make_line_fft(str(c), g.fft_max_line).py_func,
+               (c1, I, I, I, I))
         yield f"stage_images {name}", fft._stage_images.py_func, (x4, c4)
         yield f"stage_kernels {name}", fft._stage_kernels.py_func, (x4, c4, I, I, B)
         yield f"spectral_mac {name}", fft._spectral_mac.py_func, (c3, c3, c3)
@@ -61,8 +67,25 @@ def kernels():
         yield f"avg_pool {name}", pool._avg_pool.py_func, (x4, x4, I, I, I, I, I, I, B)
 
 
+def find_ptxas() -> str | None:
+    """ptxas of the nvidia-cuda-nvcc wheel if installed, else the one on PATH."""
+    try:
+        import nvidia.cuda_nvcc as wheel
+
+        candidate = os.path.join(list(wheel.__path__)[0], "bin", "ptxas")
+        if os.access(candidate, os.X_OK):
+            return candidate
+    except ImportError:
+        pass
+    return shutil.which("ptxas")
+
+
 def main() -> int:
-    ptxas = "--ptxas" in sys.argv and shutil.which("ptxas")
+    ptxas = find_ptxas() if "--ptxas" in sys.argv else None
+    if "--ptxas" in sys.argv and not ptxas:
+        print("FAIL ptxas not found: install the cuda-compile extra (pip install -e "
+              "'.[cuda-compile]') or a CUDA toolkit")
+        return 1
     failed = 0
     for label, fn, sig in kernels():
         try:

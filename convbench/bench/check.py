@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import registry
+from .. import registry, timing
 from ..devices import simulator_enabled
 from ..reference import random_inputs, reference
 from ..spec import conv_spec, pool_spec
-from ..tolerance import check_close, conv_error_bound, pool_error_bound
-from . import timer
+from ..tolerance import check_close, error_bound
 from .suite import LAYERS, Layer
 
 SMALL_CASES = [  # odd sizes, stride, padding, dilation, flip, batch 1, one channel
@@ -51,8 +50,7 @@ def verify(devices: list[str], say=print) -> bool:
                     x, w = random_inputs(spec)
                     try:
                         out = algo.bound(spec, x, w)()
-                        bound = (conv_error_bound(x, w, spec, algo.error_model) if w is not None
-                                 else pool_error_bound(x, spec))
+                        bound = error_bound(spec, x, w, algo.error_model)
                         ok, ratio = check_close(out, reference(spec, x, w), bound)
                         note = f"error/bound {ratio:.2g}"
                     except Exception as exc:  # report and keep checking the others
@@ -70,7 +68,7 @@ def copy_bandwidth_gbps(nbytes: int = 1 << 28) -> float:
     src = cuda.device_array(nbytes // 4, np.float32)
     dst = cuda.device_array(nbytes // 4, np.float32)
     fn = lambda: dst.copy_to_device(src)  # noqa: E731
-    seconds = min(timer.cuda_repeat(fn, 5) for _ in range(3))
+    seconds = min(timing.cuda_repeat(fn, 5) for _ in range(3))
     return 2 * nbytes / seconds / 1e9
 
 
@@ -86,28 +84,30 @@ def benchmark_cuda(out_csv: Path | None, say=print, repeats: int = 5) -> list[di
         x, w = random_inputs(spec)
         dx = cuda.to_device(x)
         dw = cuda.to_device(w) if w is not None else None
-        fns, loops = {}, {}
+        fns, libraries = {}, {}
         for algo in registry.algorithms(spec.op, "cuda"):
             if not algo.supports(spec):
                 continue
             fn = algo.bound(spec, dx, dw)
             try:
                 fn()
-                loops[algo.name], _ = timer.calibrate(fn, 0.02, timer.cuda_repeat)
-                fns[algo.name] = fn
+                fns[algo.name], libraries[algo.name] = fn, algo.library
             except Exception as exc:
                 say(f"{layer.name}: {algo.name} failed: {type(exc).__name__}: {exc}")
-        rounds = timer.round_robin(fns, loops, repeats, repeat=timer.cuda_repeat)
-        medians = {n: float(np.median(t)) for n, t in rounds.items()}
-        peer = next((p for p in ("cudnn", "torch") if p in medians), None)
+        timings = timing.measure(fns, min_rounds=repeats, target_seconds=0.02,
+                                 repeat=timing.cuda_repeat, budget_s=10.0)
+        medians = {n: t.median for n, t in timings.items()}
+        # the library peers each CUDA algorithm is compared with: cuDNN (torch), cuFFT (CuPy)
+        refs = {lib: next((n for n in medians if libraries[n] == lib), None)
+                for lib in ("torch", "cupy")}
         for name, med in medians.items():
             row = {"layer": layer.name, "case": spec.label(), "algorithm": name,
                    "median_ms": med * 1e3, "gflops": spec.flops / med / 1e9,
-                   "gbps": spec.min_bytes / med / 1e9}
-            if peer:
-                row[f"x_{peer}"] = timer.median_round_ratio(rounds[name], rounds[peer])
-            if "cufft" in medians:
-                row["x_cufft"] = timer.median_round_ratio(rounds[name], rounds["cufft"])
+                   "gbps": spec.min_bytes / med / 1e9, "noisy": timings[name].noisy}
+            for peer in refs.values():
+                if peer:
+                    row[f"x_{peer}"] = timing.median_round_ratio(timings[name].rounds,
+                                                                 timings[peer].rounds)
             if spec.op != "conv2d":
                 row["fraction_of_copy_bw"] = row["gbps"] / bandwidth
             rows.append(row)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import subprocess
@@ -9,22 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-import numba
 import numpy as np
 
-from ..devices import available_devices
+from .. import machine
+from ..devices import available_devices, simulator_enabled
 
 GEMM_SIZE = 1024
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx512_fp16", "amx_tile", "neon", "asimd", "sve")
 
 
 def gemm_peak_gflops(size: int = GEMM_SIZE, repeats: int = 5) -> float:
@@ -49,13 +42,68 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
+def git_state() -> dict:
+    """The commit of the checkout convbench runs from, and whether it has uncommitted changes
+    (both None when it is not a git checkout)."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=here,
+                                 timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit.strip() if commit else None,
+            "dirty": None if status is None else bool(status.strip())}
+
+
+def cpu_flags() -> list[str]:
+    """The vector-unit flags that matter for these kernels, where /proc/cpuinfo lists them."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                present = set(line.split(":", 1)[1].split())
+                return [f for f in CPU_FLAGS if f in present]
+    except OSError:
+        pass
+    return []
+
+
+def blas() -> list[dict]:
+    """The BLAS and OpenMP libraries loaded, with their core type and threads (threadpoolctl)."""
+    from threadpoolctl import threadpool_info
+
+    keys = ("user_api", "internal_api", "version", "architecture", "num_threads",
+            "threading_layer")
+    return [{k: info.get(k) for k in keys} for info in threadpool_info()]
+
+
+def numba_threading_layer() -> str | None:
+    """The threading layer Numba chose (after the CPU kernels are loaded and one ran)."""
+    import numba
+
+    from .. import registry
+
+    registry.algorithms(device="cpu", peers=False)  # the kernels' import settles the choice
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel function has run yet
+        from ..cpu import probe_threads
+
+        probe_threads()
+        return numba.threading_layer()
+
+
+def torch_threads() -> int | None:
+    if "torch" not in sys.modules and importlib.util.find_spec("torch") is None:
         return None
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _gpu() -> dict | None:
@@ -66,28 +114,34 @@ def _gpu() -> dict | None:
     try:
         dev = cuda.get_current_device()
         return {"name": str(dev.name), "compute_capability": list(dev.compute_capability),
-                "simulator": os.environ.get("NUMBA_ENABLE_CUDASIM", "0") != "0"}
+                "simulator": simulator_enabled()}
     except Exception as exc:  # a GPU that fails to report is recorded, not fatal
         return {"error": str(exc)}
 
 
 def collect(measure_gemm: bool = True) -> dict:
     """Everything a reader needs to judge or reproduce the run."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     env = {
-        "cpu": cpu_model(),
-        "cores": cores,
-        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "machine_id": machine.machine_id(),
+        "cpu": machine.cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": machine.usable_cores(),
+        "numba_threads": machine.numba_threads(),
+        "numba_threading_layer": numba_threading_layer(),
+        "torch_threads": torch_threads(),
+        "blas": blas(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "versions": {p: _version(p) for p in
                      ("convbench", "numpy", "numba", "scipy", "torch", "numba-cuda", "cupy")},
         "env": {k: os.environ.get(k) for k in
-                ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS",
-                 "NUMBA_NUM_THREADS", "NUMBA_ENABLE_CUDASIM", "CONVBENCH_MAX_WORKSPACE")},
+                ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "GOMP_SPINCOUNT",
+                 "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
+                 "NUMBA_THREADING_LAYER", "NUMBA_ENABLE_CUDASIM", "CONVBENCH_MAX_WORKSPACE",
+                 "CONVBENCH_FFT_WORKERS")},
         "devices": available_devices(),
         "gpu": _gpu(),
-        "git_commit": _git_commit(),
+        "git": git_state(),
     }
     if measure_gemm:
         env["gemm_peak_gflops"] = round(gemm_peak_gflops(), 1)

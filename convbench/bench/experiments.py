@@ -1,16 +1,22 @@
-"""Experiment files (``experiments/*.toml``): loading, validation and expansion into cases.
+"""Experiment files (``convbench/experiments/*.toml``): schema, loading and expansion into cases.
 
 An experiment is data: a name, a description, plots to draw, and one or more ``[[series]]``,
-each an op with ``fixed`` parameters and ``sweep`` axes whose cartesian product gives the cases.
-``[presets.NAME]`` tables override ``repeats``, ``target_seconds`` and any series' ``fixed`` or
-``sweep`` values, so one file scales from a smoke test to a full run.
+each an op with ``fixed`` parameters and ``sweep`` axes whose cartesian product gives the cases
+(or a seeded ``random`` set of layers). ``[presets.NAME]`` tables override ``repeats``,
+``target_seconds``, ``max_case_seconds``, ``noise`` and any series' ``fixed`` or ``sweep``
+values, so one file scales from a smoke test to a full run. Files are validated against the
+schema below (types, unknown keys, names as safe slugs) before anything runs.
 """
 from __future__ import annotations
 
 import itertools
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -19,18 +25,92 @@ else:  # pragma: no cover
 
 from ..spec import ConvSpec, PoolSpec, conv_spec, pool_spec
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 PRESETS = ("smoke", "quick", "full")
 OPS = ("conv2d", "max_pool2d", "avg_pool2d")
-CONV_PARAMS = {"batch": 1, "channels": 0, "in_channels": 1, "out_channels": 1, "image_size": 32,
-               "kernel_size": 3, "stride": 1, "padding": 0, "dilation": 1, "flip": False,
-               "dtype": "float32"}
-POOL_PARAMS = {"batch": 1, "in_channels": 1, "image_size": 32, "pool_size": 2,
-               "pool_stride": 0, "padding": 0, "dtype": "float32"}  # pool_stride 0: = pool_size
 PLOTS = ("time_vs_x", "pareto", "pooling_tradeoff", "layers_bar", "auto_regret")
-TOP_KEYS = {"name", "description", "plots", "x", "repeats", "target_seconds", "max_case_seconds",
-            "series", "presets", "algorithms"}
-SERIES_KEYS = {"label", "op", "group", "fixed", "sweep", "random"}
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+Number = Union[StrictInt, float]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConvParams(_Strict):
+    batch: StrictInt = Field(1, ge=0)
+    channels: StrictInt = Field(0, ge=0)  # sets in_channels and out_channels together
+    in_channels: StrictInt = Field(1, ge=1)
+    out_channels: StrictInt = Field(1, ge=1)
+    image_size: StrictInt = Field(32, ge=1)
+    kernel_size: StrictInt = Field(3, ge=1)
+    stride: StrictInt = Field(1, ge=1)
+    padding: StrictInt = Field(0, ge=0)
+    dilation: StrictInt = Field(1, ge=1)
+    flip: StrictBool = False
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+class PoolParams(_Strict):
+    batch: StrictInt = Field(1, ge=0)
+    in_channels: StrictInt = Field(1, ge=1)
+    image_size: StrictInt = Field(32, ge=1)
+    pool_size: StrictInt = Field(2, ge=1)
+    pool_stride: StrictInt = Field(0, ge=0)  # 0: the pool size
+    padding: StrictInt = Field(0, ge=0)
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+PARAMS = {"conv2d": ConvParams, "max_pool2d": PoolParams, "avg_pool2d": PoolParams}
+CONV_PARAMS = tuple(ConvParams.model_fields)
+POOL_PARAMS = tuple(PoolParams.model_fields)
+ALL_PARAMS = tuple(dict.fromkeys(CONV_PARAMS + POOL_PARAMS))
+Scalar = Union[StrictBool, StrictInt, float, str]
+
+
+class RandomLayers(_Strict):
+    count: StrictInt = Field(ge=1)
+    seed: StrictInt
+    max_flops: Number = Field(2e9, gt=0)
+
+
+class RandomOverride(_Strict):
+    count: Optional[StrictInt] = Field(None, ge=1)
+    seed: Optional[StrictInt] = None
+    max_flops: Optional[Number] = Field(None, gt=0)
+
+
+class SeriesFile(_Strict):
+    label: Optional[str] = None
+    op: Literal["conv2d", "max_pool2d", "avg_pool2d"]
+    group: str = ""
+    fixed: dict[str, Scalar] = {}
+    sweep: dict[str, list[Scalar]] = {}
+    random: Optional[RandomLayers] = None
+
+
+class PresetFile(_Strict):
+    repeats: Optional[StrictInt] = Field(None, ge=3)
+    target_seconds: Optional[Number] = Field(None, gt=0)
+    max_case_seconds: Optional[Number] = Field(None, gt=0)
+    noise: Optional[Number] = Field(None, gt=0)
+    fixed: dict[str, Scalar] = {}
+    sweep: dict[str, list[Scalar]] = {}
+    random: RandomOverride = RandomOverride()
+
+
+class ExperimentFile(_Strict):
+    name: str = Field(pattern=SLUG)
+    description: str
+    plots: list[Literal["time_vs_x", "pareto", "pooling_tradeoff", "layers_bar",
+                        "auto_regret"]] = []
+    x: Optional[str] = None
+    repeats: StrictInt = Field(5, ge=3)
+    target_seconds: Number = Field(0.05, gt=0)
+    max_case_seconds: Number = Field(10.0, gt=0)
+    noise: Number = Field(0.05, gt=0)  # relative spread (IQR / median) a result must settle to
+    algorithms: Optional[list[str]] = None
+    series: list[SeriesFile] = Field(min_length=1)
+    presets: dict[Literal["smoke", "quick", "full"], PresetFile] = {}
 
 
 class ExperimentError(ValueError):
@@ -62,29 +142,30 @@ class Experiment:
     repeats: int
     target_seconds: float
     max_case_seconds: float = 10.0
+    noise: float = 0.05
     series: list[dict] = field(default_factory=list)
     algorithms: list[str] | None = None  # None: every registered algorithm
+    preset: str = "quick"
 
     def cases(self) -> list[Case]:
         out = []
         for s in self.series:
-            if s.get("random"):  # a seeded random set of layers (suite.random_layers)
+            if s["random"]:  # a seeded random set of layers (suite.random_layers)
                 from .suite import random_layers
 
                 r = s["random"]
-                for spec in random_layers(r["count"], r["seed"], r.get("max_flops", 2e9)):
+                for spec in random_layers(r["count"], r["seed"], r["max_flops"]):
                     params = {"batch": spec.n, "in_channels": spec.c, "out_channels": spec.k,
                               "image_size": spec.h, "kernel_size": spec.kh,
                               "stride": spec.stride[0], "padding": spec.pad[0]}
-                    out.append(Case(self.name, s["label"], s.get("group", ""), params, spec))
+                    out.append(Case(self.name, s["label"], s["group"], params, spec))
                 continue
             axes = list(s["sweep"].items())
-            values = itertools.product(*[v for _, v in axes]) if axes else [()]
-            for combo in values:
+            for combo in itertools.product(*[v for _, v in axes]):
                 params = dict(s["fixed"], **dict(zip([k for k, _ in axes], combo)))
                 spec = build_spec(s["op"], params, f"{self.path.name} series {s['label']!r}")
                 if spec is not None:
-                    out.append(Case(self.name, s["label"], s.get("group", ""), params, spec))
+                    out.append(Case(self.name, s["label"], s["group"], params, spec))
         return out
 
 
@@ -113,13 +194,26 @@ def build_spec(op: str, params: dict, where: str) -> ConvSpec | PoolSpec | None:
         raise ExperimentError(f"{where}: {exc}") from None
 
 
+def experiments_dir() -> Path:
+    """The experiments shipped inside the package (installed as package data)."""
+    return Path(str(resources.files("convbench") / "experiments"))
+
+
 def available() -> dict[str, Path]:
     """Shipped experiments by name."""
-    return {p.stem: p for p in sorted(EXPERIMENTS_DIR.glob("*.toml"))}
+    return {p.stem: p for p in sorted(experiments_dir().glob("*.toml"))}
 
 
-def _fail(path: Path, key: str, message: str):
-    raise ExperimentError(f"{path}: key {key!r}: {message}")
+def _where(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _schema_error(path: Path, exc: ValidationError) -> ExperimentError:
+    first = exc.errors()[0]
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    value = f", got {first['input']!r}" if "input" in first and first["type"] not in (
+        "missing", "extra_forbidden") else ""
+    return ExperimentError(f"{path}: key {_where(first['loc'])!r}: {first['msg']}{value}{more}")
 
 
 def load(name_or_path: str, preset: str = "quick") -> Experiment:
@@ -131,77 +225,74 @@ def load(name_or_path: str, preset: str = "quick") -> Experiment:
         shipped = available()
         if name_or_path not in shipped:
             raise ExperimentError(
-                f"unknown experiment {name_or_path!r}; shipped: {', '.join(shipped)}")
+                f"unknown experiment {name_or_path!r}; shipped: {', '.join(shipped) or 'none'}")
         path = shipped[name_or_path]
-    if not path.exists():
-        raise ExperimentError(f"experiment file {path} does not exist")
+    if not path.is_file():
+        raise ExperimentError(f"experiment file {path} does not exist or is not a file")
     try:
         data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ExperimentError(f"{path}: not valid TOML: {exc}") from None
-    return _parse(path, data, preset)
+    except OSError as exc:
+        raise ExperimentError(f"{path}: cannot read: {exc}") from None
+    try:
+        parsed = ExperimentFile.model_validate(data)
+    except ValidationError as exc:
+        raise _schema_error(path, exc) from None
+    return _build(path, parsed, preset)
 
 
-def _parse(path: Path, data: dict, preset: str) -> Experiment:
-    unknown = set(data) - TOP_KEYS
-    if unknown:
-        _fail(path, sorted(unknown)[0], f"unknown key; allowed: {', '.join(sorted(TOP_KEYS))}")
-    for key in ("name", "description", "series"):
-        if key not in data:
-            _fail(path, key, "missing")
-    override = data.get("presets", {}).get(preset, {})
-    plots = data.get("plots", [])
-    for plot in plots:
-        if plot not in PLOTS:
-            _fail(path, "plots", f"unknown plot {plot!r}; allowed: {', '.join(PLOTS)}")
-    repeats = override.get("repeats", data.get("repeats", 5))
-    if not isinstance(repeats, int) or repeats < 5:
-        _fail(path, "repeats", f"must be an integer >= 5, got {repeats!r}")
-    target = override.get("target_seconds", data.get("target_seconds", 0.05))
-    if not isinstance(target, (int, float)) or target <= 0:
-        _fail(path, "target_seconds", f"must be a positive number, got {target!r}")
-    max_case = override.get("max_case_seconds", data.get("max_case_seconds", 10.0))
-    if not isinstance(max_case, (int, float)) or max_case <= 0:
-        _fail(path, "max_case_seconds", f"must be a positive number, got {max_case!r}")
+def _params(path: Path, where: str, op: str, values: dict) -> dict:
+    """Validate one series' (or preset's) parameters against its op's schema."""
+    try:
+        return PARAMS[op].model_validate(values).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ExperimentError(f"{path}: key '{where}.{_where(first['loc'])}': {first['msg']}; "
+                              f"parameters of {op}: {', '.join(PARAMS[op].model_fields)}"
+                              ) from None
+
+
+def _build(path: Path, data: ExperimentFile, preset: str) -> Experiment:
+    override = data.presets.get(preset, PresetFile())
+    for table in ("fixed", "sweep"):
+        for key in getattr(override, table):
+            if key not in ALL_PARAMS:
+                raise ExperimentError(f"{path}: key 'presets.{preset}.{table}.{key}': unknown "
+                                      f"parameter; known: {', '.join(ALL_PARAMS)}")
     series = []
-    if not isinstance(data["series"], list) or not data["series"]:
-        _fail(path, "series", "must be a non-empty array of tables ([[series]])")
-    for i, raw in enumerate(data["series"]):
-        where = f"series[{i}]"
-        unknown = set(raw) - SERIES_KEYS
-        if unknown:
-            _fail(path, f"{where}.{sorted(unknown)[0]}",
-                  f"unknown key; allowed: {', '.join(sorted(SERIES_KEYS))}")
-        op = raw.get("op")
-        if op not in OPS:
-            _fail(path, f"{where}.op", f"must be one of {', '.join(OPS)}, got {op!r}")
-        defaults = CONV_PARAMS if op == "conv2d" else POOL_PARAMS
-        fixed = dict(defaults)
-        for table in ("fixed", "sweep"):
-            for key, value in raw.get(table, {}).items():
-                if key not in defaults:
-                    _fail(path, f"{where}.{table}.{key}",
-                          f"unknown parameter for {op}; allowed: {', '.join(defaults)}")
-                if table == "sweep" and (not isinstance(value, list) or not value):
-                    _fail(path, f"{where}.sweep.{key}", "must be a non-empty list")
-        fixed.update(raw.get("fixed", {}))
-        fixed.update({k: v for k, v in override.get("fixed", {}).items() if k in defaults})
-        sweep = dict(raw.get("sweep", {}))
-        sweep.update({k: v for k, v in override.get("sweep", {}).items() if k in sweep})
-        label = raw.get("label", f"series {i}")
-        random = raw.get("random")
-        if random is not None:
-            random = dict(random, **override.get("random", {}))
-            if op != "conv2d" or not isinstance(random.get("count"), int) or not isinstance(
-                    random.get("seed"), int):
-                _fail(path, f"{where}.random", "needs op = 'conv2d' and integer count and seed")
-        series.append({"label": label, "op": op, "group": raw.get("group", ""),
+    for i, raw in enumerate(data.series):
+        where = f"series.{i}"
+        names = PARAMS[raw.op].model_fields
+        for key, values in raw.sweep.items():
+            if not values:
+                raise ExperimentError(f"{path}: key '{where}.sweep.{key}': must be a "
+                                      "non-empty list")
+        fixed = dict(raw.fixed)
+        fixed.update({k: v for k, v in override.fixed.items() if k in names})
+        sweep = dict(raw.sweep)
+        sweep.update({k: v for k, v in override.sweep.items() if k in sweep})
+        for key, values in sweep.items():  # every swept value must be valid for the op
+            for value in values:
+                _params(path, f"{where}.sweep", raw.op, {**fixed, key: value})
+        fixed = _params(path, f"{where}.fixed", raw.op, fixed)
+        random = None
+        if raw.random is not None:
+            if raw.op != "conv2d":
+                raise ExperimentError(f"{path}: key '{where}.random': only for op = 'conv2d'")
+            random = raw.random.model_dump()
+            random.update({k: v for k, v in override.random.model_dump().items()
+                           if v is not None})
+        series.append({"label": raw.label or f"series {i}", "op": raw.op, "group": raw.group,
                        "fixed": fixed, "sweep": sweep, "random": random})
-    algorithms = data.get("algorithms")
-    if algorithms is not None and (not isinstance(algorithms, list) or not all(
-            isinstance(a, str) for a in algorithms)):
-        _fail(path, "algorithms", "must be a list of algorithm names")
-    experiment = Experiment(data["name"], data["description"], path, plots, data.get("x"),
-                            repeats, float(target), float(max_case), series, algorithms)
+    pick = lambda key: getattr(override, key) if getattr(override, key) is not None else (  # noqa: E731
+        getattr(data, key))
+    experiment = Experiment(data.name, data.description, path, list(data.plots), data.x,
+                            pick("repeats"), float(pick("target_seconds")),
+                            float(pick("max_case_seconds")), float(pick("noise")), series,
+                            data.algorithms, preset)
+    if experiment.x is not None and experiment.x not in ALL_PARAMS:
+        raise ExperimentError(f"{path}: key 'x': must be a parameter name ({', '.join(ALL_PARAMS)})"
+                              f", got {experiment.x!r}")
     experiment.cases()  # validate every case now: a bad value names the file and series
     return experiment

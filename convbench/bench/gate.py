@@ -1,99 +1,140 @@
-"""Performance regression gate that holds across machines and noise.
+"""Performance regression gate that holds across runs and noise, per machine.
 
-Absolute times do not carry between machines, so every measurement session also times a fixed
-control (a float32 GEMM, 384^3) interleaved round-robin with the algorithms, and stores each
-algorithm's time as the median over rounds of algorithm/control. A committed baseline of these
-ratios is compared with a fresh measurement: an algorithm whose normalised time grew by more
-than the threshold (25% by default, overridable per layer) fails the gate.
+Every algorithm is timed interleaved round-robin with a control of its own kind (a BLAS GEMM
+for BLAS-bound algorithms, a Numba stencil for our loops, an FFT for FFT-bound ones, a memory
+copy for memory-bound ones: ``controls.py``), and each round gives one ratio algorithm /
+control. Baselines of these per-round ratios are kept per machine (asv's machine concept), in
+``tests/benchmarks/baselines/<machine>.json``; a fresh measurement regresses when the 95%
+bootstrap interval of its median ratio over the baseline's lies wholly above 1 + threshold.
+On a machine without a baseline the gate says so and how to make one, instead of comparing
+with another machine's numbers.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from .. import registry
+from .. import machine, registry, timing
 from ..reference import random_inputs
-from . import timer
+from . import controls, stats
 from .suite import Layer
 
-BASELINE = Path(__file__).resolve().parents[2] / "tests" / "benchmarks" / "baseline.json"
-CONTROL_SIZE = 384
+BASELINES = Path(__file__).resolve().parents[2] / "tests" / "benchmarks" / "baselines"
 DEFAULT_THRESHOLD = 0.25
-CONTROL = "control_gemm"
 
 
-def control_fn() -> Callable[[], object]:
-    """The fixed control: a float32 GEMM of CONTROL_SIZE^3 into a preallocated output."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((CONTROL_SIZE, CONTROL_SIZE), dtype=np.float32)
-    b = rng.standard_normal((CONTROL_SIZE, CONTROL_SIZE), dtype=np.float32)
-    c = np.empty_like(a)
-    return lambda: np.dot(a, b, out=c)
+@dataclass
+class Result:
+    layer: str
+    algorithm: str
+    control: str
+    ratio: float  # median(new) / median(baseline), or nan without a baseline
+    low: float
+    high: float
+    verdict: str  # "regression", "ok", "improved" or "new"
+    allowed: float
 
 
-def measure(layers: list[Layer], repeats: int = 7, target_seconds: float = 0.02,
-            include_peers: bool = False) -> dict[str, float]:
-    """``{"layer|algorithm": median over rounds of time/control}`` for every registered CPU
-    algorithm that supports the layer (new algorithms are picked up from the registry)."""
-    ratios = {}
-    control = control_fn()
+def baseline_path(identity: str | None = None) -> Path:
+    """This machine's baseline file (by CPU model, architecture and cores)."""
+    return BASELINES / f"{machine.machine_slug(identity)}.json"
+
+
+def measure(layers: list[Layer], repeats: int = 9, target_seconds: float = 0.02,
+            include_peers: bool = False) -> dict[str, dict]:
+    """``{"layer|algorithm": {"control": kind, "ratios": [time/control of each round]}}`` for
+    every registered CPU algorithm that supports the layer (new algorithms are picked up from
+    the registry)."""
+    samples = {}
+    ready = {}
     for layer in layers:
         spec = layer.spec
         x, w = random_inputs(spec)
-        fns = {CONTROL: control}
-        for algo in registry.algorithms(spec.op, "cpu"):
-            if (algo.is_peer and not include_peers) or not algo.supports(spec):
+        for algo in registry.algorithms(spec.op, "cpu", peers=None if include_peers else False):
+            if not algo.supports(spec):
                 continue
-            fns[algo.name] = algo.bound(spec, x, w)
-        loops = {}
-        for name, fn in fns.items():
+            if algo.bound_by not in ready:
+                ready[algo.bound_by] = controls.control(algo.bound_by)
+            fn = algo.bound(spec, x, w)
             fn()  # compile / first call, untimed
-            loops[name], _ = timer.calibrate(fn, target_seconds)
-        rounds = timer.round_robin(fns, loops, repeats)
-        for name, times in rounds.items():
-            if name != CONTROL:
-                ratios[f"{layer.name}|{name}"] = 1.0 / timer.median_round_ratio(
-                    times, rounds[CONTROL])
-    return ratios
+            got = timing.measure({"algorithm": fn, "control": ready[algo.bound_by]},
+                                 min_rounds=repeats, max_rounds=repeats,
+                                 target_seconds=target_seconds)
+            ratios = np.asarray(got["algorithm"].rounds) / np.asarray(got["control"].rounds)
+            samples[f"{layer.name}|{algo.name}"] = {"control": algo.bound_by,
+                                                    "ratios": [float(r) for r in ratios]}
+    return samples
 
 
-def check(measured: dict[str, float], baseline: dict, threshold: float | None = None) -> list[str]:
-    """Messages for every (layer, algorithm) whose normalised time exceeds the baseline by more
-    than its threshold; empty when the gate passes. Unknown keys (new algorithms) pass."""
+def check(measured: dict[str, dict], baseline: dict, threshold: float | None = None
+          ) -> list[Result]:
+    """A verdict per (layer, algorithm): 'regression' when the bootstrap interval of the
+    ratio new/baseline lies wholly above 1 + its allowed slowdown; 'new' without a baseline."""
     default = baseline.get("threshold", DEFAULT_THRESHOLD) if threshold is None else threshold
     per_layer = baseline.get("layer_thresholds", {})
-    failures = []
-    for key, new in sorted(measured.items()):
-        old = baseline["ratios"].get(key)
-        if old is None:
-            continue
+    results = []
+    for key, got in sorted(measured.items()):
         layer, algo = key.split("|")
-        limit = per_layer.get(layer, default) if threshold is None else threshold
-        if new > old * (1 + limit):
-            failures.append(
-                f"{algo} on {layer}: time/control {new:.3g} vs baseline {old:.3g} "
-                f"(+{(new / old - 1) * 100:.0f}%, allowed +{limit * 100:.0f}%)")
-    return failures
+        new, control = got["ratios"], got["control"]
+        allowed = per_layer.get(layer, default) if threshold is None else threshold
+        old = baseline.get("samples", {}).get(key)
+        if not old:
+            results.append(Result(layer, algo, control, np.nan, np.nan, np.nan, "new", allowed))
+            continue
+        ratio, lo, hi = stats.median_ratio_interval(new, old)
+        verdict = ("regression" if lo > 1 + allowed else
+                   "improved" if hi < 1 / (1 + allowed) else "ok")
+        results.append(Result(layer, algo, control, ratio, lo, hi, verdict, allowed))
+    return results
 
 
-def load_baseline(path: Path = BASELINE) -> dict:
-    if not Path(path).exists():
-        raise ValueError(f"no baseline at {path}; create it with `python -m convbench baseline`")
-    return json.loads(Path(path).read_text())
+def load_baseline(path: Path | None = None) -> dict | None:
+    """This machine's baseline (or the file given), None when there is none."""
+    path = Path(path) if path else baseline_path()
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"baseline {path} is damaged ({exc}); write a new one with "
+                         "`python -m convbench baseline`") from None
+    if not isinstance(data, dict) or not isinstance(data.get("samples"), dict):
+        raise ValueError(f"baseline {path} is not a convbench baseline; write a new one with "
+                         "`python -m convbench baseline`")
+    return data
 
 
-def save_baseline(ratios: dict[str, float], env: dict, path: Path = BASELINE,
-                  previous: dict | None = None) -> None:
-    """Write the ratios, keeping the thresholds of the previous baseline file."""
+def save_baseline(samples: dict[str, list[float]], env: dict, path: Path | None = None,
+                  previous: dict | None = None) -> Path:
+    """Write the per-round ratios (``{"layer|algorithm": [ratio, ...]}``), keeping the
+    thresholds of the previous baseline."""
+    path = Path(path) if path else baseline_path()
     previous = previous or {}
     data = {
-        "control": f"float32 GEMM {CONTROL_SIZE}^3 (numpy.dot)",
+        "machine": machine.machine_id(),
+        "controls": controls.describe(),
         "threshold": previous.get("threshold", DEFAULT_THRESHOLD),
         "layer_thresholds": previous.get("layer_thresholds", {}),
-        "machine": {k: env.get(k) for k in ("cpu", "cores", "versions")},
-        "ratios": {k: round(v, 4) for k, v in sorted(ratios.items())},
+        "environment": {k: env.get(k) for k in ("cpu", "cores", "cpu_flags", "blas",
+                                                "numba_threading_layer", "versions")},
+        "samples": {k: [round(v, 5) for v in vs] for k, vs in sorted(samples.items())},
     }
-    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def format_results(results: list[Result]) -> str:
+    from tabulate import tabulate
+
+    rows = [[r.layer, r.algorithm, r.control,
+             "" if np.isnan(r.ratio) else f"{r.ratio:.3f}",
+             "" if np.isnan(r.ratio) else f"{(r.ratio - 1) * 100:+.0f}%",
+             "" if np.isnan(r.low) else f"{r.low:.2f}-{r.high:.2f}",
+             f"+{r.allowed * 100:.0f}%", r.verdict.upper() if r.verdict == "regression"
+             else r.verdict] for r in results]
+    return tabulate(rows, headers=["layer", "algorithm", "control", "now/baseline", "change",
+                                   "95% CI", "allowed", "verdict"])

@@ -16,6 +16,7 @@ import numba
 from numba import get_thread_id, njit, prange
 
 from .. import workspace
+from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
 
@@ -101,7 +102,7 @@ def _direct_v2(x, w, out, sh, sw, pt, pl, dh, dw, flip, acc_ws, row_ws):
     k_out, _, kh, kw = w.shape
     ho, wo = out.shape[2], out.shape[3]
     row_len = row_ws.shape[1]
-    k_blocks = (k_out + K_BLOCK - 1) // K_BLOCK
+    k_blocks = ceil_div(k_out, K_BLOCK)
     for task in prange(n_img * k_blocks * ho):
         oh = task % ho
         n = task // (ho * k_blocks)
@@ -176,8 +177,8 @@ def _direct_v3(x, w, out, pt, pl, dh, dw, flip, band, acc_ws, stage_ws):
     ho, wo = out.shape[2], out.shape[3]
     pitch = wo + dw * (kw - 1)  # Wp: the padded input width, = Wo + ekw - 1 at stride 1
     stage_rows = band + dh * (kh - 1)
-    k_blocks = (k_out + K_BLOCK - 1) // K_BLOCK
-    n_bands = (ho + band - 1) // band
+    k_blocks = ceil_div(k_out, K_BLOCK)
+    n_bands = ceil_div(ho, band)
     for task in prange(n_img * k_blocks * n_bands):
         oh0 = (task % n_bands) * band
         n = task // (n_bands * k_blocks)
@@ -243,8 +244,8 @@ def band_rows(spec: ConvSpec, threads: int) -> int:
     ho = spec.out_size[0]
     pitch = spec.padded_size[1]
     band = max(1, min(ho, WIDE_ROW_TARGET // pitch))
-    tasks_per_band = spec.n * -(-spec.k // K_BLOCK)
-    while band > 1 and tasks_per_band * -(-ho // band) < 4 * threads:
+    tasks_per_band = spec.n * ceil_div(spec.k, K_BLOCK)
+    while band > 1 and tasks_per_band * ceil_div(ho, band) < 4 * threads:
         band = (band + 1) // 2
     return band
 
@@ -290,8 +291,37 @@ def direct_conv2d_v1(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray
     return out
 
 
+def direct_cost_features(spec: ConvSpec) -> list[float]:
+    """v3 (stride 1) and v2 (strided) are different loops, so each has its own terms:
+    multiply-adds in blocks of 4 output channels and in the remainder (3 loads feed 12
+    multiply-adds, or 3), staged input values (each band restages its kernel-height halo),
+    calls of the inner vector loop (a fixed cost each, which dominates on small images), and
+    outputs written."""
+    n, c, k = spec.n, spec.c, spec.k
+    ho, wo = spec.out_size
+    ekh, ekw = spec.effective_kernel
+    k_blocks = ceil_div(k, K_BLOCK)
+    taps = c * spec.kh * spec.kw
+    v3 = [0.0] * 4
+    v2 = [0.0] * 3
+    if spec.stride == (1, 1):  # wide rows of pitch Wp
+        pitch = spec.padded_size[1]
+        band = band_rows(spec, numba.config.NUMBA_NUM_THREADS)
+        n_bands = ceil_div(ho, band)
+        v3 = [n * (k // K_BLOCK) * K_BLOCK * taps * ho * pitch,
+              n * (k % K_BLOCK) * taps * ho * pitch,
+              n * k_blocks * n_bands * c * (band + ekh - 1) * pitch,
+              n * k_blocks * n_bands * c * spec.kh * ceil_div(spec.kw, 3)]
+    else:
+        row_len = (wo - 1) * spec.stride[1] + ekw
+        v2 = [n * k * taps * ho * wo, n * k_blocks * ho * c * spec.kh * row_len,
+              n * k_blocks * ho * taps]
+    return [1.0, *v3, *v2, n * k * ho * wo]
+
+
 register(Algorithm(
     name="direct", op="conv2d", device="cpu", run=direct_conv2d,
-    workspace_bytes=direct_workspace_bytes,
+    workspace_bytes=direct_workspace_bytes, cost_features=direct_cost_features,
+    rough_cost=lambda spec: float(spec.flops),
     description="nested loops, parallel over image x 4-channel block x row, vectorised rows",
 ))

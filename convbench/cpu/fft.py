@@ -20,8 +20,9 @@ from numba import njit, prange
 from .. import workspace
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from .spectral import (complex_dtype, fast_len, fft_columns, irfft2, kernel_spectra,
-                       rfft2_rows_peak, rfft_rows, spectral_mac)
+from .spectral import (complex_dtype, fast_len, fft_columns, fft_cost_features, fft_growth,
+                       fft_rough_cost, irfft2, kernel_spectra, rfft2_rows_peak, rfft_rows,
+                       spectral_mac)
 
 
 def transform_shape(spec: ConvSpec) -> tuple[int, int]:
@@ -96,6 +97,8 @@ def fft_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 register(Algorithm(
     name="fft", op="conv2d", device="cpu", run=fft_conv2d, workspace_bytes=fft_workspace_bytes,
+    cost_features=lambda spec: fft_cost_features(spec, *transform_shape(spec)),
+    rough_cost=lambda spec: fft_rough_cost(spec, *transform_shape(spec)),
+    transform_growth=fft_growth, error_model="fft", bound_by="fft",
     description="convolution theorem: rFFT once per plane and kernel, Numba spectral MAC",
-    error_model="fft", tags=("fft",),
 ))

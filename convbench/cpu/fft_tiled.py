@@ -18,15 +18,15 @@ from numba import njit, prange
 from .. import workspace
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from .spectral import (complex_dtype, fast_len, irfft2, kernel_spectra, kernel_spectra_peak,
-                       rfft2, spectral_mac)
+from ..arith import ceil_div
+from .spectral import (complex_dtype, fast_len, fft_cost_features, fft_growth, fft_rough_cost,
+                       irfft2, kernel_spectra, kernel_spectra_peak, rfft2, spectral_mac)
 
 CHUNK_ELEMS = 1 << 16  # real elements of staged tiles per chunk (256 KiB in float32: L2-sized)
 
 
-TRANSFORM_OVERHEAD = 64  # per-transform cost in units of P*log2(P); fitted so that the
-# choice matches the fastest measured tile on one 512x512 channel (P=32..64 for 3x3, 64 for 7x7,
-# 128 for 15x15; 2-core x86 laptop CPU, scipy 1.17 pocketfft)
+TRANSFORM_OVERHEAD = 64  # per-transform cost in units of P*log2(P): chosen so that the plan
+# picks the fastest measured tile length on one 512x512 channel (scipy 1.17's pocketfft)
 
 
 def tile_length(ek: int, size: int) -> int:
@@ -50,9 +50,9 @@ def plan(spec: ConvSpec) -> tuple[int, int, int, int, int]:
     ekh, ekw = spec.effective_kernel
     p, q = tile_length(ekh, spec.h), tile_length(ekw, spec.w)
     bh, bw = p - ekh + 1, q - ekw + 1
-    tiles_w = -(-spec.w // bw)
+    tiles_w = ceil_div(spec.w, bw)
     per_row = spec.n * spec.c * tiles_w * p * q
-    rows = max(1, min(-(-spec.h // bh), CHUNK_ELEMS // max(1, per_row)))
+    rows = max(1, min(ceil_div(spec.h, bh), CHUNK_ELEMS // max(1, per_row)))
     return p, q, bh, bw, rows
 
 
@@ -61,7 +61,7 @@ def _stage_tiles(x, buf, r0_tile, bh, bw):
     """buf[n, c, t] = block t of the chunk starting at block-row ``r0_tile``, zero-extended."""
     n_img, c_in, h, wid = x.shape
     n_tiles = buf.shape[2]
-    tiles_w = -(-wid // bw)
+    tiles_w = ceil_div(wid, bw)
     for task in prange(n_img * c_in * n_tiles):
         t = task % n_tiles
         c = (task // n_tiles) % c_in
@@ -101,8 +101,8 @@ def _overlap_add(z, out, r0_tile, n_tile_rows, tiles_w, bh, bw, ekh, ekw, sh, sw
                 # full-correlation columns of this tile are v in [a, a + bw + ekw - 1) with
                 # v = ow*sw + a0; only the output columns in that window are visited
                 a = tc * bw + pl - (ekw - 1)
-                lo = max(0, -((-a) // sw))
-                hi = min(wo, -((-(a + bw + ekw - 1)) // sw))
+                lo = max(0, ceil_div(a, sw))
+                hi = min(wo, ceil_div(a + bw + ekw - 1, sw))
                 for ow in range(lo, hi):
                     v = ow * sw - a  # column within the tile's full correlation
                     out[n, k, oh, ow] += z[n, k, t, zr, (v - (ekw - 1)) % q]
@@ -112,7 +112,7 @@ def fft_tiled_workspace_bytes(spec: ConvSpec) -> int:
     """Kernel spectra (and their staging buffer) plus the peak of one chunk of tiles."""
     p, q, bh, bw, rows = plan(spec)
     qh = q // 2 + 1
-    tiles = rows * -(-spec.w // bw)
+    tiles = rows * ceil_div(spec.w, bw)
     real = lambda *s: workspace.nbytes(s, spec.dtype)  # noqa: E731
     cplx = lambda *s: workspace.nbytes(s, complex_dtype(spec.dtype))  # noqa: E731
     n, c, k = spec.n, spec.c, spec.k
@@ -130,7 +130,7 @@ def fft_tiled_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray
     p, q, bh, bw, rows = plan(spec)
     qh = q // 2 + 1
     ekh, ekw = spec.effective_kernel
-    tiles_w, tiles_h = -(-spec.w // bw), -(-spec.h // bh)
+    tiles_w, tiles_h = ceil_div(spec.w, bw), ceil_div(spec.h, bh)
     out = np.zeros(spec.out_shape, dtype=x.dtype)  # first, so the measured peak is out + workspace
     wf = kernel_spectra(w, spec, p, q).reshape(spec.k, spec.c, p * qh)
     for r0 in range(0, tiles_h, rows):
@@ -151,9 +151,24 @@ def fft_tiled_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray
     return out
 
 
+def _tiling(spec: ConvSpec) -> tuple[int, int, int, int]:
+    """(P, Q, tiles, chunks) of the plan."""
+    p, q, bh, bw, rows = plan(spec)
+    tiles_h = ceil_div(spec.h, bh)
+    return p, q, tiles_h * ceil_div(spec.w, bw), ceil_div(tiles_h, rows)
+
+
+def fft_tiled_cost_features(spec: ConvSpec) -> list[float]:
+    """The FFT family's features, per tile, with two passes over the outputs (zeroing, then
+    overlap-add)."""
+    p, q, tiles, chunks = _tiling(spec)
+    return fft_cost_features(spec, p, q, tiles, chunks, read_out=2)
+
+
 register(Algorithm(
     name="fft_tiled", op="conv2d", device="cpu", run=fft_tiled_conv2d,
-    workspace_bytes=fft_tiled_workspace_bytes,
+    workspace_bytes=fft_tiled_workspace_bytes, cost_features=fft_tiled_cost_features,
+    rough_cost=lambda spec: fft_rough_cost(spec, *_tiling(spec)[:3]),
+    transform_growth=fft_growth, error_model="fft", bound_by="fft",
     description="overlap-add: FFT of tiles ~2-8x the kernel, tails added; small workspace",
-    error_model="fft", tags=("fft",),
 ))

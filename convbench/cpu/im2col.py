@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit
 
 from .. import workspace
+from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
 
@@ -22,9 +23,9 @@ def _unfold_image(x, n, cols, ho, wo, kh, kw, sh, sw, pt, pl, dh, dw, flip):
     """cols[(c, i, j), (oh, ow)] = padded x[n, c, oh*sh + i*dh, ow*sw + j*dw] (taps reversed
     when ``flip``).
 
-    Serial on purpose: the GEMM that follows runs on OpenBLAS's threads, and Numba's OpenMP
-    workers keep spinning after a parallel region, so a parallel unfold made each GEMM up to
-    6x slower on 2 cores (measured: VGG layer 64 ms vs 10 ms). The unfold is ~10% of the time.
+    Serial on purpose: the GEMM that follows runs on OpenBLAS's threads, and workers of a
+    parallel unfold that keep spinning after it would take the cores from the GEMM; the unfold
+    is a small part of the time.
     """
     c_in, h, wid = x.shape[1], x.shape[2], x.shape[3]
     for row in range(c_in * kh * kw):
@@ -75,8 +76,32 @@ def im2col_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     return out
 
 
+L2_BYTES = 1 << 20  # an unfolded matrix larger than this (a typical L2) streams through memory
+
+
+def im2col_cost_features(spec: ConvSpec) -> list[float]:
+    """The serial unfold per value (strided reads cost more; past L2 the matrix is written and
+    read again from memory) and per (tap, output row) loop, then the GEMM: FLOPs, FLOPs with
+    the output channels padded to OpenBLAS's 16-row kernel (small K wastes it), bytes of its
+    operands, and a fixed cost per image (per GEMM call for a 1x1 layer, which needs no
+    unfold)."""
+    n, c, k = spec.n, spec.c, spec.k
+    ho, wo = spec.out_size
+    pointwise = _is_pointwise(spec)
+    depth, pixels = c * spec.kh * spec.kw, ho * wo
+    unfold = 0 if pointwise else n * depth * pixels
+    spills = depth * pixels * spec.itemsize > L2_BYTES
+    return [1.0, unfold, unfold if spec.stride != (1, 1) else 0.0, unfold if spills else 0.0,
+            0 if pointwise else n * depth * ho,
+            2.0 * n * k * depth * pixels, 2.0 * n * 16 * ceil_div(k, 16) * depth * pixels,
+            n * (k * depth + depth * pixels + k * pixels),
+            0 if pointwise else n, n if pointwise else 0]
+
+
 register(Algorithm(
     name="im2col", op="conv2d", device="cpu", run=im2col_conv2d,
-    workspace_bytes=im2col_workspace_bytes,
+    workspace_bytes=im2col_workspace_bytes, cost_features=im2col_cost_features,
+    rough_cost=lambda spec: spec.flops * (0.5 if _is_pointwise(spec) else 1.0),
+    bound_by="blas",
     description="unfold + one BLAS GEMM per image; 1x1 layers are a plain GEMM",
 ))

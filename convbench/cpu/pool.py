@@ -111,6 +111,7 @@ def avg_pool(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
 
 
 register(Algorithm(name="direct", op="max_pool2d", device="cpu", run=max_pool,
-                   description="one pass, parallel over output rows"))
+                   bound_by="memory", description="one pass, parallel over output rows"))
 register(Algorithm(name="direct", op="avg_pool2d", device="cpu", run=avg_pool,
-                   description="one pass, parallel over output rows"))
+                   bound_by="memory", description="one pass, parallel over output rows"))
+

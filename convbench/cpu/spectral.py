@@ -1,38 +1,39 @@
 """Pieces shared by the FFT algorithms: transform sizes, staging kernels into transform
-buffers, and the spectral multiply-accumulate over input channels (ours, in Numba).
+buffers, the spectral multiply-accumulate over input channels (ours, in Numba), and the cost
+features of an FFT convolution.
 
-Transforms use ``scipy.fft`` (pocketfft), by default on one thread (CONVBENCH_FFT_WORKERS sets
-more): on the project's 2 cores, pocketfft's own thread pool next to Numba's made every FFT
-algorithm slower and erratic (round-robin medians: 512x512 15x15 1.35-2.4 ms with 2 workers vs
-1.28-1.32 with 1; N8 C3 28x28 K32 21x21 0.69-0.82 vs 0.61-0.64; N4 C16 64x64 9x9 2.06-3.56
-vs 2.01-2.09), while the spectral multiply-accumulate, the larger part, runs on all cores in
-Numba. rocket-fft (FFTs inside
-``@njit``) was not adopted: its buffers come from Numba's allocator, invisible to the
-tracemalloc measurement that checks every declared workspace.
+Transforms use ``scipy.fft`` (pocketfft), by default on one thread (``CONVBENCH_FFT_WORKERS``
+sets more): on two cores pocketfft's own thread pool beside Numba's made the FFT algorithms
+slower and erratic, while the spectral multiply-accumulate runs on all cores in Numba. All
+buffers are NumPy arrays, so tracemalloc sees them and the declared workspace can be checked.
 """
 from __future__ import annotations
 
-import os
+import math
 
 import numpy as np
 import scipy.fft
 from numba import njit, prange
 
-from .. import workspace
+from .. import settings, workspace
+from ..arith import ceil_div
 
 F_BLOCK = 512  # frequencies per task: 4 output spectra + 1 input spectrum of this block stay in L1
 
-WORKERS = int(os.environ.get("CONVBENCH_FFT_WORKERS", "1"))  # threads of each scipy.fft call
+
+def workers() -> int:
+    """Threads of each scipy.fft call (``CONVBENCH_FFT_WORKERS``, default 1)."""
+    return settings.positive_int("CONVBENCH_FFT_WORKERS", 1)
 
 
 def rfft2(a: np.ndarray) -> np.ndarray:
     """Real 2-D FFT over the last two axes."""
-    return scipy.fft.rfft2(a, workers=WORKERS)
+    return scipy.fft.rfft2(a, workers=workers())
 
 
 def rfft_rows(a: np.ndarray) -> np.ndarray:
     """Real FFT along the last axis (the row pass of a 2-D transform)."""
-    return scipy.fft.rfft(a, axis=-1, workers=WORKERS)
+    return scipy.fft.rfft(a, axis=-1, workers=workers())
 
 
 def fft_columns(rows: np.ndarray, p: int) -> np.ndarray:
@@ -43,12 +44,13 @@ def fft_columns(rows: np.ndarray, p: int) -> np.ndarray:
     kernel in a P-row transform this halves the work. Callers free the real buffer between the
     two passes, which is what :func:`rfft2_rows_peak` accounts for.
     """
-    return scipy.fft.fft(rows, n=p, axis=-2, workers=WORKERS, overwrite_x=True)
+    return scipy.fft.fft(rows, n=p, axis=-2, workers=workers(), overwrite_x=True)
 
 
 def rfft2_rows_peak(lead: tuple[int, ...], rows: int, p: int, q: int, dtype) -> int:
-    """Peak extra bytes of the two passes on a (*lead, rows, q) real buffer freed between them: the buffer with its row spectra, then the row spectra with the
-    zero-extended copy that the column pass works in (none when rows == p: it works in place)."""
+    """Peak extra bytes of the two passes on a (*lead, rows, q) real buffer freed between them:
+    the buffer with its row spectra, then the row spectra with the zero-extended copy that the
+    column pass works in (none when rows == p: it works in place)."""
     qh = q // 2 + 1
     real = workspace.nbytes(lead + (rows, q), dtype)
     row_spec = workspace.nbytes(lead + (rows, qh), complex_dtype(dtype))
@@ -58,7 +60,7 @@ def rfft2_rows_peak(lead: tuple[int, ...], rows: int, p: int, q: int, dtype) -> 
 
 def irfft2(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Inverse of :func:`rfft2` for real outputs of ``shape`` (the spectrum may be overwritten)."""
-    return scipy.fft.irfft2(a, s=shape, workers=WORKERS, overwrite_x=True)
+    return scipy.fft.irfft2(a, s=shape, workers=workers(), overwrite_x=True)
 
 
 def complex_dtype(dtype) -> np.dtype:
@@ -101,12 +103,12 @@ def _spectral_mac(xf, wf, yf):
     """The multiply-accumulate on spectra viewed as interleaved (re, im) floats.
 
     Written on real views because LLVM vectorises this interleaved real arithmetic (stride-2
-    access groups) but leaves Numba's complex multiply scalar: 3x faster measured.
+    access groups) but leaves Numba's complex multiply scalar.
     """
     n_img, c_in, n_tiles, n_flt = xf.shape
     k_out = wf.shape[0]
-    k_blocks = (k_out + 3) // 4
-    f_blocks = (n_flt + 2 * F_BLOCK - 1) // (2 * F_BLOCK)
+    k_blocks = ceil_div(k_out, 4)
+    f_blocks = ceil_div(n_flt, 2 * F_BLOCK)
     for task in prange(n_img * k_blocks * n_tiles * f_blocks):
         fb = task % f_blocks
         t = (task // f_blocks) % n_tiles
@@ -146,3 +148,38 @@ def spectral_mac(xf: np.ndarray, wf: np.ndarray, yf: np.ndarray) -> None:
 def fast_len(n: int) -> int:
     """Smallest length >= n that pocketfft transforms quickly (factors 2, 3, 5, 7, 11)."""
     return scipy.fft.next_fast_len(int(n), real=True)
+
+
+def _log2(n: float) -> float:
+    return math.log2(max(2.0, n))
+
+
+def fft_cost_features(spec, p: int, q: int, tiles: int = 1, chunks: int = 1,
+                      read_out: int = 1) -> list[float]:
+    """An FFT convolution's work: a fixed cost; the transforms (planes x P*Q*log2(P*Q)) and
+    their number of 1-D lines (each has a fixed cost too); the spectral multiply-accumulates;
+    the outputs read out (``read_out`` passes each); and the chunks of tiles processed."""
+    n, c, k = spec.n, spec.c, spec.k
+    ho, wo = spec.out_size
+    plane = p * q
+    planes = n * c * tiles + k * c + n * k * tiles
+    transforms = planes * plane * _log2(plane)
+    lines = planes * (p + q // 2 + 1)
+    mac = n * k * c * tiles * p * (q // 2 + 1)
+    return [1.0, transforms, lines, mac, n * k * ho * wo * read_out, chunks]
+
+
+def fft_rough_cost(spec, p: int, q: int, tiles: int = 1) -> float:
+    """Uncalibrated FLOP-equivalents of an FFT convolution: ~2.5 P*Q*log2(P*Q) per real
+    transform plane, 8 per complex multiply-add."""
+    n, c, k = spec.n, spec.c, spec.k
+    planes = n * c * tiles + k * c + n * k * tiles
+    return 2.5 * planes * p * q * _log2(p * q) + 4.0 * n * k * c * tiles * p * q
+
+
+def fft_growth(spec) -> float:
+    """How much larger than a direct sum an intermediate of an FFT convolution can be: a
+    spectrum sums a whole padded plane, so its magnitude bound is the plane's size times
+    larger."""
+    hp, wp = spec.padded_size
+    return float(hp * wp)

@@ -6,6 +6,7 @@ import weakref
 import numpy as np
 from numba import cuda
 
+from ..arith import ceil_div
 from . import memory
 
 
@@ -40,13 +41,13 @@ def to_device(a):
 
 def grid_1d(n: int, threads: int) -> tuple[int, int]:
     """(blocks, threads) covering n elements."""
-    return (max(1, (n + threads - 1) // threads), threads)
+    return (max(1, ceil_div(n, threads)), threads)
 
 
 def grid_2d(rows: int, cols: int, block: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
     """Blocks covering a rows x cols grid with ``block`` = (threads along cols, along rows)."""
     bx, by = block
-    return ((max(1, (cols + bx - 1) // bx), max(1, (rows + by - 1) // by)), block)
+    return ((max(1, ceil_div(cols, bx)), max(1, ceil_div(rows, by))), block)
 
 
 def host_or_device(kernel_fn):

@@ -15,13 +15,13 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
+from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
+from . import launch
 from .arrays import device_empty, grid_2d, host_or_device, numba_type
 from .indexing import split_row
 
-BLOCK_V1 = (32, 8)  # threads along the output width, along output rows
-TILE = 16  # v2: output tile edge = threads per block edge
 K_PER_THREAD = 4  # v2: output channels accumulated per thread from each staged input value
 SHARED_EDGE = 40  # v2: staged input tile edge, (TILE - 1) * stride + dilated kernel <= 40
 SHARED_WEIGHTS = 1024  # v2: K_PER_THREAD * kh * kw weights of one input channel
@@ -68,7 +68,7 @@ def _make_v2(dtype_name: str, tile: int):
         n_img, k_out, ho, wo = out.shape
         c_in, h, wid = x.shape[1], x.shape[2], x.shape[3]
         kh, kw = w.shape[2], w.shape[3]
-        k_blocks = (k_out + K_PER_THREAD - 1) // K_PER_THREAD
+        k_blocks = ceil_div(k_out, K_PER_THREAD)
         n = cuda.blockIdx.z // k_blocks
         k0 = (cuda.blockIdx.z % k_blocks) * K_PER_THREAD
         nk = min(K_PER_THREAD, k_out - k0)
@@ -131,7 +131,7 @@ def _make_v2(dtype_name: str, tile: int):
 
 def v2_fits(spec: ConvSpec, tile: int | None = None) -> bool:
     """Whether the staged tile and weights fit v2's fixed shared arrays."""
-    tile = tile or TILE
+    tile = tile or launch.current().direct_tile
     ekh, ekw = spec.effective_kernel
     return ((tile - 1) * spec.stride[0] + ekh <= SHARED_EDGE
             and (tile - 1) * spec.stride[1] + ekw <= SHARED_EDGE
@@ -147,24 +147,39 @@ def direct_v1(x, w, spec: ConvSpec):
     """v1 on device arrays: one thread per output element."""
     out = device_empty(spec.out_shape, np.dtype(spec.dtype))
     ho, wo = spec.out_size
-    blocks, threads = grid_2d(spec.n * spec.k * ho, wo, BLOCK_V1)
+    blocks, threads = grid_2d(spec.n * spec.k * ho, wo, launch.current().direct_v1_block)
     _make_v1(spec.dtype)[blocks, threads](x, w, out, *_args(spec))
     return out
 
 
 def direct_v2(x, w, spec: ConvSpec):
     """v2 on device arrays (v1 when the case does not fit the shared tiles)."""
-    if not v2_fits(spec):
+    tile = launch.current().direct_tile
+    if not v2_fits(spec, tile):
         return direct_v1(x, w, spec)
     out = device_empty(spec.out_shape, np.dtype(spec.dtype))
     ho, wo = spec.out_size
-    k_blocks = -(-spec.k // K_PER_THREAD)
-    blocks = (-(-wo // TILE), -(-ho // TILE), spec.n * k_blocks)
-    _make_v2(spec.dtype, TILE)[blocks, (TILE, TILE)](x, w, out, *_args(spec))
+    blocks = (ceil_div(wo, tile), ceil_div(ho, tile), spec.n * ceil_div(spec.k, K_PER_THREAD))
+    _make_v2(spec.dtype, tile)[blocks, (tile, tile)](x, w, out, *_args(spec))
     return out
 
 
+def _cost_features(staged: bool):
+    """Multiply-adds (v2 computes K_PER_THREAD channels per block, padded) and outputs."""
+
+    def features(spec: ConvSpec) -> list[float]:
+        ho, wo = spec.out_size
+        k_work = K_PER_THREAD * ceil_div(spec.k, K_PER_THREAD) if staged and v2_fits(
+            spec) else spec.k
+        return [1.0, spec.n * k_work * spec.c * spec.kh * spec.kw * ho * wo,
+                spec.n * spec.k * ho * wo]
+
+    return features
+
+
 register(Algorithm(name="direct", op="conv2d", device="cuda", run=host_or_device(direct_v2),
+                   cost_features=_cost_features(True), rough_cost=lambda s: float(s.flops),
                    description="v2: shared-memory input and weight tiles, 4 channels per thread"))
 register(Algorithm(name="direct_v1", op="conv2d", device="cuda", run=host_or_device(direct_v1),
+                   cost_features=_cost_features(False), rough_cost=lambda s: 4.0 * s.flops,
                    description="v1: one thread per output element (teaching version)"))

@@ -1,14 +1,15 @@
 """FFT convolution on the GPU with our own FFT kernels.
 
 Transforms are radix-2 Stockham passes (self-sorting, no bit reversal). A line of up to
-MAX_LINE points is transformed whole by one block in shared memory, every line of every plane
-in one launch (rows, then columns: two launches per 2-D transform). Longer lines take one
-launch per pass over global memory, ping-ponging between two buffers: on an H100 each launch
-from Python costs ~30-40 us (tools/gpu_overhead.py), which made that path ~4 ms whatever the
-layer. Sizes are powers of two at least the padded image. Input planes and kernels are transformed once; a multiply-accumulate kernel
-sums X[n, c] * conj(W[k, c]) over input channels (correlation; true convolution rotates the
-kernel once while staging it); one inverse transform per output plane; a read-out kernel applies
-padding as a cyclic shift, stride as sampling, and the 1/(P*Q) normalisation.
+``fft_max_line`` points (see ``launch.py``) is transformed whole by one block in shared
+memory, every line of every plane in one launch (rows, then columns: two launches per 2-D
+transform), because each launch from Python costs tens of microseconds. Longer lines take one
+launch per pass over global memory, ping-ponging between two buffers. Sizes are powers of two
+at least the padded image. Input planes and kernels are transformed once; a
+multiply-accumulate kernel sums X[n, c] * conj(W[k, c]) over input channels (correlation; true
+convolution rotates the kernel once while staging it); one inverse transform per output plane;
+a read-out kernel applies padding as a cyclic shift, stride as sampling, and the 1/(P*Q)
+normalisation.
 """
 from __future__ import annotations
 
@@ -18,15 +19,12 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
+from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
+from . import launch
 from .arrays import device_empty, grid_1d, grid_2d, host_or_device, numba_type
 from .indexing import split_row
-
-THREADS = 256
-BLOCK_2D = (32, 8)
-MAX_LINE = 1024  # points per shared buffer (two per block): the longest line done in one launch
-LINE_THREADS = 256  # threads per block: n/2 per line (at most), several short lines per block
 
 
 def pow2(n: int) -> int:
@@ -68,7 +66,9 @@ def _stockham_pass(src, dst, n, inner, ns, sign):
 
 
 @lru_cache(maxsize=None)
-def _make_line_fft(dtype_name: str):
+def _make_line_fft(dtype_name: str, max_line: int):
+    """The whole-line kernel with shared buffers of ``max_line`` points (a compile-time
+    constant, as a real GPU requires)."""
     nb_type = numba_type(dtype_name)
 
     @cuda.jit
@@ -83,8 +83,8 @@ def _make_line_fft(dtype_name: str):
         half = n // 2
         base = (line // inner) * n * inner + line % inner
         off = ty * n  # this line's slice of the shared buffers
-        a = cuda.shared.array(MAX_LINE, nb_type)  # constant shapes: required on a real GPU
-        b = cuda.shared.array(MAX_LINE, nb_type)
+        a = cuda.shared.array(max_line, nb_type)  # constant shapes: required on a real GPU
+        b = cuda.shared.array(max_line, nb_type)
         if active:
             for i in range(tx, n, step):
                 a[off + i] = data[base + i * inner]
@@ -115,12 +115,12 @@ def _make_line_fft(dtype_name: str):
     return line_fft
 
 
-def _line_launch(n: int, lines: int) -> tuple[int, tuple[int, int]]:
-    """(blocks, (threads per line, lines per block)): up to LINE_THREADS threads per block,
-    as many lines as fit the MAX_LINE points of each shared buffer."""
-    per_line = max(1, min(n // 2, LINE_THREADS))
-    per_block = max(1, min(MAX_LINE // n, LINE_THREADS // per_line, lines))
-    return -(-lines // per_block), (per_line, per_block)
+def _line_launch(n: int, lines: int, g: launch.Geometry) -> tuple[int, tuple[int, int]]:
+    """(blocks, (threads per line, lines per block)): up to fft_line_threads threads per
+    block, as many lines as fit the fft_max_line points of each shared buffer."""
+    per_line = max(1, min(n // 2, g.fft_line_threads))
+    per_block = max(1, min(g.fft_max_line // n, g.fft_line_threads // per_line, lines))
+    return ceil_div(lines, per_block), (per_line, per_block)
 
 
 def _complex_kind(dtype) -> str:
@@ -129,20 +129,23 @@ def _complex_kind(dtype) -> str:
 
 def fft2(buf, scratch, sign: int) -> None:
     """In-place, in-order 2-D FFT over the last two axes of ``buf`` (sign -1 forward, +1
-    inverse, unnormalised). Lines up to MAX_LINE: one launch per axis; longer ones: one launch
-    per pass, ping-ponging with ``scratch`` (at least ``buf.size`` elements)."""
+    inverse, unnormalised). Lines up to the geometry's fft_max_line: one launch per axis;
+    longer ones: one launch per pass, ping-ponging with ``scratch`` (at least ``buf.size``
+    elements)."""
+    g = launch.current()
     p, q = tuple(buf.shape)[-2:]  # (the simulator's shape object has no negative indexing)
     flat = buf.reshape(buf.size)
     for n, inner in ((q, 1), (p, q)):  # rows, then columns
         if n == 1:
             continue
-        if n <= MAX_LINE:
+        if n <= g.fft_max_line:
             lines = buf.size // n
-            blocks, threads = _line_launch(n, lines)
-            _make_line_fft(_complex_kind(buf.dtype))[blocks, threads](flat, n, inner, sign, lines)
+            blocks, threads = _line_launch(n, lines, g)
+            kernel = _make_line_fft(_complex_kind(buf.dtype), g.fft_max_line)
+            kernel[blocks, threads](flat, n, inner, sign, lines)
             continue
         src, dst = flat, scratch.reshape(scratch.size)[: buf.size]
-        blocks, threads = grid_1d(buf.size // 2, THREADS)
+        blocks, threads = grid_1d(buf.size // 2, g.fft_threads)
         ns = 1
         while ns < n:
             _stockham_pass[blocks, threads](src, dst, n, inner, ns, sign)
@@ -205,12 +208,12 @@ def _read_out(z, out, sh, sw, pt, pl, scale):
 
 
 def _needs_scratch(p: int, q: int) -> bool:
-    """Lines longer than MAX_LINE go pass by pass, ping-ponging through a scratch buffer."""
-    return max(p, q) > MAX_LINE
+    """Lines longer than fft_max_line go pass by pass, ping-ponging through a scratch buffer."""
+    return max(p, q) > launch.current().fft_max_line
 
 
 def fft_workspace_bytes(spec: ConvSpec) -> int:
-    """Input, kernel and output spectra, plus (for lines over MAX_LINE points) one ping-pong
+    """Input, kernel and output spectra, plus (for lines over fft_max_line points) one ping-pong
     buffer as large as the largest."""
     p, q = transform_shape(spec)
     item = _complex(spec.dtype).itemsize
@@ -225,28 +228,57 @@ def fft_conv2d(x, w, spec: ConvSpec):
     p, q = transform_shape(spec)
     cdt = _complex(spec.dtype)
     n, c, k = spec.n, spec.c, spec.k
+    block = launch.current().fft_block
     out = device_empty(spec.out_shape, np.dtype(spec.dtype))
     scratch = (device_empty((max(n * c, k * c, n * k) * p * q,), cdt)
                if _needs_scratch(p, q) else None)
     xf = device_empty((n, c, p, q), cdt)
-    _stage_images[grid_2d(n * c * p, q, BLOCK_2D)](x, xf)
+    _stage_images[grid_2d(n * c * p, q, block)](x, xf)
     fft2(xf, scratch, -1)
     wf = device_empty((k, c, p, q), cdt)
-    _stage_kernels[grid_2d(k * c * p, q, BLOCK_2D)](w, wf, spec.dilation[0], spec.dilation[1],
+    _stage_kernels[grid_2d(k * c * p, q, block)](w, wf, spec.dilation[0], spec.dilation[1],
                                                     spec.flip)
     fft2(wf, scratch, -1)
     yf = device_empty((n, k, p, q), cdt)
-    _spectral_mac[grid_2d(n * k, p * q, BLOCK_2D)](
+    _spectral_mac[grid_2d(n * k, p * q, block)](
         xf.reshape(n, c, p * q), wf.reshape(k, c, p * q), yf.reshape(n, k, p * q))
     fft2(yf, scratch, +1)
     ho, wo = spec.out_size
-    _read_out[grid_2d(n * k * ho, wo, BLOCK_2D)](yf, out, spec.stride[0], spec.stride[1],
+    _read_out[grid_2d(n * k * ho, wo, block)](yf, out, spec.stride[0], spec.stride[1],
                                                  spec.pad[0], spec.pad[2], 1.0 / (p * q))
     return out
 
 
+def _log2(n: int) -> float:
+    return math.log2(max(2, n))
+
+
+def fft_cost_features(spec: ConvSpec) -> list[float]:
+    """Butterflies (planes x P*Q x passes), spectral multiply-adds, and launches (one per axis
+    for lines held in shared memory, one per pass for longer ones; three transforms)."""
+    p, q = transform_shape(spec)
+    planes = spec.n * spec.c + spec.k * spec.c + spec.n * spec.k
+    max_line = launch.current().fft_max_line
+    per_transform = sum(1 if m <= max_line else _log2(m) for m in (p, q))
+    return [1.0, planes * p * q * (_log2(p) + _log2(q)), spec.n * spec.k * spec.c * p * q,
+            3 * per_transform]
+
+
+def _rough_cost(spec: ConvSpec) -> float:
+    p, q = transform_shape(spec)
+    planes = spec.n * spec.c + spec.k * spec.c + spec.n * spec.k
+    return 5.0 * planes * p * q * (_log2(p) + _log2(q)) + 8.0 * spec.n * spec.k * spec.c * p * q
+
+
+def _growth(spec: ConvSpec) -> float:
+    """A spectrum sums a whole padded plane: its magnitude bound is that much larger."""
+    hp, wp = spec.padded_size
+    return float(hp * wp)
+
+
 register(Algorithm(
     name="fft", op="conv2d", device="cuda", run=host_or_device(fft_conv2d),
-    workspace_bytes=fft_workspace_bytes, error_model="fft", tags=("fft",),
+    workspace_bytes=fft_workspace_bytes, cost_features=fft_cost_features,
+    rough_cost=_rough_cost, transform_growth=_growth, error_model="fft", bound_by="fft",
     description="own radix-2 Stockham FFT kernels, spectral MAC over channels, inverse, crop",
 ))

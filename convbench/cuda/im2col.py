@@ -15,14 +15,12 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
+from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
+from . import launch
 from .arrays import device_empty, grid_2d, host_or_device, numba_type
 
-UNFOLD_BLOCK = (32, 8)
-BT = 16  # threads per block edge of the GEMM
-RT = 4  # register tile edge: each thread computes RT x RT outputs
-BK = 16  # depth of the staged operand slices
 CHUNK_BYTES = 64 << 20  # unfolded matrices of the images of one launch, at most (but one image)
 
 
@@ -102,9 +100,12 @@ def _make_gemm(dtype_name: str, bt: int, rt: int, bk: int):
 def gemm(a, b, out) -> None:
     """out[z] = a @ b[z] on device arrays with the tiled kernel (b, out: batches of matrices)."""
     batch, m, p = out.shape
-    tile = BT * RT
-    blocks = (-(-p // tile), -(-m // tile), batch)
-    _make_gemm(np.dtype(out.dtype).name, BT, RT, BK)[blocks, (BT, BT)](a, b, out)
+    g = launch.current()
+    tile = g.gemm_threads * g.gemm_register_tile
+    blocks = (ceil_div(p, tile), ceil_div(m, tile), batch)
+    kernel = _make_gemm(np.dtype(out.dtype).name, g.gemm_threads, g.gemm_register_tile,
+                        g.gemm_depth)
+    kernel[blocks, (g.gemm_threads, g.gemm_threads)](a, b, out)
 
 
 def images_per_chunk(spec: ConvSpec) -> int:
@@ -133,15 +134,24 @@ def im2col_conv2d(x, w, spec: ConvSpec):
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     for n0 in range(0, spec.n, chunk):
         m = min(chunk, spec.n - n0)
-        (bx, by), threads = grid_2d(rows, ho * wo, UNFOLD_BLOCK)
+        (bx, by), threads = grid_2d(rows, ho * wo, launch.current().unfold_block)
         unfold[(bx, by, m), threads](x, n0, cols, ho, wo, spec.kh, spec.kw, sh, sw,
                                      spec.pad[0], spec.pad[2], dh, dw, spec.flip)
         gemm(wmat, cols[:m], out3[n0:n0 + m])
     return out
 
 
+def im2col_cost_features(spec: ConvSpec) -> list[float]:
+    """Values unfolded, GEMM FLOPs, and chunks of images (two launches each)."""
+    ho, wo = spec.out_size
+    depth, pixels = spec.c * spec.kh * spec.kw, ho * wo
+    return [1.0, spec.n * depth * pixels, 2.0 * spec.n * spec.k * depth * pixels,
+            ceil_div(spec.n, images_per_chunk(spec))]
+
+
 register(Algorithm(
     name="im2col", op="conv2d", device="cuda", run=host_or_device(im2col_conv2d),
-    workspace_bytes=im2col_workspace_bytes,
+    workspace_bytes=im2col_workspace_bytes, cost_features=im2col_cost_features,
+    rough_cost=lambda s: 1.5 * s.flops, bound_by="blas",
     description="unfold kernel + shared-memory tiled GEMM (4x4 register tiles)",
 ))

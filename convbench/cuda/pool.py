@@ -9,10 +9,9 @@ from numba import cuda
 
 from ..registry import Algorithm, register
 from ..spec import PoolSpec
+from . import launch
 from .arrays import device_empty, grid_2d, host_or_device
 from .indexing import split_row
-
-BLOCK = (32, 8)  # 32 threads along the output width (one warp per row), 8 rows
 
 
 @cuda.jit
@@ -62,7 +61,7 @@ def _avg_pool(x, out, sh, sw, ph, pw, size_h, size_w, count_include_pad):
 def _launch(kernel, x, spec: PoolSpec, *extra):
     out = device_empty(spec.out_shape, np.dtype(spec.dtype))
     ho, wo = spec.out_size
-    blocks, threads = grid_2d(spec.n * spec.c * ho, wo, BLOCK)
+    blocks, threads = grid_2d(spec.n * spec.c * ho, wo, launch.current().pool_block)
     kernel[blocks, threads](x, out, *spec.stride, *spec.pad, *spec.size, *extra)
     return out
 
@@ -78,6 +77,8 @@ def avg_pool(x, spec: PoolSpec):
 
 
 register(Algorithm(name="direct", op="max_pool2d", device="cuda", run=host_or_device(max_pool),
+                   bound_by="memory",
                    description="one thread per output, coalesced along the width"))
 register(Algorithm(name="direct", op="avg_pool2d", device="cuda", run=host_or_device(avg_pool),
+                   bound_by="memory",
                    description="one thread per output, coalesced along the width"))

@@ -1,20 +1,27 @@
-"""Benchmark fixtures: the control every session times, so results carry across machines."""
+"""Benchmark fixtures: the controls every session times, so results carry across sessions."""
 import time
 
 import numpy as np
 import pytest
 
-from convbench.bench.gate import control_fn
+from convbench.bench import controls
 
 
 @pytest.fixture(scope="session")
 def control_seconds():
-    """Median seconds of the fixed control GEMM in this session (the normaliser)."""
-    fn = control_fn()
-    fn()
-    times = []
-    for _ in range(9):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    """Median seconds of each kind's fixed control in this session (the normalisers), timed on
+    first use of each kind."""
+    cache = {}
+
+    def seconds(kind: str) -> float:
+        if kind not in cache:
+            fn = controls.control(kind)
+            times = []
+            for _ in range(9):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            cache[kind] = float(np.median(times))
+        return cache[kind]
+
+    return seconds

@@ -11,8 +11,7 @@ import pytest
 from convbench import registry
 from convbench.bench.suite import LAYERS
 from convbench.reference import random_inputs, reference
-from convbench.spec import ConvSpec
-from convbench.tolerance import check_close, conv_error_bound, pool_error_bound
+from convbench.tolerance import check_close, error_bound
 
 CASES = [pytest.param(layer, algo, id=f"{layer.name}-{algo.name}")
          for layer in LAYERS for algo in registry.algorithms(layer.spec.op, "cpu")
@@ -37,14 +36,10 @@ def test_layer(benchmark, layer, algo, control_seconds, references):
     out = benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
     if benchmark.stats is not None:  # absent with --benchmark-disable
         median = benchmark.stats.stats.median
-        benchmark.extra_info.update(gflops=spec.flops / median / 1e9,
-                                    time_over_control=median / control_seconds)
+        benchmark.extra_info.update(gflops=spec.flops / median / 1e9, control=algo.bound_by,
+                                    time_over_control=median / control_seconds(algo.bound_by))
     if layer.name not in references:
         references[layer.name] = reference(spec, x, w)
-    if isinstance(spec, ConvSpec):
-        bound = conv_error_bound(x, w, spec, algo.error_model)
-    else:
-        bound = pool_error_bound(x, spec)
-    ok, ratio = check_close(out, references[layer.name], bound)
+    ok, ratio = check_close(out, references[layer.name], error_bound(spec, x, w, algo.error_model))
     assert ok, f"{algo.name} on {layer.name}: error/bound {ratio:.3g}"
     assert np.isfinite(out).all()

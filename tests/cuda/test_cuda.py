@@ -10,7 +10,7 @@ import pytest
 import convbench as cb
 from convbench import registry
 from convbench.devices import simulator_enabled
-from convbench.reference import reference
+from convbench.reference import random_inputs, reference
 from convbench.spec import conv_spec, pool_spec
 from convbench.tolerance import check_close, conv_error_bound, pool_error_bound
 
@@ -18,11 +18,9 @@ cuda = pytest.importorskip("numba.cuda")
 if not cuda.is_available():
     pytest.skip("no CUDA device and the simulator is off", allow_module_level=True)
 
-from convbench.cuda import arrays, memory  # noqa: E402
+from convbench.cuda import arrays, launch, memory  # noqa: E402
 from convbench.cuda import direct as cuda_direct  # noqa: E402
 from convbench.cuda import fft as cuda_fft  # noqa: E402
-from convbench.cuda import im2col as cuda_im2col  # noqa: E402
-from convbench.cuda import pool as cuda_pool  # noqa: E402
 
 SIM = simulator_enabled()
 CONV = [a for a in registry.algorithms("conv2d", "cuda") if not a.is_peer]
@@ -39,32 +37,26 @@ FULL = [((8, 16, 64, 64), (16, 16, 9, 9), {}), ((4, 8, 57, 61), (12, 8, 5, 3), {
         ((32, 3, 32, 32), (4, 3, 5, 5), {})]
 
 
+# Blocks of a few threads, so tiny shapes still span several blocks per grid dimension; FFT
+# transforms pass by pass: the simulator crawls through the line kernel's barriers (its waiting
+# threads get the GIL back every 5 ms); the line kernel has its own test below, and the check
+# command's cases run it.
+SMALL = launch.Geometry(direct_tile=4, direct_v1_block=(4, 2), gemm_threads=2,
+                        gemm_register_tile=2, gemm_depth=4, unfold_block=(4, 2), fft_threads=8,
+                        fft_block=(4, 2), fft_max_line=1, fft_line_threads=4, pool_block=(4, 2))
+
+
 @pytest.fixture
-def small_blocks(monkeypatch):
-    """Blocks of a few threads, so tiny shapes still span several blocks per grid dimension."""
-    if SIM:
-        monkeypatch.setattr(cuda_direct, "TILE", 4)
-        monkeypatch.setattr(cuda_direct, "BLOCK_V1", (4, 2))
-        monkeypatch.setattr(cuda_im2col, "BT", 2)
-        monkeypatch.setattr(cuda_im2col, "RT", 2)
-        monkeypatch.setattr(cuda_im2col, "BK", 4)
-        monkeypatch.setattr(cuda_im2col, "UNFOLD_BLOCK", (4, 2))
-        monkeypatch.setattr(cuda_fft, "THREADS", 8)
-        # transforms pass by pass: the simulator crawls through the line kernel's barriers
-        # (its waiting threads get the GIL back every 5 ms); the line kernel has its own test
-        # below, and the check command's cases run it
-        monkeypatch.setattr(cuda_fft, "MAX_LINE", 1)
-        monkeypatch.setattr(cuda_fft, "BLOCK_2D", (4, 2))
-        monkeypatch.setattr(cuda_pool, "BLOCK", (4, 2))
+def small_blocks():
+    """The small geometry in the simulator; the real one on a GPU."""
+    with launch.use(SMALL if SIM else launch.DEFAULT):
+        yield
 
 
 def _conv_case(x_shape, w_shape, kwargs, seed=0):
     kwargs = dict(kwargs)
-    dtype = kwargs.pop("dtype", "float32")
-    spec = conv_spec(x_shape, w_shape, dtype=dtype, **kwargs)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
+    spec = conv_spec(x_shape, w_shape, dtype=kwargs.pop("dtype", "float32"), **kwargs)
+    x, w = random_inputs(spec, seed)
     return spec, x, w
 
 
@@ -130,19 +122,18 @@ def test_declared_device_workspace_matches_measured(algo, small_blocks):
 
 @pytest.mark.parametrize("max_line", [1024, 8], ids=["one-launch-lines", "pass-per-launch"])
 @pytest.mark.parametrize("sign", [-1, 1])
-def test_stockham_fft_matches_numpy(small_blocks, monkeypatch, max_line, sign):
+def test_stockham_fft_matches_numpy(max_line, sign):
     """Both transform paths (whole lines in shared memory; one launch per pass, here for the
     16-point rows when lines over 8 points take it) against NumPy, both directions."""
-    monkeypatch.setattr(cuda_fft, "MAX_LINE", max_line)
-    monkeypatch.setattr(cuda_fft, "LINE_THREADS", 4 if SIM else 256)  # several butterflies each
-    cuda_fft._make_line_fft.cache_clear()  # MAX_LINE is baked into the shared arrays
+    geometry = launch.Geometry(fft_threads=8 if SIM else 256, fft_max_line=max_line,
+                               fft_line_threads=4 if SIM else 256)  # several butterflies each
     rng = np.random.default_rng(2)
     a = (rng.standard_normal((3, 8, 16)) + 1j * rng.standard_normal((3, 8, 16))).astype(np.complex128)
     buf, scratch = cuda.to_device(a), cuda.device_array(a.size, a.dtype)
-    cuda_fft.fft2(buf, scratch, sign)
+    with launch.use(geometry):
+        cuda_fft.fft2(buf, scratch, sign)
     expected = np.fft.fft2(a) if sign < 0 else np.fft.ifft2(a) * a.shape[1] * a.shape[2]
     np.testing.assert_allclose(buf.copy_to_host(), expected, rtol=1e-10, atol=1e-10)
-    cuda_fft._make_line_fft.cache_clear()
 
 
 def test_check_command_verifies_every_device(tmp_path, capsys):
@@ -187,12 +178,13 @@ def test_cuda_calibration_fits_every_cuda_algorithm(monkeypatch, tmp_path, small
     from convbench.bench import calibrate as cal
 
     tiny = [conv_spec((1, c, h, h), (k, c, kh, kh)) for c, h, k, kh in
-            [(1, 6, 1, 3), (2, 5, 3, 2), (1, 7, 2, 4), (2, 6, 1, 1), (1, 8, 2, 5)]]
+            [(1, 6, 1, 3), (2, 5, 3, 2), (1, 7, 2, 4), (2, 6, 1, 1), (1, 8, 2, 5),
+             (1, 5, 1, 2), (2, 7, 1, 3), (1, 6, 3, 1)]]
     monkeypatch.setattr(cal, "random_layers", lambda count, seed, max_flops: tiny[:count])
     monkeypatch.setattr(cal, "ROUNDS", 1)  # the simulator is slow; no timing is judged here
     monkeypatch.setattr(cal, "SLOWEST_S", 60.0)
     monkeypatch.setattr(costmodel, "calibration_path", lambda: tmp_path / "cost_model.json")
-    doc = cal.calibrate(count=5, devices=("cuda",), say=lambda *a: None)
+    doc = cal.calibrate(count=len(tiny), devices=("cuda",), say=lambda *a: None)
     names = {a.name for a in CONV}
     assert set(doc["constants"]) == {f"cuda/conv2d/{n}" for n in names}
     choice = auto.choose(tiny[0], "cuda")

@@ -2,13 +2,16 @@
 where the package imports and sees a GPU (the simulator has neither)."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 
 import numpy as np
 
-from .devices import simulator_enabled
-from .registry import Algorithm, register
-from .spec import ConvSpec, PoolSpec
+from ..arith import sampled
+from ..devices import simulator_enabled
+from ..registry import Algorithm, register
+from ..spec import ConvSpec, PoolSpec
+from .layout import dilated_kernel, padded
 
 
 def _torch_cuda():
@@ -35,22 +38,35 @@ def _back(a_in, t):
     return t.cpu().numpy()
 
 
-def _register_torch(torch) -> None:
-    torch.backends.cudnn.allow_tf32 = False  # true float32, as ours
+@contextlib.contextmanager
+def _fp32_only(torch):
+    """TF32 off for the peer's own call only (true float32, as ours), the user's flags restored
+    after."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
-    from .peers_torch import conv_tensors, pool_tensor
+
+def _register_torch(torch) -> None:
+    from .torch_peer import conv_tensors, pool_tensor
 
     def conv(x, w, spec: ConvSpec):
-        return _back(x, conv_tensors(_as_torch(torch, x), _as_torch(torch, w), spec))
+        with _fp32_only(torch):
+            return _back(x, conv_tensors(_as_torch(torch, x), _as_torch(torch, w), spec))
 
     def pool(x, spec: PoolSpec):
         return _back(x, pool_tensor(_as_torch(torch, x), spec))
 
-    register(Algorithm("cudnn", "conv2d", "cuda", conv, is_peer=True, error_model="fft",
+    register(Algorithm("cudnn", "conv2d", "cuda", conv, is_peer=True, library="torch",
+                       error_model="fft", bound_by="blas", memory_visible=False,
                        description=f"torch {torch.__version__} F.conv2d (cuDNN, no TF32)"))
     for op in ("max_pool2d", "avg_pool2d"):
-        register(Algorithm("torch", op, "cuda", pool, is_peer=True,
+        register(Algorithm("torch", op, "cuda", pool, is_peer=True, library="torch",
+                           bound_by="memory", memory_visible=False,
                            description=f"torch {torch.__version__} F.{op}"))
 
 
@@ -67,22 +83,14 @@ def _register_cupy() -> None:
 
     def cufft_conv(x, w, spec: ConvSpec):
         """rfft2 of padded planes and kernels (cuFFT), einsum over channels, irfft2, crop."""
-        cx, cw = cupy.asarray(x), cupy.asarray(w)
-        pt, pb, pl, pr = spec.pad
-        cx = cupy.pad(cx, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-        if spec.flip:
-            cw = cw[:, :, ::-1, ::-1]
-        if spec.dilation != (1, 1):
-            ekh, ekw = spec.effective_kernel
-            dil = cupy.zeros(cw.shape[:2] + (ekh, ekw), cw.dtype)
-            dil[:, :, ::spec.dilation[0], ::spec.dilation[1]] = cw
-            cw = dil
+        cx = padded(cupy.asarray(x), spec, cupy)
+        cw = dilated_kernel(cupy.asarray(w), spec, cupy)
         hp, wp = spec.padded_size
         xf = cupy.fft.rfft2(cx, s=(hp, wp))
         wf = cupy.fft.rfft2(cw, s=(hp, wp))
         y = cupy.fft.irfft2(cupy.einsum("ncpq,kcpq->nkpq", xf, wf.conj()), s=(hp, wp))
         (sh, sw), (ho, wo) = spec.stride, spec.out_size
-        y = cupy.ascontiguousarray(y[:, :, : (ho - 1) * sh + 1: sh, : (wo - 1) * sw + 1: sw])
+        y = cupy.ascontiguousarray(y[:, :, sampled(0, ho, sh), sampled(0, wo, sw)])
         y = y.astype(spec.dtype, copy=False)
         if hasattr(x, "__cuda_array_interface__"):
             from numba import cuda
@@ -90,7 +98,8 @@ def _register_cupy() -> None:
             return cuda.as_cuda_array(y)
         return cupy.asnumpy(y)
 
-    register(Algorithm("cufft", "conv2d", "cuda", cufft_conv, is_peer=True, error_model="fft",
+    register(Algorithm("cufft", "conv2d", "cuda", cufft_conv, is_peer=True, library="cupy",
+                       error_model="fft", bound_by="fft", memory_visible=False, family="fft",
                        description=f"CuPy {cupy.__version__} cuFFT rfft2 + einsum"))
 
 

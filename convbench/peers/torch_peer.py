@@ -1,12 +1,13 @@
-"""PyTorch peers (oneDNN on the CPU): registered by peers.py only when torch is installed."""
+"""PyTorch peers (oneDNN on the CPU), and the tensor calls the GPU peer shares: registered by
+``cpu.py`` only when torch is installed."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .registry import Algorithm, register
-from .spec import ConvSpec, PoolSpec
+from ..registry import Algorithm, register
+from ..spec import ConvSpec, PoolSpec
 
 
 def conv_tensors(tx: torch.Tensor, tw: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
@@ -39,8 +40,11 @@ def _torch_pool(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
     return pool_tensor(torch.from_numpy(x), spec).numpy()
 
 
+# oneDNN may pick Winograd or other transforms internally: the FFT-sized error bound applies
 register(Algorithm(name="torch", op="conv2d", device="cpu", run=torch_conv2d, is_peer=True,
-                   description=f"torch {torch.__version__} F.conv2d (oneDNN)", error_model="fft"))
+                   library="torch", description=f"torch {torch.__version__} F.conv2d (oneDNN)",
+                   error_model="fft", bound_by="blas", memory_visible=False))
 for _op in ("max_pool2d", "avg_pool2d"):
     register(Algorithm(name="torch", op=_op, device="cpu", run=_torch_pool, is_peer=True,
-                       description=f"torch {torch.__version__} F.{_op}"))
+                       library="torch", description=f"torch {torch.__version__} F.{_op}",
+                       bound_by="memory", memory_visible=False))

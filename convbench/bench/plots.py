@@ -1,0 +1,314 @@
+"""The report's plots. Every plot of a run gives an algorithm the same colour (a peer is drawn
+dashed in the colour of the family of methods it runs, a library peer in black); legends sit
+outside the data; noisy points are hollow, and skipped or failed ones are marked along the
+bottom edge rather than missing; an empty panel says so."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: the harness runs on headless machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from . import tables  # noqa: E402
+
+MS = 1e3
+PALETTE = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]
+LIBRARY_COLOURS = ["black", "0.45", "0.7"]
+NOT_TIMED = ("skipped", "failed", "mismatch")
+
+
+class Style:
+    """Colour, line and marker of every algorithm of a run, fixed for all its plots."""
+
+    def __init__(self, df: pd.DataFrame):
+        ours = list(dict.fromkeys(df.loc[~df["is_peer"], "family"]))
+        others = [f for f in dict.fromkeys(df.loc[df["is_peer"], "family"]) if f not in ours]
+        self.colours = {f: PALETTE[i % len(PALETTE)] for i, f in enumerate(ours)}
+        self.colours.update({f: LIBRARY_COLOURS[i % len(LIBRARY_COLOURS)]
+                             for i, f in enumerate(others)})
+        first = df.drop_duplicates("algorithm").set_index("algorithm")
+        self.family = first["family"].to_dict()
+        self.peer = first["is_peer"].to_dict()
+
+    def __call__(self, algorithm: str) -> dict:
+        peer = bool(self.peer.get(algorithm, False))
+        return {"color": self.colours.get(self.family.get(algorithm, algorithm), "grey"),
+                "linestyle": "--" if peer else "-", "marker": "x" if peer else "o"}
+
+    def label(self, algorithm: str) -> str:
+        return algorithm + (" (peer)" if self.peer.get(algorithm) else "")
+
+
+def _bytes_label(value: float, _pos=None) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.0f} B"
+
+
+def _no_data(ax, text: str = "no data") -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="grey")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _legend_outside(fig, axes) -> None:
+    handles, labels = {}, []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    if labels:
+        fig.legend([handles[lab] for lab in labels], labels, loc="center left",
+                   bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+
+
+def _grid(n: int, width: float = 5.0, height: float = 3.8, cols: int = 3):
+    cols = max(1, min(cols, n))
+    rows = -(-max(n, 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:max(n, 1)]
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_time_vs_x(df: pd.DataFrame, x: str, path: Path, style: Style) -> None:
+    """Median time per call against ``x`` per series, with the IQR as a band."""
+    series = list(dict.fromkeys(df["series"]))
+    fig, axes = _grid(len(series), cols=2)
+    for ax, s in zip(axes, series):
+        g = df[df["series"] == s]
+        ok = g[g["status"] == "ok"]
+        if ok.empty:
+            _no_data(ax)
+            ax.set_title(s, fontsize=10)
+            continue
+        for algo, a in ok.groupby("algorithm", sort=False):
+            a = a.sort_values(x)
+            st = style(algo)
+            ax.plot(a[x], a["median_s"] * MS, label=style.label(algo), color=st["color"],
+                    linestyle=st["linestyle"])
+            lo = (a["median_s"] - a["iqr_s"].fillna(0) / 2).clip(lower=1e-12) * MS
+            hi = (a["median_s"] + a["iqr_s"].fillna(0) / 2) * MS
+            ax.fill_between(a[x], lo, hi, color=st["color"], alpha=0.15, linewidth=0)
+            quiet, loud = a[~a["noisy"]], a[a["noisy"]]
+            ax.scatter(quiet[x], quiet["median_s"] * MS, color=st["color"], marker=st["marker"],
+                       s=18)
+            ax.scatter(loud[x], loud["median_s"] * MS, facecolors="none",
+                       edgecolors=st["color"], marker="o", s=40)
+        missing = g[g["status"].isin(NOT_TIMED)]
+        for algo, m in missing.groupby("algorithm", sort=False):
+            ax.scatter(m[x], np.full(len(m), 0.02), transform=ax.get_xaxis_transform(),
+                       marker="|", s=60, color=style(algo)["color"], clip_on=False)
+        ax.set_yscale("log")
+        if x in ("channels", "in_channels", "out_channels", "batch"):
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(x.replace("_", " "))
+        ax.set_ylabel("median time per call (ms, log)")
+        ax.set_title(s, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    _legend_outside(fig, axes)
+    fig.suptitle(f"Time vs {x.replace('_', ' ')} (band: IQR; hollow: noisy; ticks on the "
+                 "axis: not timed)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_pareto(df: pd.DataFrame, path: Path, style: Style) -> None:
+    """Memory vs time of every case, with its Pareto front; algorithms whose memory is not
+    visible are drawn in a strip above the panel, not in the 'better' corner."""
+    from adjustText import adjust_text
+
+    ok = df[df["status"] == "ok"]
+    cases = list(dict.fromkeys(ok["case_id"]))
+    fig, axes = _grid(len(cases), width=4.6, height=3.6, cols=3)
+    if not cases:
+        _no_data(axes[0])
+    for ax, case_id in zip(axes, cases):
+        g = ok[ok["case_id"] == case_id]
+        known, unknown = g[g["memory_bytes"].notna()], g[g["memory_bytes"].isna()]
+        floor = 1024.0
+        texts = []
+        for _, r in known.iterrows():
+            st = style(r["algorithm"])
+            mem = max(r["memory_bytes"], floor)
+            ax.scatter(r["median_s"] * MS, mem, color=st["color"], marker=st["marker"],
+                       facecolors="none" if r["noisy"] else None)
+            texts.append(ax.text(r["median_s"] * MS, mem, r["algorithm"], fontsize=7))
+        front = tables.pareto_front(g).sort_values("median_s")
+        if len(front):
+            ax.step(front["median_s"] * MS, front["memory_bytes"].clip(lower=floor),
+                    where="post", color="k", alpha=0.4, label="Pareto front")
+        for _, r in unknown.iterrows():
+            st = style(r["algorithm"])
+            ax.scatter(r["median_s"] * MS, 1.04, transform=ax.get_xaxis_transform(),
+                       color=st["color"], marker=st["marker"], clip_on=False)
+            texts.append(ax.text(r["median_s"] * MS, 1.08, f"{r['algorithm']} (memory not "
+                                 "visible)", transform=ax.get_xaxis_transform(), fontsize=6,
+                                 color="grey"))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(_bytes_label))
+        ax.set_xlabel("median time (ms, log)")
+        ax.set_ylabel("extra memory (<=1 KiB at 1 KiB)")
+        ax.set_title(g["label"].iloc[0], fontsize=8, pad=22)
+        ax.grid(True, which="both", alpha=0.3)
+        in_axes = [t for t in texts if t.get_transform() == ax.transData]
+        if in_axes:
+            adjust_text(in_axes, ax=ax)
+    _legend_outside(fig, axes)
+    fig.suptitle("Speed / memory trade-off per case (lower left is better)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_pooling(df: pd.DataFrame, path: Path, style: Style) -> None:
+    """Time against pool size per series, and the information each pooled map keeps."""
+    ok = df[df["status"] == "ok"]
+    fig, (ax_t, ax_i) = plt.subplots(1, 2, figsize=(12, 4.2))
+    if ok.empty:
+        _no_data(ax_t)
+        _no_data(ax_i)
+    lines = ["-", "--", ":", "-."]
+    for i, (series, g) in enumerate(ok.groupby("series", sort=False)):
+        for algo, a in g.groupby("algorithm", sort=False):
+            a = a.sort_values("pool_size")
+            st = style(algo)
+            ax_t.plot(a["pool_size"], a["median_s"] * MS, label=f"{series}: {style.label(algo)}",
+                      color=st["color"], marker=st["marker"], linestyle=lines[i % len(lines)])
+        info = g.drop_duplicates("case_id").sort_values("pool_size")
+        ax_i.plot(info["pool_size"], info["info_kept"], marker="o", label=series,
+                  linestyle=lines[i % len(lines)], color="k")
+    ax_t.set_yscale("log")
+    ax_t.set_xlabel("pool size")
+    ax_t.set_ylabel("median time (ms, log)")
+    ax_t.set_title("Time (colour: algorithm; line style: series)", fontsize=10)
+    ax_t.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax_i.set_xlabel("pool size")
+    ax_i.set_ylabel("fraction of image variance kept")
+    ax_i.set_title("Information kept (sample photo, pooled then spread back)", fontsize=10)
+    ax_i.legend(fontsize=7, frameon=False)
+    for ax in (ax_t, ax_i):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_layers(df: pd.DataFrame, path: Path, style: Style) -> None:
+    """Grouped bars: time per case (one group each) for each algorithm, log scale; a case an
+    algorithm could not run is marked with an x at the base of its slot."""
+    cases = list(dict.fromkeys(df["case_id"]))
+    algos = list(dict.fromkeys(df["algorithm"]))
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(cases) + 3), 4.8))
+    if not cases:
+        _no_data(ax)
+    width = 0.8 / max(1, len(algos))
+    labels = {}
+    for i, algo in enumerate(algos):
+        st = style(algo)
+        a = df[df["algorithm"] == algo].set_index("case_id")
+        for j, case_id in enumerate(cases):
+            xpos = j + i * width
+            if case_id not in a.index:
+                continue
+            r = a.loc[case_id]
+            r = r.iloc[0] if isinstance(r, pd.DataFrame) else r
+            labels[case_id] = f"{r['series']}\n{r['label']}" if r["series"] not in r[
+                "label"] else r["label"]
+            if r["status"] == "ok":
+                ax.bar(xpos, r["median_s"] * MS, width, color=st["color"],
+                       hatch="//" if st["linestyle"] == "--" else None,
+                       edgecolor="white" if not r["noisy"] else "red")
+            else:
+                ax.scatter(xpos, 0.02, transform=ax.get_xaxis_transform(), marker="x",
+                           color=st["color"], clip_on=False)
+    for algo in algos:  # one legend entry per algorithm
+        st = style(algo)
+        ax.bar(0, 0, 0, color=st["color"], hatch="//" if st["linestyle"] == "--" else None,
+               label=style.label(algo))
+    ax.set_xticks(np.arange(len(cases)) + width * (len(algos) - 1) / 2)
+    ax.set_xticklabels([labels.get(c, c) for c in cases], fontsize=7, rotation=20, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("median time (ms, log)")
+    ax.set_title("Time per case by algorithm (hatched: peers; red edge: noisy; x: not timed)",
+                 fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_auto(df: pd.DataFrame, path: Path, style: Style) -> None:
+    """Regret of each chooser over the layers, and auto's pick against torch per layer."""
+    cases = tables.auto_cases(df)
+    fig, (ax_r, ax_t) = plt.subplots(1, 2, figsize=(12, 4.2))
+    settled = cases[~cases["noisy"]] if not cases.empty else cases
+    if settled.empty:
+        _no_data(ax_r, "no settled layer")
+        _no_data(ax_t, "no settled layer")
+    else:
+        ax_r.plot(np.sort(settled["regret"].values) * 100, marker="o", label="auto (cost model)")
+        if "measured_regret" in settled and settled["measured_regret"].notna().any():
+            ax_r.plot(np.sort(settled["measured_regret"].dropna().values) * 100, marker="s",
+                      label="auto, measure=True")
+        if "scipy_regret" in settled and settled["scipy_regret"].notna().any():
+            ax_r.plot(np.sort(settled["scipy_regret"].dropna().values) * 100, marker="x",
+                      linestyle="--", label="scipy choose_conv_method")
+        ax_r.axhline(10, color="grey", linestyle=":", label="10%")
+        ax_r.legend(fontsize=8, frameon=False)
+        if "torch_ms" in settled and settled["torch_ms"].notna().any():
+            tc = settled.dropna(subset=["torch_ms"])
+            for pick, g in tc.groupby("auto_pick"):
+                ax_t.scatter(g["torch_ms"], g["pick_ms"], color=style(pick)["color"],
+                             label=f"pick: {pick}")
+            lim = [min(tc["torch_ms"].min(), tc["pick_ms"].min()),
+                   max(tc["torch_ms"].max(), tc["pick_ms"].max())]
+            ax_t.plot(lim, lim, color="grey", linestyle=":")
+            ax_t.set_xscale("log")
+            ax_t.set_yscale("log")
+            ax_t.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        else:
+            _no_data(ax_t, "no torch timings")
+    ax_r.set_xlabel("layers, sorted by regret")
+    ax_r.set_ylabel("time of the pick over the fastest - 1 (%)")
+    ax_r.set_title("How much slower than the best the chooser's pick is", fontsize=10)
+    ax_t.set_xlabel("torch (ms, log)")
+    ax_t.set_ylabel("auto's pick (ms, log)")
+    ax_t.set_title("auto's pick vs torch, per layer (below the line: ours faster)", fontsize=10)
+    for ax in (ax_r, ax_t):
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+PLOTTERS = {"auto_regret": plot_auto, "pareto": plot_pareto,
+            "pooling_tradeoff": plot_pooling, "layers_bar": plot_layers}
+
+
+def draw(df: pd.DataFrame, plots: list[str], x: str | None, plot_dir: Path) -> list[Path]:
+    """Draw the experiment's plots into ``plot_dir``; returns the files drawn."""
+    plot_dir.mkdir(exist_ok=True)
+    style = Style(df)
+    drawn = []
+    for name in plots:
+        path = plot_dir / f"{name}.png"
+        if name == "time_vs_x":
+            if not x or x not in df:
+                continue
+            plot_time_vs_x(df, x, path, style)
+        else:
+            PLOTTERS[name](df, path, style)
+        drawn.append(path)
+    return drawn

@@ -1,0 +1,210 @@
+"""The tables a report and the terminal show, computed from a run's results (no plotting, no
+text): fastest per case, Pareto fronts, crossovers, pipeline totals, how ``auto`` chose, and the
+one-line conclusion. Noisy rows are shown but never decide a conclusion."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..peers import SCIPY_METHODS
+
+MS = 1e3
+CASE_KEYS = ["device", "machine", "series", "case_id"]
+
+
+def timed(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"]
+
+
+def trusted(df: pd.DataFrame) -> pd.DataFrame:
+    """Timed rows that settled on a quiet machine: the only ones conclusions come from."""
+    return df[(df["status"] == "ok") & ~df["noisy"]]
+
+
+def noisy_count(df: pd.DataFrame) -> tuple[int, int]:
+    """(noisy timed rows, timed rows)."""
+    ok = timed(df)
+    return int(ok["noisy"].sum()), len(ok)
+
+
+def fastest_per_case(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per case: the fastest algorithm overall; our fastest with its first-call time
+    and its declared and measured extra memory; the best peer; the median-of-rounds speedup of
+    our fastest over the best peer; and whether any of these timings was noisy."""
+    out = []
+    for (device, machine, series, case_id), g in timed(df).groupby(CASE_KEYS, sort=False):
+        best = g.loc[g["median_s"].idxmin()]
+        ours, peers = g[~g["is_peer"]], g[g["is_peer"]]
+        row = {"device": device, "machine": machine, "series": series, "case": best["label"],
+               "fastest": best["algorithm"], "time_ms": best["median_s"] * MS}
+        involved = [best]
+        if len(ours):
+            o = ours.loc[ours["median_s"].idxmin()]
+            measured = o["measured_device_bytes"] if device == "cuda" else o["measured_host_bytes"]
+            row.update(ours=o["algorithm"], ours_ms=o["median_s"] * MS,
+                       first_call_s=o["first_call_s"],
+                       declared_MiB=(o["workspace_bytes"] or 0) / 2**20,
+                       measured_MiB=measured / 2**20)
+            involved.append(o)
+            if len(peers):
+                p = peers.loc[peers["median_s"].idxmin()]
+                row.update(best_peer=p["algorithm"], peer_ms=p["median_s"] * MS,
+                           speedup=o["speedup_vs_best_peer"])
+                involved.append(p)
+        row["noisy"] = any(bool(r["noisy"]) for r in involved)
+        out.append(row)
+    table = pd.DataFrame(out)
+    if not table.empty and table["machine"].nunique() <= 1:
+        table = table.drop(columns="machine")
+    return table
+
+
+def pareto_front(g: pd.DataFrame) -> pd.DataFrame:
+    """Algorithms of one case that no other beats on both time and memory (those whose memory
+    is unknown are left out)."""
+    g = g[g["memory_bytes"].notna()].sort_values(["median_s", "memory_bytes"])
+    front, best_mem = [], np.inf
+    for _, r in g.iterrows():
+        if r["memory_bytes"] < best_mem:
+            front.append(r)
+            best_mem = r["memory_bytes"]
+    return pd.DataFrame(front)
+
+
+def crossovers(df: pd.DataFrame, x: str) -> list[str]:
+    """Where the fastest of our algorithms changes along ``x``, per series (settled rows only)."""
+    lines = []
+    ours = trusted(df)
+    ours = ours[~ours["is_peer"]]
+    for (device, machine, series), g in ours.groupby(["device", "machine", "series"], sort=False):
+        winners = g.loc[g.groupby(x)["median_s"].idxmin()].sort_values(x)
+        prev = None
+        where = f"{device}{', ' + machine.split('|')[0] if machine else ''}, {series}"
+        for _, r in winners.iterrows():
+            if prev is not None and r["algorithm"] != prev["algorithm"]:
+                lines.append(f"{where}: {r['algorithm']} overtakes {prev['algorithm']} "
+                             f"between {x}={prev[x]:g} and {x}={r[x]:g}")
+            prev = r
+    return lines
+
+
+def pipeline_totals(df: pd.DataFrame) -> pd.DataFrame:
+    """Per pipeline (a non-empty ``group`` of series run one after another): the sum over its
+    layers of the fastest algorithm of each layer, and of each algorithm timed on every layer.
+    Series without a group are not a pipeline and get no total."""
+    ok = timed(df)
+    ok = ok[ok["group"] != ""]
+    rows = []
+    for (device, machine, group), g in ok.groupby(["device", "machine", "group"], sort=False):
+        per_case = g.groupby("case_id")
+        row = {"device": device, "pipeline": group, "layers": g["case_id"].nunique(),
+               "GFLOP": g.drop_duplicates("case_id")["flops"].sum() / 1e9,
+               "best_per_layer_ms": per_case["median_s"].min().sum() * MS,
+               "noisy": bool(g["noisy"].any())}
+        for algo, a in g.groupby("algorithm", sort=False):
+            if a["case_id"].nunique() == row["layers"]:
+                row[f"{algo}_ms"] = a["median_s"].sum() * MS
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def auto_cases(df: pd.DataFrame) -> pd.DataFrame:
+    """Per case: auto's pick, its time, the fastest of ours, the regret (pick / fastest - 1),
+    the same for auto's measure=True pick (timed independently of this run's timings) and for
+    scipy.signal.choose_conv_method between SciPy's own two methods, and torch's time."""
+    ok = timed(df)
+    rows = []
+    for (device, case_id), g in ok.groupby(["device", "case_id"], sort=False):
+        ours = g[~g["is_peer"]]
+        picks = g["auto_pick"].dropna()
+        pick = picks.iloc[0] if len(picks) else None
+        if ours.empty or pick not in set(ours["algorithm"]):
+            continue
+        best = ours.loc[ours["median_s"].idxmin()]
+        time_of = ours.set_index("algorithm")["median_s"]
+        row = {"device": device, "case": best["label"], "auto_pick": pick,
+               "fastest": best["algorithm"], "pick_ms": time_of[pick] * MS,
+               "fastest_ms": best["median_s"] * MS, "regret": time_of[pick] / best["median_s"] - 1,
+               "noisy": bool(ours["noisy"].any())}
+        measured = g["auto_measured_pick"].dropna()
+        if len(measured) and measured.iloc[0] in time_of.index:
+            row["measured_pick"] = measured.iloc[0]
+            row["measured_regret"] = time_of[measured.iloc[0]] / best["median_s"] - 1
+        torch_t = g[g["library"] == "torch"]["median_s"]
+        if len(torch_t):
+            row["torch_ms"] = float(torch_t.min()) * MS
+        choice = g["scipy_choice"].dropna()
+        sci = g[g["algorithm"].isin(SCIPY_METHODS.values())].set_index("algorithm")["median_s"]
+        if len(choice) and len(sci) == len(SCIPY_METHODS) and choice.iloc[0] in sci.index:
+            row["scipy_choice"] = choice.iloc[0]
+            row["scipy_regret"] = float(sci[choice.iloc[0]] / sci.min() - 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def regret_figures(regret: pd.Series) -> str:
+    """How often a chooser's picks were within 10% of the fastest, and its mean regret."""
+    return (f"within 10% on {(regret <= 0.10).mean() * 100:.0f}%, mean regret "
+            f"{regret.mean() * 100:.1f}%")
+
+
+def auto_summary(cases: pd.DataFrame) -> list[str]:
+    """The chooser's figures as lines, from settled cases only (noisy ones are counted)."""
+    if cases.empty:
+        return ["no case with auto's pick timed"]
+    settled = cases[~cases["noisy"]]
+    lines = []
+    if len(settled) < len(cases):
+        lines.append(f"{len(cases) - len(settled)} of {len(cases)} layers had noisy timings "
+                     "and are left out of the figures below")
+    if settled.empty:
+        return lines
+    c = settled
+    lines.append(f"auto (cost model, no measuring) on {len(c)} layers: within 10% of the "
+                 f"fastest of ours on {(c['regret'] <= 0.10).mean() * 100:.0f}%, exact pick on "
+                 f"{(c['auto_pick'] == c['fastest']).mean() * 100:.0f}%, mean regret "
+                 f"{c['regret'].mean() * 100:.1f}%, worst {c['regret'].max() * 100:.0f}%")
+    if "measured_regret" in c and c["measured_regret"].notna().any():
+        m = c["measured_regret"].dropna()
+        lines.append(f"auto with measure=True (its own timing, independent of this run's): "
+                     f"{regret_figures(m)}, worst {m.max() * 100:.0f}%")
+    if "scipy_regret" in c and c["scipy_regret"].notna().any():
+        sc = c.dropna(subset=["scipy_regret"])
+        lines.append(f"scipy.signal.choose_conv_method on the {len(sc)} single-channel layers, "
+                     f"choosing between SciPy's own direct and fft: "
+                     f"{regret_figures(sc['scipy_regret'])} (auto on the same layers: "
+                     f"{sc['regret'].mean() * 100:.1f}%)")
+    if "torch_ms" in c and c["torch_ms"].notna().any():
+        tc = c.dropna(subset=["torch_ms"])
+        lines.append(f"auto's pick at least as fast as torch on "
+                     f"{(tc['pick_ms'] <= tc['torch_ms']).mean() * 100:.0f}% of {len(tc)} layers "
+                     f"(median pick/torch time {(tc['pick_ms'] / tc['torch_ms']).median():.2f})")
+        beatable = tc[tc["fastest_ms"] <= tc["torch_ms"]]
+        if len(beatable):
+            kept = int((beatable["pick_ms"] <= beatable["torch_ms"]).sum())
+            lines.append(f"on the {len(beatable)} layers where one of ours is at least as "
+                         f"fast as torch, auto's pick is too on {kept}")
+    return lines
+
+
+def conclusion(df: pd.DataFrame) -> str:
+    """One line: who is fastest on how many settled cases, and where ours win."""
+    table = fastest_per_case(df)
+    if table.empty:
+        return "nothing was timed"
+    noisy = int(table["noisy"].sum())
+    settled = table[~table["noisy"]]
+    if settled.empty:
+        return f"no conclusion: all {len(table)} cases had noisy timings"
+    peer_names = set(df.loc[df["is_peer"], "algorithm"])
+    wins = settled["fastest"].value_counts()
+    parts = [f"{name} fastest on {count} of {len(settled)} cases" for name, count in
+             wins.items()]
+    ours_won = settled[~settled["fastest"].isin(peer_names)]
+    line = "; ".join(parts)
+    if 0 < len(ours_won) < len(settled):
+        where = sorted(set(ours_won["series"]))
+        line += f"; ours win on: {', '.join(where[:4])}{' ...' if len(where) > 4 else ''}"
+    if noisy:
+        line += f" ({noisy} noisy case{'s' if noisy > 1 else ''} left out)"
+    return line
