@@ -188,7 +188,7 @@ def _read_calibration(path: Path) -> dict | None:
     """The calibration document at ``path``, or None (absent, or damaged: warned once)."""
     try:
         data = json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, ValueError) as exc:
         _warn_damaged(path, f"{type(exc).__name__}: {exc}")

@@ -177,11 +177,13 @@ def admit(algo: registry.Algorithm, prep: Prepared, budget: Budget, row: dict,
         _fail(row, "skipped", f"timing needs ~{predicted:.1f} s ({budget.repeats} repeats of "
               f"a {warm:.3g} s call) > max case seconds {budget.max_s:g}")
         return None
-    if prep.device == "cuda":
+    if not algo.memory_visible:  # allocates where neither tracemalloc nor the plugin sees
+        pass
+    elif prep.device == "cuda":
         from ..cuda import memory as device_memory
 
         row["measured_device_bytes"] = _peak_device_bytes(fn, device_memory)
-    elif algo.memory_visible:
+    else:
         row["measured_host_bytes"] = memory.peak_extra_host_bytes(fn)
     return Admitted(fn, loops)
 
