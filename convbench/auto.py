@@ -272,7 +272,7 @@ def _measured(spec, device: str, top: list[registry.Algorithm], modelled: Choice
     best = min(medians, key=medians.get)
     pick = modelled.algorithm.name
     if best != pick and pick in timings:
-        ratio = np.median(np.asarray(timings[pick].rounds) / np.asarray(timings[best].rounds))
+        ratio = 1.0 / timing.median_round_ratio(timings[pick].rounds, timings[best].rounds)
         noise = max(timings[pick].rel_spread, timings[best].rel_spread)
         if ratio - 1.0 <= noise:
             best = pick  # not separable from the model's pick: keep it

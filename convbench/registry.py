@@ -85,6 +85,7 @@ class Algorithm:
     bound_by: str = "numba"
     memory_visible: bool = True
     family: str = ""
+    compiles: bool = True
 
     def __post_init__(self) -> None:
         if self.op not in OPS:

@@ -6,10 +6,11 @@ How a group of calls is timed (:func:`measure`): each function's first call is t
 repeat last ``target_seconds``; then repeats of all functions run interleaved round-robin
 (A B C, B C A, ...), each repeat after one untimed warm-up call, so that drift in the
 machine's load hits all alike and per-round ratios stay meaningful. After ``min_rounds``
-rounds, more are added while any function's relative spread (IQR / median of its rounds) is
-above ``rel_spread`` and the time budget lasts (torch.utils.benchmark's adaptive_autorange
-and nvbench's noise criterion are the models); a function that never settled is marked
-``noisy``. On the GPU a repeat is timed with CUDA events after a synchronisation.
+rounds, more are added for the functions whose relative spread (IQR / median of their rounds)
+is still above ``rel_spread``, interleaved among themselves, while the time budget lasts
+(torch.utils.benchmark's adaptive_autorange and nvbench's noise criterion are the models); a
+function that never settled is marked ``noisy``. On the GPU a repeat is timed with CUDA events
+after a synchronisation.
 """
 from __future__ import annotations
 
@@ -130,21 +131,30 @@ def measure(fns: dict[str, Callable[[], object]], *, min_rounds: int = 5,
             timings[name].loops, timings[name].warm_call_s = loops_for(fn, target_seconds, repeat)
     counts = {name: t.loops for name, t in timings.items()}
     start = time.perf_counter()
-    done = 0
-    while done < max_rounds:
+    active, done = dict(fns), 0
+    while active and done < max_rounds:
         batch = min_rounds if done == 0 else 1
-        for name, values in round_robin(fns, counts, batch, repeat, done, on_round).items():
+        for name, values in round_robin(active, counts, batch, repeat, done, on_round).items():
             timings[name].rounds.extend(values)
         done += batch
-        unsettled = [t for t in timings.values() if t.rel_spread > rel_spread]
-        if not unsettled or (budget_s is not None and time.perf_counter() - start > budget_s):
+        active = {n: fn for n, fn in active.items() if timings[n].rel_spread > rel_spread}
+        if budget_s is not None and time.perf_counter() - start > budget_s:
             break
     for t in timings.values():
         t.noisy = t.rel_spread > rel_spread
     return timings
 
 
+def paired(a: list[float], b: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The rounds two functions ran together (the first ones: later rounds time only the
+    functions still unsettled)."""
+    n = min(len(a), len(b))
+    return np.asarray(a[:n]), np.asarray(b[:n])
+
+
 def median_round_ratio(ours: list[float], theirs: list[float]) -> float:
-    """Speedup of ``ours`` over ``theirs``: the median over rounds of theirs/ours, so a slow
-    moment of the machine, which hits both in the same round, cancels out."""
-    return float(np.median(np.asarray(theirs) / np.asarray(ours)))
+    """Speedup of ``ours`` over ``theirs``: the median over the rounds both ran of
+    theirs/ours, so a slow moment of the machine, which hits both in the same round, cancels
+    out."""
+    mine, other = paired(ours, theirs)
+    return float(np.median(other / mine))

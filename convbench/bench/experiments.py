@@ -93,6 +93,7 @@ class PresetFile(_Strict):
     target_seconds: Optional[Number] = Field(None, gt=0)
     max_case_seconds: Optional[Number] = Field(None, gt=0)
     noise: Optional[Number] = Field(None, gt=0)
+    exclude: Optional[list[str]] = None
     fixed: dict[str, Scalar] = {}
     sweep: dict[str, list[Scalar]] = {}
     random: RandomOverride = RandomOverride()
@@ -108,7 +109,8 @@ class ExperimentFile(_Strict):
     target_seconds: Number = Field(0.05, gt=0)
     max_case_seconds: Number = Field(10.0, gt=0)
     noise: Number = Field(0.05, gt=0)  # relative spread (IQR / median) a result must settle to
-    algorithms: Optional[list[str]] = None
+    algorithms: Optional[list[str]] = None  # only these (default: every registered one)
+    exclude: list[str] = []  # every registered one but these
     series: list[SeriesFile] = Field(min_length=1)
     presets: dict[Literal["smoke", "quick", "full"], PresetFile] = {}
 
@@ -146,6 +148,11 @@ class Experiment:
     series: list[dict] = field(default_factory=list)
     algorithms: list[str] | None = None  # None: every registered algorithm
     preset: str = "quick"
+    exclude: list[str] = field(default_factory=list)
+
+    def selects(self, name: str) -> bool:
+        """Whether the experiment times the algorithm ``name``."""
+        return (self.algorithms is None or name in self.algorithms) and name not in self.exclude
 
     def cases(self) -> list[Case]:
         out = []
@@ -290,7 +297,7 @@ def _build(path: Path, data: ExperimentFile, preset: str) -> Experiment:
     experiment = Experiment(data.name, data.description, path, list(data.plots), data.x,
                             pick("repeats"), float(pick("target_seconds")),
                             float(pick("max_case_seconds")), float(pick("noise")), series,
-                            data.algorithms, preset)
+                            data.algorithms, preset, list(pick("exclude")))
     if experiment.x is not None and experiment.x not in ALL_PARAMS:
         raise ExperimentError(f"{path}: key 'x': must be a parameter name ({', '.join(ALL_PARAMS)})"
                               f", got {experiment.x!r}")

@@ -63,7 +63,8 @@ def measure(layers: list[Layer], repeats: int = 9, target_seconds: float = 0.02,
             got = timing.measure({"algorithm": fn, "control": ready[algo.bound_by]},
                                  min_rounds=repeats, max_rounds=repeats,
                                  target_seconds=target_seconds)
-            ratios = np.asarray(got["algorithm"].rounds) / np.asarray(got["control"].rounds)
+            mine, control = timing.paired(got["algorithm"].rounds, got["control"].rounds)
+            ratios = mine / control
             samples[f"{layer.name}|{algo.name}"] = {"control": algo.bound_by,
                                                     "ratios": [float(r) for r in ratios]}
     return samples

@@ -170,6 +170,10 @@ def admit(algo: registry.Algorithm, prep: Prepared, budget: Budget, row: dict,
     if not ok:
         _fail(row, "mismatch", f"error/bound = {ratio:.3g}")
         return None
+    if not algo.compiles and first * budget.repeats > budget.max_s:  # no JIT: a fair sample
+        _fail(row, "skipped", f"timing needs ~{first * budget.repeats:.1f} s ({budget.repeats} "
+              f"repeats of a {first:.3g} s call) > max case seconds {budget.max_s:g}")
+        return None
     loops, warm = timing.loops_for(fn, budget.target_s, repeat)
     row["warm_call_s"] = warm
     predicted = warm * loops * budget.repeats
@@ -282,9 +286,10 @@ def run_case(case: Case, device: str, experiment: Experiment, options: SweepOpti
     """Check, time and measure every selected algorithm on one case: its rows (every failure
     recorded in them, none raised) and the per-round seconds of the timed ones."""
     spec = case.spec
-    names = options.algorithms or experiment.algorithms
+    chosen = (lambda name: name in options.algorithms) if options.algorithms else (
+        experiment.selects)
     todo = [a for a in registry.algorithms(spec.op, device)
-            if (names is None or a.name in names) and (device, case.case_id, a.name) not in done]
+            if chosen(a.name) and (device, case.case_id, a.name) not in done]
     if not todo:
         return [], {}
     budget = Budget.of(experiment, options)

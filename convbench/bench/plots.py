@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only: the harness runs on headless machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from . import tables  # noqa: E402
 
@@ -44,11 +44,28 @@ class Style:
         return algorithm + (" (peer)" if self.peer.get(algorithm) else "")
 
 
+def _marker(style: Style, row) -> dict:
+    """Scatter style of one result: hollow (filled markers) or faint (an x) when noisy."""
+    st = style(row["algorithm"])
+    if not row["noisy"]:
+        return {"color": st["color"], "marker": st["marker"]}
+    if st["marker"] == "x":
+        return {"color": st["color"], "marker": "x", "alpha": 0.35}
+    return {"facecolors": "none", "edgecolors": st["color"], "marker": st["marker"]}
+
+
 def _bytes_label(value: float, _pos=None) -> str:
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if value >= scale:
             return f"{value / scale:.3g} {unit}"
     return f"{value:.0f} B"
+
+
+def _log_ms_axis(axis) -> None:
+    """A log axis of milliseconds labelled in plain numbers, decades only."""
+    axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _no_data(ax, text: str = "no data") -> None:
@@ -89,7 +106,7 @@ def plot_time_vs_x(df: pd.DataFrame, x: str, path: Path, style: Style) -> None:
     series = list(dict.fromkeys(df["series"]))
     fig, axes = _grid(len(series), cols=2)
     for ax, s in zip(axes, series):
-        g = df[df["series"] == s]
+        g = df[(df["series"] == s) & df[x].notna()]
         ok = g[g["status"] == "ok"]
         if ok.empty:
             _no_data(ax)
@@ -103,18 +120,16 @@ def plot_time_vs_x(df: pd.DataFrame, x: str, path: Path, style: Style) -> None:
             lo = (a["median_s"] - a["iqr_s"].fillna(0) / 2).clip(lower=1e-12) * MS
             hi = (a["median_s"] + a["iqr_s"].fillna(0) / 2) * MS
             ax.fill_between(a[x], lo, hi, color=st["color"], alpha=0.15, linewidth=0)
-            quiet, loud = a[~a["noisy"]], a[a["noisy"]]
-            ax.scatter(quiet[x], quiet["median_s"] * MS, color=st["color"], marker=st["marker"],
-                       s=18)
-            ax.scatter(loud[x], loud["median_s"] * MS, facecolors="none",
-                       edgecolors=st["color"], marker="o", s=40)
+            for _, r in a.iterrows():
+                ax.scatter(r[x], r["median_s"] * MS, s=22, **_marker(style, r))
         missing = g[g["status"].isin(NOT_TIMED)]
         for algo, m in missing.groupby("algorithm", sort=False):
             ax.scatter(m[x], np.full(len(m), 0.02), transform=ax.get_xaxis_transform(),
                        marker="|", s=60, color=style(algo)["color"], clip_on=False)
-        ax.set_yscale("log")
+        _log_ms_axis(ax.yaxis)
         if x in ("channels", "in_channels", "out_channels", "batch"):
             ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.set_xlabel(x.replace("_", " "))
         ax.set_ylabel("median time per call (ms, log)")
         ax.set_title(s, fontsize=10)
@@ -122,7 +137,7 @@ def plot_time_vs_x(df: pd.DataFrame, x: str, path: Path, style: Style) -> None:
     _legend_outside(fig, axes)
     fig.suptitle(f"Time vs {x.replace('_', ' ')} (band: IQR; hollow: noisy; ticks on the "
                  "axis: not timed)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     _save(fig, path)
 
 
@@ -136,31 +151,32 @@ def plot_pareto(df: pd.DataFrame, path: Path, style: Style) -> None:
     fig, axes = _grid(len(cases), width=4.6, height=3.6, cols=3)
     if not cases:
         _no_data(axes[0])
+        _save(fig, path)
+        return
     for ax, case_id in zip(axes, cases):
         g = ok[ok["case_id"] == case_id]
         known, unknown = g[g["memory_bytes"].notna()], g[g["memory_bytes"].isna()]
         floor = 1024.0
         texts = []
         for _, r in known.iterrows():
-            st = style(r["algorithm"])
             mem = max(r["memory_bytes"], floor)
-            ax.scatter(r["median_s"] * MS, mem, color=st["color"], marker=st["marker"],
-                       facecolors="none" if r["noisy"] else None)
+            ax.scatter(r["median_s"] * MS, mem, **_marker(style, r))
             texts.append(ax.text(r["median_s"] * MS, mem, r["algorithm"], fontsize=7))
         front = tables.pareto_front(g).sort_values("median_s")
         if len(front):
             ax.step(front["median_s"] * MS, front["memory_bytes"].clip(lower=floor),
                     where="post", color="k", alpha=0.4, label="Pareto front")
         for _, r in unknown.iterrows():
-            st = style(r["algorithm"])
             ax.scatter(r["median_s"] * MS, 1.04, transform=ax.get_xaxis_transform(),
-                       color=st["color"], marker=st["marker"], clip_on=False)
+                       clip_on=False, **_marker(style, r))
             texts.append(ax.text(r["median_s"] * MS, 1.08, f"{r['algorithm']} (memory not "
                                  "visible)", transform=ax.get_xaxis_transform(), fontsize=6,
                                  color="grey"))
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log_ms_axis(ax.xaxis)
+        ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_locator(LogLocator(base=4))
         ax.yaxis.set_major_formatter(FuncFormatter(_bytes_label))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("median time (ms, log)")
         ax.set_ylabel("extra memory (<=1 KiB at 1 KiB)")
         ax.set_title(g["label"].iloc[0], fontsize=8, pad=22)
@@ -169,8 +185,9 @@ def plot_pareto(df: pd.DataFrame, path: Path, style: Style) -> None:
         if in_axes:
             adjust_text(in_axes, ax=ax)
     _legend_outside(fig, axes)
-    fig.suptitle("Speed / memory trade-off per case (lower left is better)", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle("Speed / memory trade-off per case (lower left is better; hollow: noisy)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     _save(fig, path)
 
 
@@ -181,6 +198,8 @@ def plot_pooling(df: pd.DataFrame, path: Path, style: Style) -> None:
     if ok.empty:
         _no_data(ax_t)
         _no_data(ax_i)
+        _save(fig, path)
+        return
     lines = ["-", "--", ":", "-."]
     for i, (series, g) in enumerate(ok.groupby("series", sort=False)):
         for algo, a in g.groupby("algorithm", sort=False):
@@ -191,7 +210,7 @@ def plot_pooling(df: pd.DataFrame, path: Path, style: Style) -> None:
         info = g.drop_duplicates("case_id").sort_values("pool_size")
         ax_i.plot(info["pool_size"], info["info_kept"], marker="o", label=series,
                   linestyle=lines[i % len(lines)], color="k")
-    ax_t.set_yscale("log")
+    _log_ms_axis(ax_t.yaxis)
     ax_t.set_xlabel("pool size")
     ax_t.set_ylabel("median time (ms, log)")
     ax_t.set_title("Time (colour: algorithm; line style: series)", fontsize=10)
@@ -206,16 +225,25 @@ def plot_pooling(df: pd.DataFrame, path: Path, style: Style) -> None:
     _save(fig, path)
 
 
+def bar_groups(df: pd.DataFrame) -> dict[str, str]:
+    """One bar group per case (never merged by series), with its label."""
+    first = df.drop_duplicates("case_id")
+    return {r["case_id"]: (r["label"] if r["series"] in r["label"] else
+                           f"{r['series']}\n{r['label']}") for _, r in first.iterrows()}
+
+
 def plot_layers(df: pd.DataFrame, path: Path, style: Style) -> None:
     """Grouped bars: time per case (one group each) for each algorithm, log scale; a case an
     algorithm could not run is marked with an x at the base of its slot."""
-    cases = list(dict.fromkeys(df["case_id"]))
+    labels = bar_groups(df)
+    cases = list(labels)
     algos = list(dict.fromkeys(df["algorithm"]))
     fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(cases) + 3), 4.8))
     if not cases:
         _no_data(ax)
+        _save(fig, path)
+        return
     width = 0.8 / max(1, len(algos))
-    labels = {}
     for i, algo in enumerate(algos):
         st = style(algo)
         a = df[df["algorithm"] == algo].set_index("case_id")
@@ -225,8 +253,6 @@ def plot_layers(df: pd.DataFrame, path: Path, style: Style) -> None:
                 continue
             r = a.loc[case_id]
             r = r.iloc[0] if isinstance(r, pd.DataFrame) else r
-            labels[case_id] = f"{r['series']}\n{r['label']}" if r["series"] not in r[
-                "label"] else r["label"]
             if r["status"] == "ok":
                 ax.bar(xpos, r["median_s"] * MS, width, color=st["color"],
                        hatch="//" if st["linestyle"] == "--" else None,
@@ -240,7 +266,7 @@ def plot_layers(df: pd.DataFrame, path: Path, style: Style) -> None:
                label=style.label(algo))
     ax.set_xticks(np.arange(len(cases)) + width * (len(algos) - 1) / 2)
     ax.set_xticklabels([labels.get(c, c) for c in cases], fontsize=7, rotation=20, ha="right")
-    ax.set_yscale("log")
+    _log_ms_axis(ax.yaxis)
     ax.set_ylabel("median time (ms, log)")
     ax.set_title("Time per case by algorithm (hatched: peers; red edge: noisy; x: not timed)",
                  fontsize=10)
@@ -276,8 +302,8 @@ def plot_auto(df: pd.DataFrame, path: Path, style: Style) -> None:
             lim = [min(tc["torch_ms"].min(), tc["pick_ms"].min()),
                    max(tc["torch_ms"].max(), tc["pick_ms"].max())]
             ax_t.plot(lim, lim, color="grey", linestyle=":")
-            ax_t.set_xscale("log")
-            ax_t.set_yscale("log")
+            _log_ms_axis(ax_t.xaxis)
+            _log_ms_axis(ax_t.yaxis)
             ax_t.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         else:
             _no_data(ax_t, "no torch timings")

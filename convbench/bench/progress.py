@@ -16,9 +16,9 @@ from .sweep import case_weight
 
 
 def _algorithms(exp: Experiment, options: SweepOptions) -> int:
-    names = options.algorithms or exp.algorithms
+    chosen = (lambda name: name in options.algorithms) if options.algorithms else exp.selects
     ops = {c.spec.op for c in exp.cases()}
-    counts = [len([a for a in registry.algorithms(op, d) if names is None or a.name in names])
+    counts = [len([a for a in registry.algorithms(op, d) if chosen(a.name)])
               for op in ops for d in options.devices]
     return max(counts, default=1)
 

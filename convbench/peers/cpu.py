@@ -80,12 +80,12 @@ for _name, _fn, _desc, _model, _family in (
     ("scipy_oa", _scipy_loop(_oa_correlate),
      "scipy.signal.oaconvolve (overlap-add) looped over (n, k, c)", "fft", "fft_tiled"),
 ):
-    register(Algorithm(name=_name, op="conv2d", device="cpu", run=_fn, is_peer=True,
+    register(Algorithm(name=_name, op="conv2d", device="cpu", run=_fn, is_peer=True, compiles=False,
                        library="scipy", workspace_bytes=padded_bytes, description=_desc,
                        error_model=_model, bound_by="fft" if _model == "fft" else "numba",
                        family=_family))
 register(Algorithm(name="numpy_im2col", op="conv2d", device="cpu", run=numpy_im2col,
-                   is_peer=True, library="numpy", description="sliding_window_view + matmul",
+                   is_peer=True, compiles=False, library="numpy", description="sliding_window_view + matmul",
                    workspace_bytes=numpy_im2col_workspace, bound_by="blas", family="im2col"))
 
 
@@ -107,7 +107,7 @@ def numpy_pool(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
 
 
 for _op in ("max_pool2d", "avg_pool2d"):
-    register(Algorithm(name="numpy", op=_op, device="cpu", run=numpy_pool, is_peer=True,
+    register(Algorithm(name="numpy", op=_op, device="cpu", run=numpy_pool, is_peer=True, compiles=False,
                        library="numpy", description="sliding_window_view + max/mean",
                        bound_by="memory", family="direct"))
 

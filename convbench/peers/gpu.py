@@ -61,11 +61,11 @@ def _register_torch(torch) -> None:
     def pool(x, spec: PoolSpec):
         return _back(x, pool_tensor(_as_torch(torch, x), spec))
 
-    register(Algorithm("cudnn", "conv2d", "cuda", conv, is_peer=True, library="torch",
+    register(Algorithm("cudnn", "conv2d", "cuda", conv, is_peer=True, compiles=False, library="torch",
                        error_model="fft", bound_by="blas", memory_visible=False,
                        description=f"torch {torch.__version__} F.conv2d (cuDNN, no TF32)"))
     for op in ("max_pool2d", "avg_pool2d"):
-        register(Algorithm("torch", op, "cuda", pool, is_peer=True, library="torch",
+        register(Algorithm("torch", op, "cuda", pool, is_peer=True, compiles=False, library="torch",
                            bound_by="memory", memory_visible=False,
                            description=f"torch {torch.__version__} F.{op}"))
 
@@ -98,7 +98,7 @@ def _register_cupy() -> None:
             return cuda.as_cuda_array(y)
         return cupy.asnumpy(y)
 
-    register(Algorithm("cufft", "conv2d", "cuda", cufft_conv, is_peer=True, library="cupy",
+    register(Algorithm("cufft", "conv2d", "cuda", cufft_conv, is_peer=True, compiles=False, library="cupy",
                        error_model="fft", bound_by="fft", memory_visible=False, family="fft",
                        description=f"CuPy {cupy.__version__} cuFFT rfft2 + einsum"))
 

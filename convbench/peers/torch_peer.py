@@ -41,10 +41,10 @@ def _torch_pool(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
 
 
 # oneDNN may pick Winograd or other transforms internally: the FFT-sized error bound applies
-register(Algorithm(name="torch", op="conv2d", device="cpu", run=torch_conv2d, is_peer=True,
+register(Algorithm(name="torch", op="conv2d", device="cpu", run=torch_conv2d, is_peer=True, compiles=False,
                    library="torch", description=f"torch {torch.__version__} F.conv2d (oneDNN)",
                    error_model="fft", bound_by="blas", memory_visible=False))
 for _op in ("max_pool2d", "avg_pool2d"):
-    register(Algorithm(name="torch", op=_op, device="cpu", run=_torch_pool, is_peer=True,
+    register(Algorithm(name="torch", op=_op, device="cpu", run=_torch_pool, is_peer=True, compiles=False,
                        library="torch", description=f"torch {torch.__version__} F.{_op}",
                        bound_by="memory", memory_visible=False))

@@ -1,0 +1,127 @@
+"""Numbers a user can trust: noise detected and recorded, adaptive rounds, compile time never
+judged, honest tables and plots, per-machine notes, the environment record, the terminal."""
+import csv
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from convbench import timing
+from convbench.bench import experiments, measure, noise, plots, sweep, tables
+from convbench.bench.rundir import COLUMNS, RunDirectory, typed
+from convbench.cli import main
+
+
+def test_adaptive_rounds_stop_when_settled_and_flag_what_never_settles():
+    """A repeat that alternates between 1 and 3 ms never settles and is marked noisy after
+    max_rounds; a steady one settles at the first rounds and gets no more."""
+    seen = {"steady": 0, "jumpy": 0}
+
+    def steady():
+        pass
+
+    def jumpy():
+        pass
+
+    def fake_repeat(fn, loops):
+        seen[fn.__name__] += 1
+        return 1e-3 if fn is steady or seen["jumpy"] % 2 else 3e-3
+
+    got = timing.measure({"steady": steady, "jumpy": jumpy}, min_rounds=5, max_rounds=12,
+                         rel_spread=0.05, repeat=fake_repeat, loops={"steady": 1, "jumpy": 1})
+    assert len(got["jumpy"].rounds) == 12 and got["jumpy"].noisy
+    assert len(got["steady"].rounds) == 5 and not got["steady"].noisy
+
+
+def test_a_busy_machine_marks_rows_noisy_and_says_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(noise, "during", lambda before: {"load_avg": 9.0, "cpu_mhz": None,
+                                                         "others_cpu": 0.6, "steal": 0.0})
+    exp = experiments.load("small_cnn", "smoke")
+    run = RunDirectory.create(tmp_path, "x")
+    sweep.sweep(exp, run, measure.SweepOptions(["cpu"], ["direct"]))
+    df = run.load()
+    ok = df[df["status"] == "ok"]
+    assert len(ok) and ok["noisy"].all()
+    assert ok["noise"].str.contains("other processes used 60%").all()
+    assert tables.conclusion(df).startswith("no conclusion")
+
+
+def test_results_columns_are_honest():
+    assert COLUMNS.count("flip") == 1 and "first_call_s" in COLUMNS and "compile_s" not in COLUMNS
+    for col in ("noisy", "rel_spread", "others_cpu", "steal", "control_drift", "machine"):
+        assert col in COLUMNS
+
+
+@pytest.fixture(scope="module")
+def layers_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("layers")
+    assert main(["run", "layers", "--preset", "smoke", "--out", str(out), "--no-progress",
+                 "--device", "cpu"]) == 0
+    return next(out.iterdir())
+
+
+def test_memory_a_library_hides_is_empty_not_zero(layers_run):
+    with (layers_run / "results.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]
+    torch_rows = [r for r in rows if r["algorithm"] == "torch"]
+    ours = [r for r in rows if r["algorithm"] == "direct"]
+    if torch_rows:
+        assert all(r["measured_host_bytes"] == "" for r in torch_rows)
+    assert all(r["measured_host_bytes"] != "" for r in ours)
+
+
+def test_environment_record(layers_run):
+    env = json.loads((layers_run / "environment.json").read_text())
+    for key in ("machine_id", "cpu_flags", "numba_threading_layer", "blas", "git", "cores"):
+        assert key in env, key
+    assert env["numba_threading_layer"] in ("tbb", "omp", "workqueue")
+    assert {"commit", "dirty"} <= set(env["git"])
+    assert any(b.get("user_api") == "blas" for b in env["blas"])
+
+
+def test_one_bar_group_per_case_and_totals_only_for_pipelines(layers_run):
+    df = RunDirectory(layers_run).load()
+    assert len(plots.bar_groups(df)) == df["case_id"].nunique() == len(
+        experiments.load("layers", "smoke").cases())
+    assert tables.pipeline_totals(df).empty  # the layers are not a pipeline
+    grouped = df.copy()
+    grouped.loc[grouped.index[: len(grouped) // 2], "group"] = "net"
+    totals = tables.pipeline_totals(typed(grouped))
+    assert list(totals["pipeline"]) == ["net"]
+
+
+def test_report_states_conclusion_and_noise(layers_run):
+    report = (layers_run / "report.md").read_text()
+    assert "**Conclusion:**" in report and "Noisy results:" in report
+    assert "Machine:" in report and "BLAS" in report
+
+
+def test_terminal_output_fits_100_columns_and_concludes(tmp_path, capsys):
+    assert main(["run", "small_cnn", "--preset", "smoke", "--out", str(tmp_path),
+                 "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert all(len(line) <= 100 for line in captured.out.splitlines() if "|" not in line
+               and not line.startswith(("note:", "report:")))
+    assert "small_cnn:" in captured.out
+    assert "\r" not in captured.err  # not a terminal: no carriage-return progress bar
+    assert "[1/1] small_cnn" in captured.err
+
+
+def test_every_plot_draws_with_noisy_skipped_and_empty_data(tmp_path, layers_run):
+    df = RunDirectory(layers_run).load()
+    df.loc[df.index[::3], "noisy"] = True
+    drawn = plots.draw(df, list(experiments.PLOTS), "kernel_size", tmp_path)
+    assert {p.stem for p in drawn} == set(experiments.PLOTS)
+    empty = df[df["status"] == "nothing"]
+    assert len(plots.draw(empty, ["pareto", "layers_bar", "auto_regret"], None,
+                          tmp_path / "empty")) == 3
+
+
+def test_case_weights_grow_with_the_work():
+    exp = experiments.load("kernel_size", "quick")
+    options = measure.SweepOptions(["cpu"])
+    weights = [sweep.case_weight(c, exp, options, 6) for c in exp.cases()]
+    small, large = exp.cases()[0], max(exp.cases(), key=lambda c: c.spec.flops)
+    assert sweep.case_weight(large, exp, options, 6) > sweep.case_weight(small, exp, options, 6)
+    assert all(w > 0 for w in weights)
