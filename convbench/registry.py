@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 OPS = ("conv2d", "max_pool2d", "avg_pool2d")
 DEVICES = ("cpu", "cuda")
-ERROR_MODELS = ("sum", "fft", "winograd")  # which bound of tolerance.py applies
+ERROR_MODELS = ("sum", "fft", "winograd_f2", "winograd_f4")  # which bound of tolerance.py applies
 BOUND_BY = ("numba", "blas", "fft", "memory")  # the resource that limits an algorithm's speed
 
 # (device, peers?) -> the modules that register that group
@@ -26,6 +26,7 @@ MODULES: dict[tuple[str, bool], tuple[str, ...]] = {
         "convbench.cpu.im2col",
         "convbench.cpu.fft",
         "convbench.cpu.fft_tiled",
+        "convbench.cpu.winograd",
     ),
     ("cpu", True): ("convbench.peers.cpu",),
     ("cuda", False): (

@@ -12,11 +12,19 @@ Two error models, chosen per algorithm by ``Algorithm.error_model``:
   ||x_nc||_2 ||w_kc||_2. c = 8 covers the forward and inverse transforms and the spectral
   multiply-accumulate; it was checked on the hypothesis-drawn shapes of tests/test_algorithms.py
   (observed errors stay below 1/10 of the bound).
+* ``"winograd_f2"``, ``"winograd_f4"`` (F(m x m, 3x3)): Y = A^T [sum_c U_c * V_c] A with
+  U = G g G^T and V = B^T d B is a chain of sums, so the same argument as for "sum" applies to
+  the whole chain: |error| <= 2 * n * eps * (|A^T| [sum_c (|G||g||G^T|) * (|B^T||d||B|)] |A|)
+  elementwise, with n = C + 4a + 2 rounded operations in sequence (a = m + 2: two a-term
+  transform passes each side, the product, the sum over channels). The absolute transforms are
+  what grow with the tile: their entries reach 5 and 8 for F(4x4) against 1 for F(2x2), so
+  F(4x4)'s bound (and its error) is about two orders of magnitude above F(2x2)'s and direct's.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .arith import ceil_div
 from .reference import conv2d_reference
 from .spec import ConvSpec, PoolSpec
 
@@ -42,7 +50,34 @@ def conv_error_bound(x: np.ndarray, w: np.ndarray, spec: ConvSpec, model: str = 
         w_norm = np.sqrt((np.asarray(w, np.float64) ** 2).sum(axis=(2, 3)))  # (K, C)
         plane = x_norm @ w_norm.T  # (N, K): sum_c ||x_nc|| ||w_kc||
         return (FFT_SAFETY * eps * log_len * plane)[:, :, None, None] + ABS_FLOOR
-    raise ValueError(f"model must be 'sum' or 'fft', got {model!r}")
+    if model in ("winograd_f2", "winograd_f4"):
+        return winograd_error_bound(x, w, spec, int(model[-1])) + ABS_FLOOR
+    raise ValueError(f"model must be 'sum', 'fft', 'winograd_f2' or 'winograd_f4', got {model!r}")
+
+
+def winograd_error_bound(x: np.ndarray, w: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
+    """The "winograd" bound above, computed by running F(m x m, 3x3) on |x| and |w| with the
+    absolute transform matrices, in float64."""
+    from .cpu.winograd import matrices
+
+    bt, g, at = (np.abs(mat) for mat in matrices(m))
+    a = m + 2
+    ho, wo = spec.out_size
+    th, tw = ceil_div(ho, m), ceil_div(wo, m)
+    pt, _, pl, _ = spec.pad
+    # the padded input, extended with zeros to whole tiles
+    xp = np.zeros((spec.n, spec.c, th * m + 2, tw * m + 2))
+    rows, cols = min(spec.h, th * m + 2 - pt), min(spec.w, tw * m + 2 - pl)
+    xp[:, :, pt:pt + rows, pl:pl + cols] = np.abs(np.asarray(x, np.float64))[:, :, :rows, :cols]
+    tiles = np.lib.stride_tricks.sliding_window_view(xp, (a, a), axis=(2, 3))[:, :, ::m, ::m]
+    wk = np.abs(np.asarray(w, np.float64))
+    v = np.einsum("xi,nctsij,yj->ntsxyc", bt, tiles, bt, optimize=True)
+    u = np.einsum("xi,kcij,yj->xyck", g, wk, g, optimize=True)
+    prod = np.einsum("ntsxyc,xyck->ntsxyk", v, u, optimize=True)
+    y = np.einsum("ix,ntsxyk,jy->nktisj", at, prod, at, optimize=True)
+    y = y.reshape(spec.n, spec.k, th * m, tw * m)[:, :, :ho, :wo]
+    depth = spec.c + 4 * a + 2
+    return 2.0 * depth * _eps(spec.dtype) * y
 
 
 def pool_error_bound(x: np.ndarray, spec) -> float | np.ndarray:

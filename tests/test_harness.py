@@ -227,7 +227,7 @@ def test_round_robin_interleaves_and_ratios_use_rounds():
 
 @pytest.mark.parametrize("argv,message", [
     (["run", "no_such_experiment"], "unknown experiment"),
-    (["run", "small_cnn", "--algorithms", "winograd"], "unknown winograd"),
+    (["run", "small_cnn", "--algorithms", "no_such_algorithm"], "unknown no_such_algorithm"),
     (["run", "small_cnn", "--device", "cuda"], "not available"),
 ])
 def test_bad_command_lines_exit_2(argv, message, capsys, monkeypatch):

@@ -88,8 +88,8 @@ def test_complex_signal_rejected():
 
 
 def test_unknown_algorithm_lists_the_valid_ones():
-    with raises(ValueError, "algorithm", "'winograd'", "direct", "fft", "im2col"):
-        cb.conv2d(X, W, algorithm="winograd")
+    with raises(ValueError, "algorithm", "'strassen'", "direct", "fft", "im2col", "winograd"):
+        cb.conv2d(X, W, algorithm="strassen")
 
 
 def test_unsupported_case_names_the_algorithms_that_can():
@@ -174,6 +174,12 @@ def test_flip_must_be_bool():
 def test_non_array_input():
     with raises(TypeError, "x"):
         cb.conv2d(object(), W)
+
+
+def test_winograd_refuses_what_it_cannot_compute():
+    with raises(ValueError, "'winograd'", "3x3 kernels, stride 1", "direct"):
+        cb.conv2d(np.ones((1, 2, 9, 9), np.float32), np.ones((3, 2, 5, 5), np.float32),
+                  algorithm="winograd")
 
 
 def test_nan_in_nan_out():
