@@ -123,11 +123,12 @@ def test_declared_workspace_matches_measured(algo, spec):
 
 
 @pytest.mark.parametrize("algo", [a for a in OURS if a.op != "conv2d"], ids=lambda a: a.op)
-def test_pooling_allocates_nothing_but_the_output(algo):
-    spec = pool_spec(algo.op.split("_")[0], (4, 8, 30, 30), 3, stride=2, padding=1)
+def test_pooling_allocates_only_what_it_declares(algo):
+    spec = pool_spec(algo.op.split("_")[0], (4, 8, 300, 300), 3, stride=2, padding=1)
     x = np.random.default_rng(0).standard_normal(spec.x_shape).astype(spec.dtype)
-    assert algo.workspace_bytes(spec) == 0
-    assert _peak_extra_bytes(algo.run, x, spec) <= 4096
+    declared = algo.workspace_bytes(spec)
+    assert declared < 0.01 * x.nbytes  # a row per thread
+    assert abs(_peak_extra_bytes(algo.run, x, spec) - declared) <= 4096
 
 
 def test_fft_tiled_needs_less_workspace_than_fft_for_small_kernels():
