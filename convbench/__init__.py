@@ -17,6 +17,7 @@ _EXPORTS = {
     "choose": "auto", "explain": "auto",
     "ConvSpec": "spec", "PoolSpec": "spec", "conv_spec": "spec", "pool_spec": "spec",
     "configure_for_benchmarks": "process",
+    "Conv2d": "layers",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
     from .auto import choose, explain
     from .ops import (algorithms, avg_pool2d, conv2d, convolve2d, correlate2d, max_pool2d,
                       workspace_bytes)
+    from .layers import Conv2d
     from .process import configure_for_benchmarks
     from .spec import ConvSpec, PoolSpec, conv_spec, pool_spec
 

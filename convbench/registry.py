@@ -87,6 +87,7 @@ class Algorithm:
     memory_visible: bool = True
     family: str = ""
     compiles: bool = True
+    prepare: Callable[[Any, Any], Callable[[Any], Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -107,6 +108,12 @@ class Algorithm:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.op, self.device, self.name)
+
+    def prepared(self, w: Any, spec: Any) -> Callable[[Any], Any]:
+        """A call ``f(x)`` with the weight-dependent work done now, once."""
+        if self.prepare is not None:
+            return self.prepare(w, spec)
+        return lambda x: self.run(x, w, spec)
 
     def bound(self, spec: Any, x: Any, w: Any = None) -> Callable[[], Any]:
         """A no-argument call of this algorithm on fixed inputs (``w`` is None for pooling)."""

@@ -139,6 +139,9 @@ def prepare(case: Case, device: str, base: dict) -> Prepared:
 class Admitted:
     fn: Callable[[], object]
     loops: int
+    prepared: Callable[[], object] | None = None  # the same call with its weights prepared
+
+PREPARED = " (prepared)"  # suffix of the timing key of an algorithm's prepared call
 
 
 def _fail(row: dict, status: str, error: str) -> None:
@@ -189,7 +192,12 @@ def admit(algo: registry.Algorithm, prep: Prepared, budget: Budget, row: dict,
         row["measured_device_bytes"] = _peak_device_bytes(fn, device_memory)
     else:
         row["measured_host_bytes"] = memory.peak_extra_host_bytes(fn)
-    return Admitted(fn, loops)
+    prepared = None
+    if algo.prepare is not None and prep.win is not None:
+        run = algo.prepared(prep.win, spec)
+        prepared = lambda: run(prep.xin)  # noqa: E731
+        prepared()  # compile and warm, untimed
+    return Admitted(fn, loops, prepared)
 
 
 def _peak_device_bytes(fn, device_memory) -> int:
@@ -212,12 +220,15 @@ def time_admitted(prep: Prepared, admitted: dict[str, Admitted], budget: Budget,
     repeat = timing.cuda_repeat if prep.device == "cuda" else timing.host_repeat
     before = noise.Snapshot.now()
     label = prep.spec.label()
+    fns = {n: a.fn for n, a in admitted.items()}
+    loops = {n: a.loops for n, a in admitted.items()}
+    for name, a in admitted.items():  # the prepared call in the same rounds, as many loops
+        if a.prepared is not None:
+            fns[name + PREPARED], loops[name + PREPARED] = a.prepared, a.loops
     # each algorithm may take up to max_s of timing, so the group as many times that
     timings = timing.measure(
-        {n: a.fn for n, a in admitted.items()}, min_rounds=budget.repeats,
-        target_seconds=budget.target_s, rel_spread=budget.noise,
-        budget_s=budget.max_s * len(admitted), repeat=repeat,
-        loops={n: a.loops for n, a in admitted.items()},
+        fns, min_rounds=budget.repeats, target_seconds=budget.target_s,
+        rel_spread=budget.noise, budget_s=budget.max_s * len(fns), repeat=repeat, loops=loops,
         on_round=lambda r: status(f"{label} timing round {r + 1}"))
     signals = noise.during(before)
     if options.control is not None:
@@ -228,6 +239,8 @@ def time_admitted(prep: Prepared, admitted: dict[str, Admitted], budget: Budget,
 def fill_figures(rows: dict[str, dict], timings: dict[str, timing.Timing], signals: dict,
                  spec, budget: Budget, options: SweepOptions) -> None:
     """Times, spread, noise flags, throughput and the speedup over the best peer."""
+    for name in [n for n in timings if n.endswith(PREPARED)]:
+        rows[name[:-len(PREPARED)]]["prepared_median_s"] = timings.pop(name).median
     peers = [n for n in timings if rows[n]["is_peer"]]
     best_peer = min(peers, key=lambda n: timings[n].median) if peers else None
     busy = noise.contention(signals)
@@ -326,5 +339,6 @@ def run_case(case: Case, device: str, experiment: Experiment, options: SweepOpti
         for name in admitted:
             _fail(rows[name], "failed", f"while timing: {type(exc).__name__}: {exc}")
         return list(rows.values()), {}
+    rounds = {n: t.rounds for n, t in timings.items() if not n.endswith(PREPARED)}
     fill_figures(rows, timings, signals, spec, budget, options)
-    return list(rows.values()), {n: t.rounds for n, t in timings.items()}
+    return list(rows.values()), rounds

@@ -54,7 +54,10 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
     md.append("Times are medians over interleaved rounds, repeated until their spread "
               "(IQR / median) settled under the experiment's noise target or the case's time "
               "ran out; speedup is the median over rounds of best-peer time / our time, "
-              "measured side by side in this run.\n")
+              "measured side by side in this run. Times are per call, every weight-dependent "
+              "transform included (kernel spectra, Winograd's kernel transform); `prepared_ms` "
+              "is the fastest of ours with its weights prepared once (`cb.Conv2d`), timed in "
+              "the same rounds.\n")
     md.append(f"**Conclusion:** {tables.conclusion(df)}.\n")
     md.append(f"Noisy results: {noisy} of {timed} timed rows (never settled, or the machine "
               "was busy while they were timed); no conclusion above is drawn from them.\n")

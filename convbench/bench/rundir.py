@@ -32,7 +32,8 @@ COLUMNS = (
     ["experiment", "series", "group", "case_id", "label", "op", "device", "machine",
      "algorithm", "is_peer", "library", "family", "status", "error", "seed"]
     + PARAM_COLUMNS + SPEC_COLUMNS
-    + ["flops", "min_bytes", "first_call_s", "warm_call_s", "median_s", "min_s", "iqr_s",
+    + ["flops", "min_bytes", "first_call_s", "warm_call_s", "median_s", "prepared_median_s",
+       "min_s", "iqr_s",
        "rel_spread", "repeats", "loops", "noisy", "noise", "load_avg", "others_cpu", "steal",
        "cpu_mhz", "control_drift", "gflops", "gbps", "peak_fraction", "speedup_vs_best_peer",
        "best_peer", "workspace_bytes", "measured_host_bytes", "measured_device_bytes",
@@ -269,7 +270,7 @@ def _append_synced(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
-NUMERIC = ("median_s", "min_s", "iqr_s", "rel_spread", "first_call_s", "warm_call_s",
+NUMERIC = ("median_s", "prepared_median_s", "min_s", "iqr_s", "rel_spread", "first_call_s", "warm_call_s",
            "workspace_bytes", "measured_host_bytes", "measured_device_bytes",
            "speedup_vs_best_peer", "flops", "gflops", "gbps", "info_kept", "others_cpu",
            "steal", "load_avg", "control_drift", "cpu_mhz")

@@ -125,14 +125,18 @@ def fft_tiled_workspace_bytes(spec: ConvSpec) -> int:
     return max(kernels, cplx(k, c, p, qh) + chunk)
 
 
-def fft_tiled_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """Overlap-add FFT convolution over chunks of tile rows."""
+def fft_tiled_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
+                     wf: np.ndarray | None = None) -> np.ndarray:
+    """Overlap-add FFT convolution over chunks of tile rows (``wf``: the kernel spectra,
+    when prepared beforehand)."""
     p, q, bh, bw, rows = plan(spec)
     qh = q // 2 + 1
     ekh, ekw = spec.effective_kernel
     tiles_w, tiles_h = ceil_div(spec.w, bw), ceil_div(spec.h, bh)
     out = np.zeros(spec.out_shape, dtype=x.dtype)  # first, so the measured peak is out + workspace
-    wf = kernel_spectra(w, spec, p, q).reshape(spec.k, spec.c, p * qh)
+    if wf is None:
+        wf = kernel_spectra(w, spec, p, q)
+    wf = wf.reshape(spec.k, spec.c, p * qh)
     for r0 in range(0, tiles_h, rows):
         n_rows = min(rows, tiles_h - r0)
         tiles = n_rows * tiles_w
@@ -165,8 +169,15 @@ def fft_tiled_cost_features(spec: ConvSpec) -> list[float]:
     return fft_cost_features(spec, p, q, tiles, chunks, read_out=2)
 
 
+def prepare_fft_tiled(w: np.ndarray, spec: ConvSpec):
+    """The kernel spectra of the tile size computed once."""
+    p, q = plan(spec)[:2]
+    wf = kernel_spectra(w, spec, p, q)
+    return lambda x: fft_tiled_conv2d(x, w, spec, wf)
+
+
 register(Algorithm(
-    name="fft_tiled", op="conv2d", device="cpu", run=fft_tiled_conv2d,
+    name="fft_tiled", op="conv2d", device="cpu", run=fft_tiled_conv2d, prepare=prepare_fft_tiled,
     workspace_bytes=fft_tiled_workspace_bytes, cost_features=fft_tiled_cost_features,
     rough_cost=lambda spec: fft_rough_cost(spec, *_tiling(spec)[:3]),
     transform_growth=fft_growth, error_model="fft", bound_by="fft",

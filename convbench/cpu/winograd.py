@@ -14,9 +14,9 @@ padding, both flips, float32 and float64.
 The three stages: kernels are transformed once per call (U, a*a x C x K, in float64 then
 rounded); the input is read channel-last (one transposed copy) so that every transform runs
 along contiguous channels, giving V (a*a x tiles x C); the a*a products are batched GEMMs
-V[xi] @ U[xi] on BLAS (M, a*a x tiles x K); the output transform writes channel-last tiles that
-one transposed copy turns into the (N, K, Ho, Wo) result. Images are processed in chunks so that
-V and M stay within CHUNK_BYTES.
+V[xi] @ U[xi] on BLAS (M, a*a x tiles x K); the output transform writes each tile's outputs
+straight into the (N, K, Ho, Wo) result. Images are processed in chunks so that V and M stay
+within CHUNK_BYTES.
 """
 from __future__ import annotations
 
@@ -99,9 +99,10 @@ def _input_transform(xh, bt, v, n0, tiles_h, tiles_w, m, pt, pl, ws):
 
 
 @njit(parallel=True, cache=True)
-def _output_transform(mm, at, yh, n0, tiles_h, tiles_w, ws):
-    """yh[n, th*m + i, tw*m + j, :] = (A^T M A)[i, j] of tile p, within the output."""
-    _, ho, wo, k_out = yh.shape
+def _output_transform(mm, at, out, n0, tiles_h, tiles_w, ws):
+    """out[n, :, th*m + i, tw*m + j] = (A^T M A)[i, j] of tile p, within the output (written
+    straight into the (N, K, Ho, Wo) result: cheaper than a channel-last copy transposed)."""
+    _, k_out, ho, wo = out.shape
     m, a = at.shape
     tiles = tiles_h * tiles_w
     for p in prange(mm.shape[1]):
@@ -127,7 +128,7 @@ def _output_transform(mm, at, yh, n0, tiles_h, tiles_w, ws):
                 oh = th * m + i
                 if oh < ho:
                     for k in range(k_out):
-                        yh[n, oh, ow, k] = res[i, k]
+                        out[n, k, oh, ow] = res[i, k]
 
 
 def supports(spec: ConvSpec) -> bool:
@@ -155,11 +156,9 @@ def _scratch_shape(spec: ConvSpec, m: int) -> tuple[int, ...]:
 def _workspace_parts(spec: ConvSpec, m: int) -> list[tuple[tuple[int, ...], str]]:
     a = m + 2
     th, tw = _tiles(spec, m)
-    ho, wo = spec.out_size
     chunk = images_per_chunk(spec, m) * th * tw
     return [((a * a, spec.c, spec.k), spec.dtype),  # U
             ((spec.n, spec.h, spec.w, spec.c), spec.dtype),  # channel-last input
-            ((spec.n, ho, wo, spec.k), spec.dtype),  # channel-last output
             ((a * a, chunk, spec.c), spec.dtype),  # V
             ((a * a, chunk, spec.k), spec.dtype),  # M
             (_scratch_shape(spec, m), spec.dtype)]
@@ -177,17 +176,18 @@ def kernel_transform(w: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
     return u
 
 
-def winograd_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec, m: int = 4) -> np.ndarray:
-    """F(m x m, 3x3) Winograd convolution (see the module docstring)."""
+def winograd_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec, m: int = 4,
+                    u: np.ndarray | None = None) -> np.ndarray:
+    """F(m x m, 3x3) Winograd convolution (see the module docstring); ``u``: the transformed
+    kernels, when prepared beforehand."""
     out = np.empty(spec.out_shape, dtype=x.dtype)  # first: the measured peak is out + workspace
     bt, _, at = (mat.astype(x.dtype) for mat in matrices(m))
     a = m + 2
     th, tw = _tiles(spec, m)
-    ho, wo = spec.out_size
-    u = kernel_transform(w, spec, m)
+    if u is None:
+        u = kernel_transform(w, spec, m)
     xh = workspace.empty((spec.n, spec.h, spec.w, spec.c), x.dtype)
     np.copyto(xh, x.transpose(0, 2, 3, 1))
-    yh = workspace.empty((spec.n, ho, wo, spec.k), x.dtype)
     chunk = images_per_chunk(spec, m)
     v = workspace.empty((a * a, chunk * th * tw, spec.c), x.dtype)
     mm = workspace.empty((a * a, chunk * th * tw, spec.k), x.dtype)
@@ -196,14 +196,19 @@ def winograd_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec, m: int = 4) ->
         count = min(chunk, spec.n - n0) * th * tw
         _input_transform(xh, bt, v[:, :count], n0, th, tw, m, spec.pad[0], spec.pad[2], ws)
         np.matmul(v[:, :count], u, out=mm[:, :count])  # a*a GEMMs on BLAS
-        _output_transform(mm[:, :count], at, yh, n0, th, tw, ws)
-    np.copyto(out, yh.transpose(0, 3, 1, 2))
+        _output_transform(mm[:, :count], at, out, n0, th, tw, ws)
     return out
 
 
 def winograd_workspace_bytes(spec: ConvSpec, m: int = 4) -> int:
-    """U, the channel-last input and output, V and M of one chunk, per-thread scratch."""
+    """U, the channel-last input, V and M of one chunk, per-thread scratch."""
     return sum(workspace.nbytes(shape, dtype) for shape, dtype in _workspace_parts(spec, m))
+
+
+def _prepared(w: np.ndarray, spec: ConvSpec, m: int):
+    """The kernels transformed once."""
+    u = kernel_transform(w, spec, m)
+    return lambda x: winograd_conv2d(x, w, spec, m, u)
 
 
 def _cost_features(m: int):
@@ -247,6 +252,7 @@ for _name, _m, _desc in (("winograd", 4, "F(4x4,3x3): 4x fewer multiplies, batch
     register(Algorithm(
         name=_name, op="conv2d", device="cpu",
         run=lambda x, w, spec, _m=_m: winograd_conv2d(x, w, spec, _m),
+        prepare=lambda w, spec, _m=_m: _prepared(w, spec, _m),
         workspace_bytes=lambda spec, _m=_m: winograd_workspace_bytes(spec, _m),
         supports=supports, limits="3x3 kernels, stride 1, dilation 1 only",
         error_model=f"winograd_f{_m}",
