@@ -257,12 +257,12 @@ def _measured(spec, device: str, top: list[registry.Algorithm], modelled: Choice
                        reason=f"measured earlier on this machine ({times})")
     if len(top) < 2:
         return modelled
-    x, w = random_inputs(spec)
+    x, w, b = random_inputs(spec)
     if device == "cuda":
         from numba import cuda
 
         x, w = cuda.to_device(x), (cuda.to_device(w) if w is not None else None)
-    fns = {a.name: a.bound(spec, x, w) for a in top}
+    fns = {a.name: a.bound(spec, x, w, b) for a in top}
     for fn in fns.values():
         fn()  # compile and warm up, untimed
     repeat = timing.cuda_repeat if device == "cuda" else timing.host_repeat
@@ -288,13 +288,13 @@ def _measured(spec, device: str, top: list[registry.Algorithm], modelled: Choice
 
 def explain(x_shape, w_shape=None, *, stride=None, padding=0, dilation=1, flip=False,
             dtype="float32", device="cpu", pool: str | None = None, size=None,
-            measure: bool = False) -> Choice:
+            measure: bool = False, groups: int = 1, bias: bool = False) -> Choice:
     """Every candidate's predicted time and workspace for a layer, the pick, and why.
 
-    For a convolution pass ``x_shape`` (N, C, H, W) and ``w_shape`` (K, C, kh, kw) (``stride``
-    defaults to 1); for pooling pass ``pool="max"`` or ``"avg"`` and ``size`` instead of
-    ``w_shape`` (``stride`` defaults to the size, as in ``max_pool2d``). ``print()`` the
-    result for a table.
+    For a convolution pass ``x_shape`` (N, C, H, W) and ``w_shape`` (K, C/groups, kh, kw)
+    (``stride`` defaults to 1; ``bias``: whether one is added); for pooling pass
+    ``pool="max"`` or ``"avg"`` and ``size`` instead of ``w_shape`` (``stride`` defaults to
+    the size, as in ``max_pool2d``). ``print()`` the result for a table.
     """
     from .devices import check_device
 
@@ -308,6 +308,7 @@ def explain(x_shape, w_shape=None, *, stride=None, padding=0, dilation=1, flip=F
         if w_shape is None:
             raise ValueError("a convolution needs w_shape (K, C, kh, kw); for pooling pass pool")
         spec = conv_spec(x_shape, w_shape, stride=1 if stride is None else stride,
-                         padding=padding, dilation=dilation, flip=flip, dtype=dtype)
+                         padding=padding, dilation=dilation, flip=flip, dtype=dtype,
+                         groups=groups, bias=bias)
     check_device(device)
     return replace(choose(spec, device, measure), calibration_note=model().note(device))

@@ -106,9 +106,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="random layers to time (default 120, at least 8)")
     cal.add_argument("--device", default="cpu", choices=["cpu", "cuda", "all"])
     cal.add_argument("--out", type=Path, default=None, help="file (default: the user cache)")
+    cal.add_argument("--ship", metavar="NOTE",
+                     help="also make it the shipped default for these devices (maintainers; "
+                          "NOTE says which machine)")
     exp = sub.add_parser("explain", help="predicted time and workspace of every candidate")
     exp.add_argument("--x", required=True, help="input shape N,C,H,W")
-    exp.add_argument("--w", help="kernel shape K,C,kh,kw (convolution)")
+    exp.add_argument("--w", help="kernel shape K,C/groups,kh,kw (convolution)")
+    exp.add_argument("--groups", type=_at_least(1), default=1, help="channel groups (default 1)")
+    exp.add_argument("--bias", action="store_true", help="a bias is added")
     exp.add_argument("--pool", choices=["max", "avg"], help="pooling instead of convolution")
     exp.add_argument("--size", help="pool size (int or h,w)")
     exp.add_argument("--stride", default=None, help="int or h,w (default 1; pooling: the size)")
@@ -193,9 +198,13 @@ def cmd_calibrate(args) -> int:
     from . import costmodel
     from .bench.calibrate import calibrate
 
-    doc = calibrate(args.layers, tuple(_devices(args.device)), args.out)
+    devices = tuple(_devices(args.device))
+    doc = calibrate(args.layers, devices, args.out)
     print(f"calibrated {len(doc['constants'])} algorithms in {doc['seconds']} s; saved to "
           f"{args.out or costmodel.calibration_path()}")
+    if args.ship:
+        shipped = costmodel.ship(doc, devices, args.ship)
+        print(f"shipped as the default for {', '.join(devices)}: {shipped}")
     return 0
 
 
@@ -210,7 +219,7 @@ def cmd_explain(args) -> int:
                      padding=_ints(args.padding, "padding"),
                      dilation=_ints(args.dilation, "dilation"), flip=args.flip, dtype=args.dtype,
                      device=args.device, pool=args.pool, size=_ints(args.size, "size"),
-                     measure=args.measure)
+                     measure=args.measure, groups=args.groups, bias=args.bias)
     print(choice)
     return 0
 
@@ -402,7 +411,8 @@ def cmd_run(args, argv) -> int:
                 "experiment": exp.name, "experiment_file": str(exp.path), "preset": preset,
                 "devices": devices, "algorithms": names, "max_case_seconds": max_s,
                 "repeats": repeats, "min_time": min_time, "description": exp.description,
-                "plots": exp.plots, "x": exp.x, "command": command,
+                "plots": exp.plots, "x": exp.x, "pipeline_keys": exp.pipeline_keys,
+                "command": command,
                 "calibration_note": note})
             run.write_environment(env)
         bar.start(i, exp)

@@ -25,7 +25,7 @@ __all__ = ["CostModel", "cache_dir", "calibration_path", "descriptor", "fit", "m
            "residuals"]
 
 DEFAULTS = Path(__file__).with_name("cost_defaults.json")
-MODEL_VERSION = 2  # bump when features change: calibrations and tuned picks of older ones are stale
+MODEL_VERSION = 3  # bump when features change: calibrations and tuned picks of older ones are stale
 NEIGHBOURS = 8  # calibration layers whose errors correct a prediction
 DESCRIPTOR_SIZE = 8
 
@@ -182,6 +182,26 @@ class CostModel:
                 machines[device] = made_on.get(device, data["machine"])
             source = f"calibration {path}, else {source}"
         return cls(constants, source, residuals, machines)
+
+
+def ship(doc: dict, devices: tuple[str, ...], note: str) -> Path:
+    """Make a calibration the shipped default for ``devices`` (a maintainer's step: the
+    constants and errors of those devices replace the shipped ones, the others stay)."""
+    shipped = json.loads(DEFAULTS.read_text())
+    for key in [k for k in shipped["constants"] if k.split("/")[0] in devices]:
+        shipped["constants"].pop(key)
+        shipped.get("residuals", {}).pop(key, None)
+        shipped.get("quality", {}).pop(key, None)
+    for key, coeffs in doc["constants"].items():
+        shipped["constants"][key] = coeffs
+        shipped.setdefault("residuals", {})[key] = doc["residuals"][key]
+        shipped.setdefault("quality", {})[key] = doc["quality"][key]
+    for device in devices:
+        shipped.setdefault("machines", {})[device] = doc["machines"][device]
+        shipped.setdefault("sources", {})[device] = note
+    shipped["machine"] = doc["machine"]
+    DEFAULTS.write_text(json.dumps(shipped, indent=1))
+    return DEFAULTS
 
 
 def _read_calibration(path: Path) -> dict | None:

@@ -13,26 +13,34 @@ from __future__ import annotations
 import numpy as np
 
 from .auto import _transform_risk, choose
-from .ops import _as_array, _contiguous, _empty_batch, _resolve
+from .ops import _as_array, _bias, _contiguous, _empty_batch, _resolve
 from .spec import check_dtype, conv_spec
 
 
 class Conv2d:
-    """A conv2d with fixed weights ``w`` (K, C, kh, kw); the other arguments as in
-    :func:`convbench.conv2d`. Calling it with an input (N, C, H, W) returns the output."""
+    """A conv2d with fixed weights ``w`` (K, C/groups, kh, kw) and bias (K,) or None; the
+    other arguments as in :func:`convbench.conv2d`. Calling it with an input (N, C, H, W)
+    returns the output."""
 
-    def __init__(self, w, *, stride=1, padding=0, dilation=1, flip: bool = False,
-                 algorithm: str = "auto", device: str = "cpu"):
+    def __init__(self, w, bias=None, *, stride=1, padding=0, dilation=1, groups: int = 1,
+                 flip: bool = False, algorithm: str = "auto", device: str = "cpu"):
         w = _as_array("w", w, device)
         self.dtype = check_dtype("w", w)
         if w.ndim != 4:
-            raise ValueError(f"w must be 4-D (K, C, kh, kw), got shape {tuple(w.shape)}")
-        # the settings are validated now, on a stand-in input the kernel fits
-        k, c, kh, kw = w.shape
-        conv_spec((1, c, max(kh, 1) * 4, max(kw, 1) * 4), w.shape, stride=stride,
-                  padding=padding, dilation=dilation, flip=flip, dtype=self.dtype)
+            raise ValueError(f"w must be 4-D (K, C/groups, kh, kw), got shape "
+                             f"{tuple(w.shape)}")
+        # the settings are validated now, on a stand-in input the (dilated) kernel fits
+        k, cg, kh, kw = w.shape
+        extent = max(kh, kw) * (max(dilation) if isinstance(dilation, (tuple, list)) else
+                                dilation if isinstance(dilation, int) else 1)
+        groups_ok = groups if isinstance(groups, int) and groups >= 1 else 1
+        conv_spec((1, cg * groups_ok, 4 * max(extent, 1), 4 * max(extent, 1)), w.shape,
+                  stride=stride, padding=padding, dilation=dilation, flip=flip,
+                  dtype=self.dtype, groups=groups, bias=bias is not None)
         self.w = _contiguous(w)
-        self.options = dict(stride=stride, padding=padding, dilation=dilation, flip=flip)
+        self.b = _bias(bias, k, self.dtype, device)
+        self.options = dict(stride=stride, padding=padding, dilation=dilation, flip=flip,
+                            groups=groups, bias=bias is not None)
         self.algorithm, self.device = algorithm, device
         self._plans: dict[tuple, tuple] = {}
 
@@ -45,7 +53,7 @@ class Conv2d:
                 self._plans[key] = (spec, None, None)
             else:
                 algo = _resolve("conv2d", spec, self.algorithm, self.device)
-                self._plans[key] = (spec, algo, algo.prepared(self.w, spec))
+                self._plans[key] = (spec, algo, algo.prepared(self.w, spec, self.b))
         return self._plans[key]
 
     def __call__(self, x):
@@ -57,8 +65,8 @@ class Conv2d:
             return _empty_batch(spec, x)
         if self.algorithm == "auto" and _transform_risk(algo, spec, x, self.w):
             # inputs a transform would spoil: this call goes the unprepared, steered way
-            return choose(spec, self.device, False, x, self.w).algorithm.run(
-                _contiguous(x), self.w, spec)
+            return choose(spec, self.device, False, x, self.w).algorithm.call(
+                _contiguous(x), self.w, spec, self.b)
         return run(_contiguous(x))
 
     def __repr__(self) -> str:

@@ -16,6 +16,8 @@ from .spec import ConvSpec, PoolSpec, check_dtype, conv_spec, pool_spec
 from .workspace import ENV_LIMIT, max_workspace_bytes
 
 MODES = ("full", "same", "valid")
+BOUNDARIES = ("fill", "wrap", "symm")  # scipy.signal.correlate2d's boundary conditions
+_NUMPY_PAD = {"wrap": "wrap", "symm": "symmetric"}
 
 
 def _is_device_array(value) -> bool:
@@ -55,9 +57,25 @@ def _hashable(value):
 
 
 @lru_cache(maxsize=1024)
-def _conv_spec(x_shape, w_shape, stride, padding, dilation, flip, dtype) -> ConvSpec:
+def _conv_spec(x_shape, w_shape, stride, padding, dilation, flip, dtype, groups,
+               bias) -> ConvSpec:
     return conv_spec(x_shape, w_shape, stride=stride, padding=padding, dilation=dilation,
-                     flip=flip, dtype=dtype)
+                     flip=flip, dtype=dtype, groups=groups, bias=bias)
+
+
+def _bias(b, spec_k: int, dtype, device: str):
+    """The bias as an array of the output channels' count and the inputs' dtype (or None)."""
+    if b is None:
+        return None
+    b = _as_array("bias", b, device)
+    if tuple(b.shape) != (spec_k,):
+        raise ValueError(f"bias must have shape ({spec_k},) (one value per output channel), "
+                         f"got {tuple(b.shape)}")
+    if isinstance(b, np.ndarray):
+        if b.dtype.kind not in "fiu":
+            raise TypeError(f"bias must be a real array, got dtype {b.dtype}")
+        return np.ascontiguousarray(b, dtype=dtype)
+    return b
 
 
 def _named(op: str, device: str, name: str, spec) -> tuple[registry.Algorithm, int]:
@@ -108,16 +126,20 @@ def _empty_batch(spec, x):
     return cuda.device_array(spec.out_shape, dtype=spec.dtype)
 
 
-def conv2d(x, w, *, stride=1, padding=0, dilation=1, flip: bool = False,
-           algorithm: str = "auto", device: str = "cpu", measure: bool | None = None):
+def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups: int = 1,
+           flip: bool = False, algorithm: str = "auto", device: str = "cpu",
+           measure: bool | None = None):
     """2-D convolution with neural-network layer semantics (as ``torch.nn.functional.conv2d``).
 
     Parameters
     ----------
     x : array (N, C, H, W), float32 or float64 (N may be 0: an empty output comes back)
-    w : array (K, C, kh, kw), same dtype as ``x``
+    w : array (K, C/groups, kh, kw), same dtype as ``x``
+    bias : array (K,) added to every output channel, or None
     stride, dilation : int or pair
     padding : int, pair, (top, bottom, left, right), "valid" or "same" (stride 1)
+    groups : divides C and K; output channel k sees the C/groups input channels of its group
+        (groups = C: a depthwise convolution)
     flip : False for cross-correlation (the deep-learning convention), True for true
         convolution (kernel rotated by 180 degrees)
     algorithm : "auto" or a registered name (see ``convbench.algorithms("conv2d")``)
@@ -136,19 +158,20 @@ def conv2d(x, w, *, stride=1, padding=0, dilation=1, flip: bool = False,
         raise TypeError(f"w has dtype {w.dtype} but x has dtype {x.dtype}; they must match")
     try:
         spec = _conv_spec(x.shape, w.shape, _hashable(stride), _hashable(padding),
-                          _hashable(dilation), flip, dtype.name)
+                          _hashable(dilation), flip, dtype.name, groups, bias is not None)
     except TypeError as exc:  # unhashable arguments: validate without the cache
         if "unhashable" not in str(exc):
             raise
         spec = conv_spec(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
-                         flip=flip, dtype=dtype)
+                         flip=flip, dtype=dtype, groups=groups, bias=bias is not None)
+    b = _bias(bias, spec.k, dtype, device)
     if spec.n == 0:  # nothing to compute (and nothing to choose between)
         if algorithm != "auto":
             _resolve("conv2d", spec, algorithm, device)
         check_device(device)
         return _empty_batch(spec, x)
     algo = _resolve("conv2d", spec, algorithm, device, measure, x, w)
-    return algo.run(_contiguous(x), _contiguous(w), spec)
+    return algo.call(_contiguous(x), _contiguous(w), spec, b)
 
 
 def _signal_array(name: str, value) -> np.ndarray:
@@ -161,10 +184,17 @@ def _signal_array(name: str, value) -> np.ndarray:
     return arr
 
 
-def _signal_conv(a, k, mode: str, flip: bool, algorithm: str, device: str) -> np.ndarray:
+def _signal_conv(a, k, mode: str, flip: bool, algorithm: str, device: str,
+                 boundary: str = "fill", fillvalue=0) -> np.ndarray:
     a, k = _signal_array("in1", a), _signal_array("in2", k)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not isinstance(boundary, str) or boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
+    if isinstance(fillvalue, (bool, np.bool_)) or not isinstance(fillvalue, (int, float,
+                                                                             np.integer,
+                                                                             np.floating)):
+        raise TypeError(f"fillvalue must be a real number, got {fillvalue!r}")
     if min(a.shape) < 1 or min(k.shape) < 1:
         raise ValueError(f"in1 and in2 must not be empty, got shapes {a.shape} and {k.shape}")
     if mode == "valid":
@@ -178,6 +208,7 @@ def _signal_conv(a, k, mode: str, flip: bool, algorithm: str, device: str) -> np
         if not a_covers:  # scipy swaps the inputs so that the larger one slides under the other
             z = _signal_conv(k, a, mode, flip, algorithm, device)
             return z if flip else z[::-1, ::-1].copy()
+        boundary, fillvalue = "fill", 0  # nothing reaches past in1 in "valid" mode
     dtype = np.result_type(a.dtype, k.dtype)
     kh, kw = k.shape
     if mode == "full":
@@ -188,25 +219,34 @@ def _signal_conv(a, k, mode: str, flip: bool, algorithm: str, device: str) -> np
         pad = (kh // 2, (kh - 1) // 2, kw // 2, (kw - 1) // 2)
     else:
         pad = ((kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2)
-    x4 = a.astype(dtype, copy=False).reshape(1, 1, *a.shape)
+    a = a.astype(dtype, copy=False)
+    if boundary != "fill" or fillvalue != 0:  # extend in1 as SciPy does, then "valid"
+        widths = ((pad[0], pad[1]), (pad[2], pad[3]))
+        a = (np.pad(a, widths, mode=_NUMPY_PAD[boundary]) if boundary != "fill" else
+             np.pad(a, widths, constant_values=fillvalue))
+        pad = (0, 0, 0, 0)
+    x4 = a.reshape(1, 1, *a.shape)
     w4 = k.astype(dtype, copy=False).reshape(1, 1, *k.shape)
     return conv2d(x4, w4, padding=pad, flip=flip, algorithm=algorithm, device=device)[0, 0]
 
 
-def correlate2d(in1, in2, mode: str = "full", *, algorithm: str = "auto",
-                device: str = "cpu") -> np.ndarray:
-    """2-D cross-correlation with ``scipy.signal.correlate2d`` semantics (zero boundary).
+def correlate2d(in1, in2, mode: str = "full", boundary: str = "fill", fillvalue=0, *,
+                algorithm: str = "auto", device: str = "cpu") -> np.ndarray:
+    """2-D cross-correlation with ``scipy.signal.correlate2d`` semantics.
 
-    ``mode`` is "full", "same" (centred as scipy, also for even kernels) or "valid".
-    Integer inputs are computed in float64; mixed float32/float64 inputs in float64.
+    ``mode`` is "full", "same" (centred as scipy, also for even kernels) or "valid";
+    ``boundary`` is "fill" (``fillvalue`` outside in1, 0 by default), "wrap" (circular) or
+    "symm" (mirrored, the edge repeated), as SciPy's, positionally too. Integer inputs are
+    computed in float64; mixed float32/float64 inputs in float64.
     """
-    return _signal_conv(in1, in2, mode, False, algorithm, device)
+    return _signal_conv(in1, in2, mode, False, algorithm, device, boundary, fillvalue)
 
 
-def convolve2d(in1, in2, mode: str = "full", *, algorithm: str = "auto",
-               device: str = "cpu") -> np.ndarray:
-    """2-D true convolution with ``scipy.signal.convolve2d`` semantics (zero boundary)."""
-    return _signal_conv(in1, in2, mode, True, algorithm, device)
+def convolve2d(in1, in2, mode: str = "full", boundary: str = "fill", fillvalue=0, *,
+               algorithm: str = "auto", device: str = "cpu") -> np.ndarray:
+    """2-D true convolution with ``scipy.signal.convolve2d`` semantics (boundaries as in
+    :func:`correlate2d`)."""
+    return _signal_conv(in1, in2, mode, True, algorithm, device, boundary, fillvalue)
 
 
 @lru_cache(maxsize=1024)

@@ -16,16 +16,23 @@ def _taps(xpad: np.ndarray, spec: ConvSpec):
             yield i, j, xpad[:, :, sampled(r0, ho, sh), sampled(c0, wo, sw)]
 
 
-def conv2d_reference(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """Cross-correlation (or convolution when ``spec.flip``) in float64, PyTorch layout."""
+def conv2d_reference(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
+                     b: np.ndarray | None = None) -> np.ndarray:
+    """Cross-correlation (or convolution when ``spec.flip``) in float64, PyTorch layout, with
+    ``spec.groups`` channel groups and the bias ``b`` (None: none)."""
     pt, pb, pl, pr = spec.pad
     xpad = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     w64 = np.asarray(w, np.float64)
     if spec.flip:
         w64 = w64[:, :, ::-1, ::-1]
     out = np.zeros(spec.out_shape)
+    cg, kg = spec.cg, spec.kg
     for i, j, view in _taps(xpad, spec):
-        out += np.einsum("nchw,kc->nkhw", view, w64[:, :, i, j])
+        for g in range(spec.groups):  # output channels of group g see only its input channels
+            out[:, g * kg:(g + 1) * kg] += np.einsum(
+                "nchw,kc->nkhw", view[:, g * cg:(g + 1) * cg], w64[g * kg:(g + 1) * kg, :, i, j])
+    if b is not None:
+        out += np.asarray(b, np.float64)[None, :, None, None]
     return out
 
 
@@ -50,18 +57,23 @@ def pool_reference(x: np.ndarray, spec: PoolSpec) -> np.ndarray:
     return total / count
 
 
-def random_inputs(spec, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-    """Fresh standard-normal input (and kernel, for a convolution) from ``seed``: never zeros,
-    which some kernels would run faster on than on real data."""
+def random_inputs(spec, seed: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Fresh standard-normal input, kernel and bias (for a convolution with one; None
+    otherwise) from ``seed``: never zeros, which some kernels would run faster on than on
+    real data."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(spec.x_shape).astype(spec.dtype)
-    if isinstance(spec, ConvSpec):
-        return x, rng.standard_normal(spec.w_shape).astype(spec.dtype)
-    return x, None
+    if not isinstance(spec, ConvSpec):
+        return x, None, None
+    w = rng.standard_normal(spec.w_shape).astype(spec.dtype)
+    b = rng.standard_normal(spec.k).astype(spec.dtype) if spec.bias else None
+    return x, w, b
 
 
-def reference(spec, x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+def reference(spec, x: np.ndarray, w: np.ndarray | None = None,
+              b: np.ndarray | None = None) -> np.ndarray:
     """The float64 reference output for a conv or pool spec."""
     if isinstance(spec, ConvSpec):
-        return conv2d_reference(x, w, spec)
+        return conv2d_reference(x, w, spec, b)
     return pool_reference(x, spec)

@@ -27,6 +27,7 @@ MODULES: dict[tuple[str, bool], tuple[str, ...]] = {
         "convbench.cpu.fft",
         "convbench.cpu.fft_tiled",
         "convbench.cpu.winograd",
+        "convbench.cpu.depthwise",
     ),
     ("cpu", True): ("convbench.peers.cpu",),
     ("cuda", False): (
@@ -34,6 +35,7 @@ MODULES: dict[tuple[str, bool], tuple[str, ...]] = {
         "convbench.cuda.pool",
         "convbench.cuda.im2col",
         "convbench.cuda.fft",
+        "convbench.cuda.depthwise",
     ),
     ("cuda", True): ("convbench.peers.gpu",),
 }
@@ -88,6 +90,7 @@ class Algorithm:
     family: str = ""
     compiles: bool = True
     prepare: Callable[[Any, Any], Callable[[Any], Any]] | None = None
+    fused_bias: bool = False
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -109,17 +112,32 @@ class Algorithm:
     def key(self) -> tuple[str, str, str]:
         return (self.op, self.device, self.name)
 
-    def prepared(self, w: Any, spec: Any) -> Callable[[Any], Any]:
-        """A call ``f(x)`` with the weight-dependent work done now, once."""
-        if self.prepare is not None:
-            return self.prepare(w, spec)
-        return lambda x: self.run(x, w, spec)
+    def call(self, x: Any, w: Any, spec: Any, b: Any = None) -> Any:
+        """Run a convolution, with the bias ``b`` added (in the kernel when it fuses it)."""
+        if b is None:
+            return self.run(x, w, spec)
+        if self.fused_bias:
+            return self.run(x, w, spec, b)
+        from .bias import add_bias
 
-    def bound(self, spec: Any, x: Any, w: Any = None) -> Callable[[], Any]:
+        return add_bias(self.run(x, w, spec), b)
+
+    def prepared(self, w: Any, spec: Any, b: Any = None) -> Callable[[Any], Any]:
+        """A call ``f(x)`` with the weight-dependent work done now, once."""
+        if self.prepare is None:
+            return lambda x: self.call(x, w, spec, b)
+        run = self.prepare(w, spec)
+        if b is None:
+            return run
+        from .bias import add_bias
+
+        return lambda x: add_bias(run(x), b)
+
+    def bound(self, spec: Any, x: Any, w: Any = None, b: Any = None) -> Callable[[], Any]:
         """A no-argument call of this algorithm on fixed inputs (``w`` is None for pooling)."""
         if w is None:
             return lambda: self.run(x, spec)
-        return lambda: self.run(x, w, spec)
+        return lambda: self.call(x, w, spec, b)
 
 
 _REGISTRY: dict[tuple[str, str, str], Algorithm] = {}

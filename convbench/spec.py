@@ -36,10 +36,12 @@ class _Layer:
 
 @dataclass(frozen=True)
 class ConvSpec(_Layer):
-    """A 2-D convolution layer: x (N, C, H, W) with w (K, C, kh, kw) -> y (N, K, Ho, Wo).
+    """A 2-D convolution layer: x (N, C, H, W) with w (K, C/groups, kh, kw) -> y (N, K, Ho, Wo).
 
     ``pad`` is (top, bottom, left, right) so that scipy's "same" centring for even kernels,
-    which is asymmetric, is representable. ``flip`` selects true convolution.
+    which is asymmetric, is representable. ``flip`` selects true convolution. ``groups`` splits
+    the channels as PyTorch does: output channel k sees only the C/groups input channels of its
+    group (groups = C is a depthwise convolution). ``bias``: a (K,) bias is added.
     """
 
     n: int
@@ -54,10 +56,28 @@ class ConvSpec(_Layer):
     dilation: tuple[int, int] = (1, 1)
     flip: bool = False
     dtype: str = "float32"
+    groups: int = 1
+    bias: bool = False
 
     @property
     def op(self) -> str:
         return "conv2d"
+
+    @property
+    def cg(self) -> int:
+        """Input channels each output channel sees (C / groups)."""
+        return self.c // self.groups
+
+    @property
+    def kg(self) -> int:
+        """Output channels per group (K / groups)."""
+        return self.k // self.groups
+
+    @property
+    def depthwise(self) -> bool:
+        """One input channel per group (groups = C), each giving K / C output channels (a
+        single-channel layer is one, trivially)."""
+        return self.groups == self.c
 
     @property
     def effective_kernel(self) -> tuple[int, int]:
@@ -75,7 +95,7 @@ class ConvSpec(_Layer):
 
     @property
     def w_shape(self) -> tuple[int, int, int, int]:
-        return (self.k, self.c, self.kh, self.kw)
+        return (self.k, self.cg, self.kh, self.kw)
 
     @property
     def out_shape(self) -> tuple[int, int, int, int]:
@@ -83,14 +103,17 @@ class ConvSpec(_Layer):
 
     @property
     def flops(self) -> int:
-        """Multiply-adds of the direct method counted as 2 FLOPs: 2*N*K*C*Ho*Wo*kh*kw."""
+        """Multiply-adds of the direct method counted as 2 FLOPs: 2*N*K*(C/groups)*Ho*Wo*kh*kw
+        (plus one addition per output for a bias)."""
         ho, wo = self.out_size
-        return 2 * self.n * self.k * self.c * ho * wo * self.kh * self.kw
+        return (2 * self.n * self.k * self.cg * ho * wo * self.kh * self.kw
+                + (self.n * self.k * ho * wo if self.bias else 0))
 
     @property
     def min_bytes(self) -> int:
-        """Bytes an ideal kernel must move: read x and w once, write y once."""
-        elems = np.prod(self.x_shape) + np.prod(self.w_shape) + np.prod(self.out_shape)
+        """Bytes an ideal kernel must move: read x, w (and the bias) once, write y once."""
+        elems = (np.prod(self.x_shape) + np.prod(self.w_shape) + np.prod(self.out_shape)
+                 + (self.k if self.bias else 0))
         return int(elems) * self.itemsize
 
     def label(self) -> str:
@@ -102,6 +125,10 @@ class ConvSpec(_Layer):
             s += " p" + ",".join(map(str, self.pad))
         if self.dilation != (1, 1):
             s += f" d{self.dilation[0]},{self.dilation[1]}"
+        if self.groups > 1:
+            s += " dw" if self.depthwise and self.k == self.c else f" g{self.groups}"
+        if self.bias:
+            s += " +b"
         return s + (" flip" if self.flip else "")
 
 
@@ -215,11 +242,14 @@ def conv_spec(
     dilation=1,
     flip: bool = False,
     dtype="float32",
+    groups=1,
+    bias: bool = False,
 ) -> ConvSpec:
     """Validate a conv2d problem (PyTorch semantics) and return its :class:`ConvSpec`.
 
     ``padding`` is an int, a pair (symmetric per axis), a 4-tuple (top, bottom, left, right),
-    or "valid" / "same" (stride 1 only, as in PyTorch).
+    or "valid" / "same" (stride 1 only, as in PyTorch). ``groups`` divides both C and K;
+    ``w_shape`` is then (K, C/groups, kh, kw). ``bias`` says whether a (K,) bias is added.
     """
     n, c, h, w = x_shape = _shape("x", x_shape, "(N, C, H, W)")
     k, cw, kh, kw = w_shape = _shape("w", w_shape, "(K, C, kh, kw)")
@@ -228,16 +258,29 @@ def conv_spec(
     if min(w_shape) < 1:
         raise ValueError(f"w must have every dimension >= 1, got shape {w_shape}")
     dtype = _spec_dtype(dtype)
-    if cw != c:
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    groups = int(groups)
+    if c % groups or k % groups:
+        raise ValueError(f"groups must divide the input channels ({c}, x.shape[1]) and the "
+                         f"output channels ({k}, w.shape[0]), got groups={groups}")
+    if cw != c // groups:
         raise ValueError(
-            f"w has {cw} input channels (w.shape[1]) but x has {c} (x.shape[1]); they must match"
+            f"w has {cw} input channels (w.shape[1]) but x has {c} (x.shape[1])"
+            + (f" in {groups} groups of {c // groups}" if groups > 1 else "")
+            + f"; w.shape[1] must be {c // groups}"
         )
     if not isinstance(flip, (bool, np.bool_)):
         raise TypeError(f"flip must be a bool, got {flip!r}")
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(f"bias must be a bool (whether a bias is added), got {bias!r}")
     stride = _positive_pair("stride", stride)
     dilation = _positive_pair("dilation", dilation)
     pad = _conv_padding(padding, stride, dilation, (kh, kw))
-    spec = ConvSpec(n, c, h, w, k, kh, kw, stride, pad, dilation, bool(flip), dtype)
+    spec = ConvSpec(n, c, h, w, k, kh, kw, stride, pad, dilation, bool(flip), dtype, groups,
+                    bool(bias))
     ho, wo = spec.out_size
     if ho < 1 or wo < 1 or spec.padded_size[0] < spec.effective_kernel[0] or (
         spec.padded_size[1] < spec.effective_kernel[1]

@@ -36,22 +36,31 @@ def _eps(dtype) -> float:
     return float(np.finfo(np.dtype(dtype)).eps)
 
 
-def conv_error_bound(x: np.ndarray, w: np.ndarray, spec: ConvSpec, model: str = "sum"):
-    """Elementwise (or broadcastable) absolute error bound for a conv2d output."""
+def conv_error_bound(x: np.ndarray, w: np.ndarray, spec: ConvSpec, model: str = "sum",
+                     b: np.ndarray | None = None):
+    """Elementwise (or broadcastable) absolute error bound for a conv2d output (with the bias
+    ``b`` added: one more rounding of a term of size |b|)."""
     eps = _eps(spec.dtype)
-    if model == "sum":
-        m = spec.c * spec.kh * spec.kw
+    abs_b = 0.0 if b is None else np.abs(np.asarray(b, np.float64))[None, :, None, None]
+    if model == "sum":  # the bias is one more term of the sum
+        m = spec.cg * spec.kh * spec.kw + (b is not None)
         # |x| * |w| in float64: the magnitude the rounding errors scale with, per output
-        return 2.0 * m * eps * conv2d_reference(np.abs(x), np.abs(w), spec) + ABS_FLOOR
+        magnitude = conv2d_reference(np.abs(x), np.abs(w), spec) + abs_b
+        return 2.0 * m * eps * magnitude + ABS_FLOOR
+    bias = 2.0 * eps * abs_b
     if model == "fft":
         hp, wp = spec.padded_size
         log_len = np.log2(max(4, 4 * hp * wp))  # transform sizes up to ~2x the padded image
         x_norm = np.sqrt((np.asarray(x, np.float64) ** 2).sum(axis=(2, 3)))  # (N, C)
-        w_norm = np.sqrt((np.asarray(w, np.float64) ** 2).sum(axis=(2, 3)))  # (K, C)
-        plane = x_norm @ w_norm.T  # (N, K): sum_c ||x_nc|| ||w_kc||
-        return (FFT_SAFETY * eps * log_len * plane)[:, :, None, None] + ABS_FLOOR
+        w_norm = np.sqrt((np.asarray(w, np.float64) ** 2).sum(axis=(2, 3)))  # (K, C/groups)
+        plane = np.zeros((spec.n, spec.k))  # sum over k's group of ||x_nc|| ||w_kc||
+        cg, kg = spec.cg, spec.kg
+        for g in range(spec.groups):
+            plane[:, g * kg:(g + 1) * kg] = x_norm[:, g * cg:(g + 1) * cg] @ w_norm[
+                g * kg:(g + 1) * kg].T
+        return (FFT_SAFETY * eps * log_len * plane)[:, :, None, None] + bias + ABS_FLOOR
     if model in ("winograd_f2", "winograd_f4"):
-        return winograd_error_bound(x, w, spec, int(model[-1])) + ABS_FLOOR
+        return winograd_error_bound(x, w, spec, int(model[-1])) + bias + ABS_FLOOR
     raise ValueError(f"model must be 'sum', 'fft', 'winograd_f2' or 'winograd_f4', got {model!r}")
 
 
@@ -87,12 +96,13 @@ def pool_error_bound(x: np.ndarray, spec) -> float | np.ndarray:
     return 2.0 * spec.size[0] * spec.size[1] * _eps(spec.dtype) * float(np.nanmax(np.abs(x))) + ABS_FLOOR
 
 
-def error_bound(spec, x: np.ndarray, w: np.ndarray | None = None, model: str = "sum"):
+def error_bound(spec, x: np.ndarray, w: np.ndarray | None = None, model: str = "sum",
+                b: np.ndarray | None = None):
     """The bound for any op: pooling's, or the convolution bound of error model ``model``
     (an algorithm's ``error_model``)."""
     if isinstance(spec, PoolSpec):
         return pool_error_bound(x, spec)
-    return conv_error_bound(x, w, spec, model)
+    return conv_error_bound(x, w, spec, model, b)
 
 
 def check_close(result: np.ndarray, expected: np.ndarray, bound) -> tuple[bool, float]:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import convbench as cb
 from convbench import registry
-from convbench.reference import reference
+from convbench.reference import random_inputs, reference
 from convbench.spec import conv_spec, pool_spec
 from convbench.tolerance import check_close, conv_error_bound, pool_error_bound
 
@@ -22,7 +22,9 @@ OURS = [a for a in CONV + POOL if not a.is_peer]
 def conv_cases(draw):
     """A random valid layer: odd sizes, stride, padding, dilation, batch 1, one channel,
     kernels as large as the (padded) input."""
-    n, c, k = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 6))
+    groups = draw(st.integers(1, 3))
+    n, c, k = draw(st.integers(1, 3)), groups * draw(st.integers(1, 3)), groups * draw(
+        st.integers(1, 3))
     h, w = draw(st.integers(1, 17)), draw(st.integers(1, 17))
     dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     pad = tuple(draw(st.integers(0, 3)) for _ in range(4))
@@ -33,22 +35,28 @@ def conv_cases(draw):
     flip = draw(st.booleans())
     dtype = draw(st.sampled_from(["float32", "float64"]))
     params = dict(n=n, c=c, k=k, h=h, w=w, kh=kh, kw=kw, stride=stride, pad=pad,
-                  dilation=(dh, dw), flip=flip, dtype=dtype)
+                  dilation=(dh, dw), flip=flip, dtype=dtype, groups=groups,
+                  bias=draw(st.booleans()))
     return params, draw(st.integers(0, 2**32 - 1))
 
 
 def _build(p: dict):
-    return conv_spec((p["n"], p["c"], p["h"], p["w"]), (p["k"], p["c"], p["kh"], p["kw"]),
+    return conv_spec((p["n"], p["c"], p["h"], p["w"]),
+                     (p["k"], p["c"] // p["groups"], p["kh"], p["kw"]),
                      stride=p["stride"], padding=p["pad"], dilation=p["dilation"],
-                     flip=p["flip"], dtype=p["dtype"])
+                     flip=p["flip"], dtype=p["dtype"], groups=p["groups"], bias=p["bias"])
 
 
 def supported_case(algo, p: dict):
-    """The drawn layer, or the nearest one the algorithm supports: stride and dilation 1, then
-    also a 3x3 kernel (on an input grown to fit it), keeping everything else drawn."""
-    candidates = [p, dict(p, stride=(1, 1), dilation=(1, 1)),
-                  dict(p, stride=(1, 1), dilation=(1, 1), kh=3, kw=3, h=max(p["h"], 3),
-                       w=max(p["w"], 3))]
+    """The drawn layer, or the nearest one the algorithm supports: one group, or depthwise
+    (groups = C, K a multiple of C); then also stride and dilation 1; then also a 3x3 kernel
+    (on an input grown to fit it), keeping everything else drawn."""
+    plain = dict(p, stride=(1, 1), dilation=(1, 1))
+    square = dict(plain, kh=3, kw=3, h=max(p["h"], 3), w=max(p["w"], 3))
+    candidates = []
+    for base in (p, plain, square):
+        candidates += [base, dict(base, groups=1),
+                       dict(base, groups=base["c"], k=base["c"] * max(1, base["k"] // base["c"]))]
     for candidate in candidates:
         spec = _build(candidate)
         if algo.supports(spec):
@@ -61,13 +69,11 @@ def supported_case(algo, p: dict):
 def test_conv_algorithm_matches_reference(algo, case):
     params, seed = case
     spec = supported_case(algo, params)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(spec.x_shape).astype(spec.dtype)
-    w = rng.standard_normal(spec.w_shape).astype(spec.dtype)
-    got = algo.run(x, w, spec)
+    x, w, b = random_inputs(spec, seed)
+    got = algo.call(x, w, spec, b)
     assert got.shape == spec.out_shape and got.dtype == spec.dtype
-    ok, ratio = check_close(got, reference(spec, x, w),
-                            conv_error_bound(x, w, spec, algo.error_model))
+    ok, ratio = check_close(got, reference(spec, x, w, b),
+                            conv_error_bound(x, w, spec, algo.error_model, b))
     assert ok, f"{algo.name} on {spec.label()}: error/bound = {ratio:.3g}"
 
 

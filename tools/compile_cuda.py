@@ -20,7 +20,7 @@ os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
 from numba import cuda, types  # noqa: E402
 from numba.cuda import dispatcher  # noqa: E402
 
-from convbench.cuda import direct, fft, im2col, launch, pool  # noqa: E402
+from convbench.cuda import bias, depthwise, direct, fft, im2col, launch, pool  # noqa: E402
 
 CC = (9, 0)
 
@@ -47,7 +47,7 @@ def kernels():
     for f, c in ((types.float32, types.complex64), (types.float64, types.complex128)):
         name = str(f)
         x4, c4, c3, c1 = arr(f, 4), arr(c, 4), arr(c, 3), arr(c, 1)
-        conv_args = (x4, x4, x4, I, I, I, I, I, I, B)
+        conv_args = (x4, x4, x4, I, I, I, I, I, I, B, I)
         yield f"direct_v1 {name}", direct._make_v1(name).py_func, conv_args
         yield f"direct_v2 {name}", direct._make_v2(name, g.direct_tile).py_func, conv_args
         yield (f"unfold {name}", im2col._make_unfold(name).py_func,
@@ -63,6 +63,11 @@ def kernels():
         yield f"spectral_mac {name}", fft._spectral_mac.py_func, (c3, c3, c3)
         yield (f"read_out {name}", fft._read_out.py_func,
                (c4, x4, I, I, I, I, types.float64))
+        for staged in (True, False):
+            yield (f"depthwise{' staged' if staged else ''} {name}",
+                   depthwise._make(name, g.direct_tile, staged).py_func,
+                   (x4, x4, x4, I, I, I, I, I, I, B, arr(f, 1), B))
+        yield f"add_bias {name}", bias._add_bias.py_func, (x4, arr(f, 1))
         yield f"max_pool {name}", pool._max_pool.py_func, (x4, x4, I, I, I, I, I, I)
         yield f"avg_pool {name}", pool._avg_pool.py_func, (x4, x4, I, I, I, I, I, I, B)
 

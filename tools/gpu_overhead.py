@@ -53,7 +53,7 @@ def main(out_dir: str) -> None:
             ("view via the interface", per_call_us(lambda: cuda.as_cuda_array(x))
                                         if not SIM else 0.0)]
     spec = conv_spec((1, 1, 8, 8), (1, 1, 3, 3))
-    hx, hw = random_inputs(spec)
+    hx, hw, _ = random_inputs(spec)
     dx, dw = cuda.to_device(hx), cuda.to_device(hw)
     for algo in registry.algorithms("conv2d", "cuda"):
         fn = algo.bound(spec, dx, dw)

@@ -34,7 +34,7 @@ def collect(count: int, device: str = "cpu", say=print) -> dict[str, list]:
     limit = max_workspace_bytes()
     cases = []  # (spec, {name: fn}, {name: loops})
     for i, spec in enumerate(specs):
-        x, w = random_inputs(spec, CALIBRATION_SEED + i)
+        x, w, b = random_inputs(spec, CALIBRATION_SEED + i)
         if device == "cuda":
             from numba import cuda
 
@@ -43,7 +43,7 @@ def collect(count: int, device: str = "cpu", say=print) -> dict[str, list]:
         for algo in algos:
             if not algo.supports(spec) or algo.workspace_bytes(spec) > limit:
                 continue
-            fn = algo.bound(spec, x, w)
+            fn = algo.bound(spec, x, w, b)
             fn()  # compile and warm up
             n, warm = timing.loops_for(fn, 0.01, repeat)
             if warm <= SLOWEST_S:

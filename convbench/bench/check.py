@@ -47,11 +47,11 @@ def verify(devices: list[str], say=print) -> bool:
                         continue
                     if not algo.supports(spec):
                         continue
-                    x, w = random_inputs(spec)
+                    x, w, b = random_inputs(spec)
                     try:
-                        out = algo.bound(spec, x, w)()
-                        bound = error_bound(spec, x, w, algo.error_model)
-                        ok, ratio = check_close(out, reference(spec, x, w), bound)
+                        out = algo.bound(spec, x, w, b)()
+                        bound = error_bound(spec, x, w, algo.error_model, b)
+                        ok, ratio = check_close(out, reference(spec, x, w, b), bound)
                         note = f"error/bound {ratio:.2g}"
                     except Exception as exc:  # report and keep checking the others
                         ok, note = False, f"{type(exc).__name__}: {exc}"
@@ -81,14 +81,14 @@ def benchmark_cuda(out_csv: Path | None, say=print, repeats: int = 5) -> list[di
     say(f"device copy bandwidth: {bandwidth:.0f} GB/s")
     for layer in LAYERS + EXTRA_GPU_LAYERS:
         spec = layer.spec
-        x, w = random_inputs(spec)
+        x, w, b = random_inputs(spec)
         dx = cuda.to_device(x)
         dw = cuda.to_device(w) if w is not None else None
         fns, libraries = {}, {}
         for algo in registry.algorithms(spec.op, "cuda"):
             if not algo.supports(spec):
                 continue
-            fn = algo.bound(spec, dx, dw)
+            fn = algo.bound(spec, dx, dw, b)
             try:
                 fn()
                 fns[algo.name], libraries[algo.name] = fn, algo.library

@@ -27,7 +27,7 @@ from ..spec import ConvSpec, PoolSpec, conv_spec, pool_spec
 
 PRESETS = ("smoke", "quick", "full")
 OPS = ("conv2d", "max_pool2d", "avg_pool2d")
-PLOTS = ("time_vs_x", "pareto", "pooling_tradeoff", "layers_bar", "auto_regret")
+PLOTS = ("time_vs_x", "pareto", "pooling_tradeoff", "layers_bar", "auto_regret", "pipelines")
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 Number = Union[StrictInt, float]
 
@@ -47,6 +47,8 @@ class ConvParams(_Strict):
     padding: StrictInt = Field(0, ge=0)
     dilation: StrictInt = Field(1, ge=1)
     flip: StrictBool = False
+    groups: StrictInt = Field(1, ge=0)  # 0: as many as input channels (depthwise)
+    bias: StrictBool = False
     dtype: Literal["float32", "float64"] = "float32"
 
 
@@ -103,7 +105,9 @@ class ExperimentFile(_Strict):
     name: str = Field(pattern=SLUG)
     description: str
     plots: list[Literal["time_vs_x", "pareto", "pooling_tradeoff", "layers_bar",
-                        "auto_regret"]] = []
+                        "auto_regret", "pipelines"]] = []
+    # parameters that name one sweep point across pipelines (series groups) compared
+    pipeline_keys: list[str] = []
     x: Optional[str] = None
     repeats: StrictInt = Field(5, ge=3)
     target_seconds: Number = Field(0.05, gt=0)
@@ -149,6 +153,7 @@ class Experiment:
     algorithms: list[str] | None = None  # None: every registered algorithm
     preset: str = "quick"
     exclude: list[str] = field(default_factory=list)
+    pipeline_keys: list[str] = field(default_factory=list)
 
     def selects(self, name: str) -> bool:
         """Whether the experiment times the algorithm ``name``."""
@@ -164,7 +169,8 @@ class Experiment:
                 for spec in random_layers(r["count"], r["seed"], r["max_flops"]):
                     params = {"batch": spec.n, "in_channels": spec.c, "out_channels": spec.k,
                               "image_size": spec.h, "kernel_size": spec.kh,
-                              "stride": spec.stride[0], "padding": spec.pad[0]}
+                              "stride": spec.stride[0], "padding": spec.pad[0],
+                              "groups": spec.groups, "bias": spec.bias}
                     out.append(Case(self.name, s["label"], s["group"], params, spec))
                 continue
             axes = list(s["sweep"].items())
@@ -185,10 +191,11 @@ def build_spec(op: str, params: dict, where: str) -> ConvSpec | PoolSpec | None:
             ks = p["kernel_size"]
             c_in = p["channels"] or p["in_channels"]  # "channels" sets both, for C = K sweeps
             c_out = p["channels"] or p["out_channels"]
+            groups = p["groups"] or c_in  # 0: depthwise
             return conv_spec((p["batch"], c_in, p["image_size"], p["image_size"]),
-                             (c_out, c_in, ks, ks), stride=p["stride"],
-                             padding=p["padding"], dilation=p["dilation"], flip=p["flip"],
-                             dtype=p["dtype"])
+                             (c_out, c_in // groups, ks, ks),
+                             stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
+                             flip=p["flip"], dtype=p["dtype"], groups=groups, bias=p["bias"])
         size = p["pool_size"]
         return pool_spec(op.split("_")[0], (p["batch"], p["in_channels"], p["image_size"],
                                             p["image_size"]), size,
@@ -297,7 +304,11 @@ def _build(path: Path, data: ExperimentFile, preset: str) -> Experiment:
     experiment = Experiment(data.name, data.description, path, list(data.plots), data.x,
                             pick("repeats"), float(pick("target_seconds")),
                             float(pick("max_case_seconds")), float(pick("noise")), series,
-                            data.algorithms, preset, list(pick("exclude")))
+                            data.algorithms, preset, list(pick("exclude")),
+                            list(data.pipeline_keys))
+    for key in experiment.pipeline_keys:
+        if key not in ALL_PARAMS:
+            raise ExperimentError(f"{path}: key 'pipeline_keys': {key!r} is not a parameter")
     if experiment.x is not None and experiment.x not in ALL_PARAMS:
         raise ExperimentError(f"{path}: key 'x': must be a parameter name ({', '.join(ALL_PARAMS)})"
                               f", got {experiment.x!r}")

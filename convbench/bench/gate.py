@@ -52,13 +52,13 @@ def measure(layers: list[Layer], repeats: int = 9, target_seconds: float = 0.02,
     ready = {}
     for layer in layers:
         spec = layer.spec
-        x, w = random_inputs(spec)
+        x, w, b = random_inputs(spec)
         for algo in registry.algorithms(spec.op, "cpu", peers=None if include_peers else False):
             if not algo.supports(spec):
                 continue
             if algo.bound_by not in ready:
                 ready[algo.bound_by] = controls.control(algo.bound_by)
-            fn = algo.bound(spec, x, w)
+            fn = algo.bound(spec, x, w, b)
             fn()  # compile / first call, untimed
             got = timing.measure({"algorithm": fn, "control": ready[algo.bound_by]},
                                  min_rounds=repeats, max_rounds=repeats,

@@ -59,6 +59,7 @@ class Prepared:
     device: str
     x: np.ndarray
     w: np.ndarray | None
+    b: np.ndarray | None
     expected: np.ndarray
     xin: object
     win: object
@@ -67,7 +68,7 @@ class Prepared:
 
     def bound(self, model: str):
         if model not in self.bounds:
-            self.bounds[model] = error_bound(self.spec, self.x, self.w, model)
+            self.bounds[model] = error_bound(self.spec, self.x, self.w, model, self.b)
         return self.bounds[model]
 
 
@@ -119,8 +120,8 @@ def prepare(case: Case, device: str, base: dict) -> Prepared:
         raise MemoryError(f"the case needs about {need / 2**30:.3g} GiB for its inputs, output "
                           f"and reference, more than {MEMORY_SHARE:.0%} of the "
                           f"{free / 2**30:.3g} GiB available")
-    x, w = random_inputs(spec, base["seed"])
-    expected = reference(spec, x, w)
+    x, w, b = random_inputs(spec, base["seed"])
+    expected = reference(spec, x, w, b)
     xin, win = x, w
     if device == "cuda":  # time kernels on resident data; transfers are measured apart
         from numba import cuda
@@ -132,7 +133,7 @@ def prepare(case: Case, device: str, base: dict) -> Prepared:
         base["transfer_s"] = time.perf_counter() - start
     if isinstance(spec, PoolSpec):
         base["info_kept"] = round(information_kept(spec), 6)
-    return Prepared(spec, device, x, w, expected, xin, win, base)
+    return Prepared(spec, device, x, w, b, expected, xin, win, base)
 
 
 @dataclass
@@ -162,7 +163,7 @@ def admit(algo: registry.Algorithm, prep: Prepared, budget: Budget, row: dict,
     if declared > limit:
         _fail(row, "skipped", f"workspace {declared} B over the {limit} B limit")
         return None
-    fn = algo.bound(spec, prep.xin, prep.win)
+    fn = algo.bound(spec, prep.xin, prep.win, prep.b)
     repeat = timing.cuda_repeat if prep.device == "cuda" else timing.host_repeat
     first, out = timing.first_call(fn)
     row["first_call_s"] = first
@@ -194,7 +195,7 @@ def admit(algo: registry.Algorithm, prep: Prepared, budget: Budget, row: dict,
         row["measured_host_bytes"] = memory.peak_extra_host_bytes(fn)
     prepared = None
     if algo.prepare is not None and prep.win is not None:
-        run = algo.prepared(prep.win, spec)
+        run = algo.prepared(prep.win, spec, prep.b)
         prepared = lambda: run(prep.xin)  # noqa: E731
         prepared()  # compile and warm, untimed
     return Admitted(fn, loops, prepared)

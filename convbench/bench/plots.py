@@ -319,11 +319,52 @@ def plot_auto(df: pd.DataFrame, path: Path, style: Style) -> None:
     _save(fig, path)
 
 
+def plot_pipelines(df: pd.DataFrame, path: Path, style: Style, keys: list[str]) -> None:
+    """The speedup a pipeline's FLOP ratio promises over the first one against the speedup
+    measured (ours and torch's), along the first key, one panel per value of the second."""
+    table = tables.pipeline_comparison(df, keys)
+    panels = list(dict.fromkeys(table[keys[1]])) if len(keys) > 1 and not table.empty else [None]
+    fig, axes = _grid(len(panels), width=4.8, height=3.8, cols=3)
+    if table.empty or "promised speedup" not in table:
+        _no_data(axes[0], "no pipelines to compare")
+        _save(fig, path)
+        return
+    x = keys[0]
+    for ax, value in zip(axes, panels):
+        g = table if value is None else table[table[keys[1]] == value]
+        g = g.sort_values(x)
+        ax.plot(g[x], g["promised speedup"], color="grey", linestyle=":", marker="s",
+                label="promised (FLOP ratio)")
+        ax.plot(g[x], g["measured (ours)"], color=PALETTE[0], marker="o", label="measured: ours")
+        ax.plot(g[x], g["measured (torch)"], color="black", linestyle="--", marker="x",
+                label="measured: torch")
+        loud = g[g["noisy"]]
+        ax.scatter(loud[x], loud["measured (ours)"], facecolors="none", edgecolors="red", s=80,
+                   label="noisy point")
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}x"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}x" if v in (
+            2, 3, 5, 20, 30, 50) else ""))
+        ax.set_xlabel(x.replace("_", " "))
+        ax.set_ylabel("speedup over the full layer (log)")
+        ax.set_title(f"{keys[1].replace('_', ' ')} = {value}" if value is not None else "",
+                     fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    _legend_outside(fig, axes)
+    fig.suptitle("Promised vs measured speedup of the cheaper pipeline", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    _save(fig, path)
+
+
 PLOTTERS = {"auto_regret": plot_auto, "pareto": plot_pareto,
             "pooling_tradeoff": plot_pooling, "layers_bar": plot_layers}
 
 
-def draw(df: pd.DataFrame, plots: list[str], x: str | None, plot_dir: Path) -> list[Path]:
+def draw(df: pd.DataFrame, plots: list[str], x: str | None, plot_dir: Path,
+         pipeline_keys: list[str] | None = None) -> list[Path]:
     """Draw the experiment's plots into ``plot_dir``; returns the files drawn."""
     plot_dir.mkdir(exist_ok=True)
     style = Style(df)
@@ -334,6 +375,8 @@ def draw(df: pd.DataFrame, plots: list[str], x: str | None, plot_dir: Path) -> l
             if not x or x not in df:
                 continue
             plot_time_vs_x(df, x, path, style)
+        elif name == "pipelines":
+            plot_pipelines(df, path, style, pipeline_keys or [])
         else:
             PLOTTERS[name](df, path, style)
         drawn.append(path)

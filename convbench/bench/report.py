@@ -44,7 +44,8 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
     env = run.environment()
     plot_names = experiment.plots if experiment else info.get("plots", ["time_vs_x"])
     x = experiment.x if experiment else info.get("x")
-    drawn = plots.draw(df, plot_names, x, run.path / "plots")
+    keys = experiment.pipeline_keys if experiment else info.get("pipeline_keys", [])
+    drawn = plots.draw(df, plot_names, x, run.path / "plots", keys)
     noisy, timed = tables.noisy_count(df)
     md = [f"# {info.get('experiment', run.path.name)}\n", info.get("description", "") + "\n",
           f"Run `{run.path.name}`, preset `{info.get('preset', '?')}`, command "
@@ -77,6 +78,11 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
     if not totals.empty:
         md.append("## Totals per pipeline\n")
         md.append(md_table(totals))
+    comparison = tables.pipeline_comparison(df, keys)
+    if not comparison.empty:
+        md.append("## Pipelines compared: promised and measured speedup\n")
+        md += [f"- {line}\n" for line in tables.promise_lines(comparison, keys)]
+        md.append("\n" + md_table(comparison))
     md.append("## Speed / memory Pareto front per case\n")
     for (device, case_id), g in tables.timed(df).groupby(["device", "case_id"], sort=False):
         front = tables.pareto_front(g)

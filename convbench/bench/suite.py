@@ -42,8 +42,8 @@ def layers(subset: str = "all") -> list[Layer]:
 
 def random_layers(count: int, seed: int, max_flops: float = 2e9) -> list[ConvSpec]:
     """A broad random set of valid conv layers (batch, channels, sizes, kernels, padding,
-    stride), each under ``max_flops``: the calibration set (one seed) and the set ``auto`` is
-    judged on (another seed)."""
+    stride, depthwise and grouped layers, biases), each under ``max_flops``: the calibration
+    set (one seed) and the set ``auto`` is judged on (another seed)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -57,9 +57,15 @@ def random_layers(count: int, seed: int, max_flops: float = 2e9) -> list[ConvSpe
         ks = int(rng.choice([1, 3, 3, 5, 5, 7, 9, 11, 15, 21]))
         if ks > size:
             continue
+        groups, kind = 1, rng.random()
+        if not single and kind < 0.12:  # depthwise (MobileNet): 3x3 or 5x5, multiplier 1-2
+            groups, k, ks = c, c * int(rng.choice([1, 1, 2])), int(rng.choice([3, 3, 5]))
+        elif not single and kind < 0.2 and c % 4 == 0 and k % 4 == 0:  # grouped (ResNeXt)
+            groups = int(rng.choice([2, 4]))
         stride = 2 if rng.random() < 0.15 else 1
         padding = ks // 2 if rng.random() < 0.5 else 0
-        spec = conv_spec((n, c, size, size), (k, c, ks, ks), stride=stride, padding=padding)
+        spec = conv_spec((n, c, size, size), (k, c // groups, ks, ks), stride=stride,
+                         padding=padding, groups=groups, bias=bool(rng.random() < 0.3))
         if spec.flops <= max_flops:
             out.append(spec)
     return out

@@ -209,3 +209,66 @@ def conclusion(df: pd.DataFrame) -> str:
     if noisy:
         line += f" ({noisy} noisy case{'s' if noisy > 1 else ''} left out)"
     return line
+
+
+def pipeline_comparison(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Pipelines (series groups) side by side at each sweep point named by ``keys``: each
+    pipeline's GFLOP, the sum over its layers of our fastest and of torch's time, and its
+    memory; then, against the first pipeline, the speedup its FLOP ratio promises and the ones
+    measured (ours and torch's). A point with a noisy or missing layer is marked."""
+    ok = timed(df)
+    ok = ok[ok["group"] != ""]
+    if ok.empty or not keys:
+        return pd.DataFrame()
+    pipelines = list(dict.fromkeys(ok["group"]))
+    rows = []
+    for point, g in ok.groupby(keys, sort=True):
+        point = point if isinstance(point, tuple) else (point,)
+        row = dict(zip(keys, point))
+        totals = {}
+        for pipe in pipelines:
+            p = g[g["group"] == pipe]
+            layers = p["case_id"].nunique()
+            ours = p[~p["is_peer"]].groupby("case_id")["median_s"].min()
+            torch_t = p[p["library"] == "torch"].groupby("case_id")["median_s"].min()
+            mem = p[~p["is_peer"]].groupby("case_id")["memory_bytes"].min()
+            totals[pipe] = (p.drop_duplicates("case_id")["flops"].sum(),
+                            ours.sum() if len(ours) == layers else np.nan,
+                            torch_t.sum() if len(torch_t) == layers else np.nan)
+            row[f"{pipe} GFLOP"] = totals[pipe][0] / 1e9
+            row[f"{pipe} ours ms"] = totals[pipe][1] * MS
+            row[f"{pipe} torch ms"] = totals[pipe][2] * MS
+            row[f"{pipe} MiB"] = mem.max() / 2**20 if len(mem) else np.nan
+        if len(pipelines) >= 2:
+            (f0, t0, r0), (f1, t1, r1) = totals[pipelines[1]], totals[pipelines[0]]
+            row["promised speedup"] = f0 / f1 if f1 else np.nan
+            row["measured (ours)"] = t0 / t1 if t1 else np.nan
+            row["measured (torch)"] = r0 / r1 if r1 else np.nan
+        row["noisy"] = bool(g["noisy"].any())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def promise_lines(comparison: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Where the FLOP ratio's promise holds (measured >= half of it) and where memory traffic
+    eats it, for our best and for torch, from settled points only."""
+    if comparison.empty or "promised speedup" not in comparison:
+        return []
+    settled = comparison[~comparison["noisy"]]
+    if settled.empty:
+        return [f"no conclusion: every one of the {len(comparison)} points had a noisy timing"]
+    lines = []
+    for who in ("ours", "torch"):
+        col = f"measured ({who})"
+        data = settled.dropna(subset=[col])
+        if data.empty:
+            continue
+        share = data[col] / data["promised speedup"]
+        held = data[share >= 0.5]
+        eaten = data[share < 0.5]
+        fmt = lambda d: ", ".join("/".join(str(r[k]) for k in keys) for _, r in  # noqa: E731
+                                  d.iterrows()) or "none"
+        lines.append(f"{who}: the promise (at least half of the FLOP ratio realised) holds at "
+                     f"{'/'.join(keys)} = {fmt(held)}; memory traffic eats it at {fmt(eaten)} "
+                     f"(median realised share {share.median():.0%})")
+    return lines

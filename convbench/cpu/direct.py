@@ -1,13 +1,21 @@
 """Direct 2-D convolution on the CPU: nested loops over the output, the reference algorithm.
 
+Every version handles channel groups natively (a task's block of output channels lies inside
+one group and reads only that group's input channels) and adds the bias in its output write.
+
 v1 (kept, teaching and float64 reference): one output element at a time, every bound checked.
 v2 (any stride): parallel over (image, block of 4 output channels, output row);
 each staged input value is multiplied into 4 output rows held in L1 (register blocking), the
 inner loop runs over the output width with precomputed bounds so LLVM vectorises it, and zero
 padding is staged per thread: each padded input row is copied once into a small buffer.
-v3 (stride 1, registered as ``direct`` with v2 for strides): a band of output rows is one
-long row of pitch Wp, so each tap is a single vectorised multiply-add hundreds of elements long;
-taps are taken three at a time so each accumulator load/store serves three multiply-adds.
+v3 (stride 1, registered as ``direct``): a band of output rows is one long row of pitch Wp,
+so each tap is a single vectorised multiply-add hundreds of elements long; taps are taken three
+at a time so each accumulator load/store serves three multiply-adds.
+Strided layers (dilation 1) run v3 too, on their space-to-depth form: the padded input split
+into its stride x stride phases as channels, the kernel's taps distributed over them, which
+turns the strided convolution into a stride-1 one with a ceil(k/s) kernel (one copy of the
+input, then long vector rows instead of short strided ones). v2 remains for strided, dilated
+layers.
 """
 from __future__ import annotations
 
@@ -18,23 +26,25 @@ from numba import get_thread_id, njit, prange
 from .. import workspace
 from ..arith import ceil_div
 from ..registry import Algorithm, register
-from ..spec import ConvSpec
+from ..spec import ConvSpec, conv_spec
 
 K_BLOCK = 4  # output channels per task: 4 rows of accumulators stay in L1 and reuse each x load
 
 
 @njit(cache=True)
-def _direct_v1(x, w, out, sh, sw, pt, pl, dh, dw, flip):
+def _direct_v1(x, w, out, sh, sw, pt, pl, dh, dw, flip, groups, b):
     """v1: the textbook loop, one output element at a time (slow, obviously right)."""
-    n_img, c_in, h, wid = x.shape
-    k_out, _, kh, kw = w.shape
+    n_img, _, h, wid = x.shape
+    k_out, cg, kh, kw = w.shape
+    kg = k_out // groups
     ho, wo = out.shape[2], out.shape[3]
     for n in range(n_img):
         for k in range(k_out):
+            c0 = (k // kg) * cg  # the first input channel of k's group
             for oh in range(ho):
                 for ow in range(wo):
-                    acc = 0.0
-                    for c in range(c_in):
+                    acc = b[k] if b.shape[0] else 0.0
+                    for c in range(cg):
                         for i in range(kh):
                             ih = oh * sh - pt + i * dh
                             if ih < 0 or ih >= h:  # tap falls in the zero padding
@@ -44,7 +54,7 @@ def _direct_v1(x, w, out, sh, sw, pt, pl, dh, dw, flip):
                                 if iw < 0 or iw >= wid:
                                     continue
                                 wi, wj = (kh - 1 - i, kw - 1 - j) if flip else (i, j)
-                                acc += x[n, c, ih, iw] * w[k, c, wi, wj]
+                                acc += x[n, c0 + c, ih, iw] * w[k, c, wi, wj]
                     out[n, k, oh, ow] = acc
 
 
@@ -63,17 +73,22 @@ def _axpy4(acc, xp, base, sw, w0, w1, w2, w3, length):
 
     A separate function on purpose: compiled on its own, this loop is vectorised by LLVM;
     written inline in the prange body it stays scalar (aliasing of the captured arrays).
+    The input is read through a view starting at ``base``: Numba wraps negative indices, and
+    only an index the compiler can prove non-negative lets it vectorise the loop (an index
+    base + t, with base a run-time value, cost 8x).
     """
+    xb = xp[base:]
     if sw == 1:  # unit stride: contiguous loads, the case LLVM turns into vector FMAs
         for ow in range(length):
-            xv = xp[ow + base]
+            xv = xb[ow]
             acc[0, ow] += w0 * xv
             acc[1, ow] += w1 * xv
             acc[2, ow] += w2 * xv
             acc[3, ow] += w3 * xv
         return
+    step = np.uint64(sw)  # unsigned: no negative-index wrap to rule out
     for ow in range(length):
-        xv = xp[ow * sw + base]
+        xv = xb[np.uint64(ow) * step]
         acc[0, ow] += w0 * xv
         acc[1, ow] += w1 * xv
         acc[2, ow] += w2 * xv
@@ -82,37 +97,58 @@ def _axpy4(acc, xp, base, sw, w0, w1, w2, w3, length):
 
 @njit(cache=True)
 def _axpy1(acc, row, xp, base, sw, w0, length):
+    a, xb = acc[row], xp[base:]  # views: provably non-negative indices (see _axpy4)
     if sw == 1:
         for ow in range(length):
-            acc[row, ow] += w0 * xp[ow + base]
+            a[ow] += w0 * xb[ow]
         return
+    step = np.uint64(sw)
     for ow in range(length):
-        acc[row, ow] += w0 * xp[ow * sw + base]
+        a[ow] += w0 * xb[np.uint64(ow) * step]
+
+
+@njit(inline="always")
+def _block(kb, kbpg, kg, cg):
+    """(first output channel, channel count, first input channel) of block ``kb``: blocks of
+    K_BLOCK output channels never straddle a group (kbpg blocks per group)."""
+    g = kb // kbpg
+    k0 = g * kg + (kb % kbpg) * K_BLOCK
+    return k0, min(K_BLOCK, (g + 1) * kg - k0), g * cg
+
+
+@njit(inline="always")
+def _write(out, acc, n, k0, nk, oh, wo, col0, b):
+    """out[n, k0 + kk, oh, ow] = acc[kk, col0 + ow] (+ the bias)."""
+    for kk in range(nk):
+        bias = b[k0 + kk] if b.shape[0] else 0.0
+        for ow in range(wo):
+            out[n, k0 + kk, oh, ow] = acc[kk, col0 + ow] + bias
 
 
 @njit(parallel=True, cache=True)
-def _direct_v2(x, w, out, sh, sw, pt, pl, dh, dw, flip, acc_ws, row_ws):
+def _direct_v2(x, w, out, sh, sw, pt, pl, dh, dw, flip, groups, b, acc_ws, row_ws):
     """v2: register-blocked over 4 output channels, vectorised over the output width.
 
     Each thread owns ``acc_ws[thread]`` (4 accumulator rows of width Wo) and ``row_ws[thread]``
     (one zero-padded input row): the inner loops then index both from 0 with no bounds
     clipping, the shape LLVM vectorises (clipped ranges or offset stores stay scalar).
     """
-    n_img, c_in, h, wid = x.shape
-    k_out, _, kh, kw = w.shape
+    n_img, _, h, wid = x.shape
+    k_out, cg, kh, kw = w.shape
     ho, wo = out.shape[2], out.shape[3]
     row_len = row_ws.shape[1]
-    k_blocks = ceil_div(k_out, K_BLOCK)
+    kg = k_out // groups
+    kbpg = ceil_div(kg, K_BLOCK)
+    k_blocks = groups * kbpg
     for task in prange(n_img * k_blocks * ho):
         oh = task % ho
         n = task // (ho * k_blocks)
-        k0 = ((task // ho) % k_blocks) * K_BLOCK
-        nk = min(K_BLOCK, k_out - k0)
+        k0, nk, c0 = _block((task // ho) % k_blocks, kbpg, kg, cg)
         tid = get_thread_id()
         acc = acc_ws[tid]
         xp = row_ws[tid]
         acc[:, :] = 0.0
-        for c in range(c_in):
+        for c in range(cg):
             for i in range(kh):
                 ih = oh * sh - pt + i * dh
                 if ih < 0 or ih >= h:  # whole kernel row lies in the zero padding
@@ -120,7 +156,7 @@ def _direct_v2(x, w, out, sh, sw, pt, pl, dh, dw, flip, acc_ws, row_ws):
                 # stage the padded input row once; all kw taps of this row read it
                 for q in range(row_len):
                     iw = q - pl
-                    xp[q] = x[n, c, ih, iw] if 0 <= iw < wid else 0.0
+                    xp[q] = x[n, c0 + c, ih, iw] if 0 <= iw < wid else 0.0
                 wi = kh - 1 - i if flip else i
                 for j in range(kw):
                     wj = kw - 1 - j if flip else j
@@ -131,9 +167,7 @@ def _direct_v2(x, w, out, sh, sw, pt, pl, dh, dw, flip, acc_ws, row_ws):
                     else:  # the last, partial block of output channels
                         for kk in range(nk):
                             _axpy1(acc, kk, xp, base, sw, w[k0 + kk, c, wi, wj], wo)
-        for kk in range(nk):
-            for ow in range(wo):
-                out[n, k0 + kk, oh, ow] = acc[kk, ow]
+        _write(out, acc, n, k0, nk, oh, wo, 0, b)
 
 
 @njit(inline="always")
@@ -147,10 +181,11 @@ def _taps3_k4(acc, xp, base, dw, length, a0, a1, a2, b0, b1, b2, c0, c1, c2, d0,
     """Three neighbouring taps for four output channels in one pass over the wide row: each
     accumulator is loaded and stored once per 3 multiply-adds instead of once per 1.
     (fastmath "contract" only lets LLVM fuse multiply and add; no other IEEE rule is relaxed.)"""
+    p0, p1, p2 = xp[base:], xp[base + dw:], xp[base + 2 * dw:]  # views: see _axpy4
     for t in range(length):
-        x0 = xp[base + t]
-        x1 = xp[base + dw + t]
-        x2 = xp[base + 2 * dw + t]
+        x0 = p0[t]
+        x1 = p1[t]
+        x2 = p2[t]
         acc[0, t] += a0 * x0 + a1 * x1 + a2 * x2
         acc[1, t] += b0 * x0 + b1 * x1 + b2 * x2
         acc[2, t] += c0 * x0 + c1 * x1 + c2 * x2
@@ -159,12 +194,13 @@ def _taps3_k4(acc, xp, base, dw, length, a0, a1, a2, b0, b1, b2, c0, c1, c2, d0,
 
 @njit(cache=True, fastmath={"contract"})
 def _taps3_k1(acc, row, xp, base, dw, length, a0, a1, a2):
+    a, p0, p1, p2 = acc[row], xp[base:], xp[base + dw:], xp[base + 2 * dw:]  # see _axpy4
     for t in range(length):
-        acc[row, t] += a0 * xp[base + t] + a1 * xp[base + dw + t] + a2 * xp[base + 2 * dw + t]
+        a[t] += a0 * p0[t] + a1 * p1[t] + a2 * p2[t]
 
 
 @njit(parallel=True, cache=True)
-def _direct_v3(x, w, out, pt, pl, dh, dw, flip, band, acc_ws, stage_ws):
+def _direct_v3(x, w, out, pt, pl, dh, dw, flip, groups, b, band, acc_ws, stage_ws):
     """v3 (stride 1): a band of output rows computed as one long "wide" row of pitch Wp.
 
     With stride 1, output (oh, ow) of the band reads staged input (oh + i*dh)*Wp + ow + j*dw,
@@ -172,32 +208,33 @@ def _direct_v3(x, w, out, pt, pl, dh, dw, flip, band, acc_ws, stage_ws):
     row are computed and dropped). Long vector loops instead of Wo-long ones is what makes small
     images (14x14, 32x32) fast.
     """
-    n_img, c_in, h, wid = x.shape
-    k_out, _, kh, kw = w.shape
+    n_img, _, h, wid = x.shape
+    k_out, cg, kh, kw = w.shape
     ho, wo = out.shape[2], out.shape[3]
     pitch = wo + dw * (kw - 1)  # Wp: the padded input width, = Wo + ekw - 1 at stride 1
     stage_rows = band + dh * (kh - 1)
-    k_blocks = ceil_div(k_out, K_BLOCK)
+    kg = k_out // groups
+    kbpg = ceil_div(kg, K_BLOCK)
+    k_blocks = groups * kbpg
     n_bands = ceil_div(ho, band)
     for task in prange(n_img * k_blocks * n_bands):
         oh0 = (task % n_bands) * band
         n = task // (n_bands * k_blocks)
-        k0 = ((task // n_bands) % k_blocks) * K_BLOCK
-        nk = min(K_BLOCK, k_out - k0)
+        k0, nk, c0 = _block((task // n_bands) % k_blocks, kbpg, kg, cg)
         rows = min(band, ho - oh0)
         length = rows * pitch
         tid = get_thread_id()
         acc = acc_ws[tid]
         xp = stage_ws[tid]
         acc[:, :length] = 0.0
-        for c in range(c_in):
+        for c in range(cg):
             # stage the zero-padded input rows of this band once; every tap reads them
             for r in range(rows + dh * (kh - 1)):
                 ih = oh0 + r - pt
                 for q in range(pitch):
                     iw = q - pl
                     inside = 0 <= ih < h and 0 <= iw < wid
-                    xp[r * pitch + q] = x[n, c, ih, iw] if inside else 0.0
+                    xp[r * pitch + q] = x[n, c0 + c, ih, iw] if inside else 0.0
             # the last taps of the last row read up to dw*(kw-1) cells past the rows: zeros
             for q in range((rows + dh * (kh - 1)) * pitch, stage_rows * pitch + dw * (kw - 1)):
                 xp[q] = 0.0
@@ -230,10 +267,8 @@ def _direct_v3(x, w, out, pt, pl, dh, dw, flip, band, acc_ws, stage_ws):
                         for kk in range(nk):
                             _axpy1(acc, kk, xp, base, 1, w[k0 + kk, c, wi, wj], length)
                     j += 1
-        for kk in range(nk):
-            for r in range(rows):
-                for ow in range(wo):
-                    out[n, k0 + kk, oh0 + r, ow] = acc[kk, r * pitch + ow]
+        for r in range(rows):
+            _write(out, acc, n, k0, nk, oh0 + r, wo, r * pitch, b)
 
 
 WIDE_ROW_TARGET = 2048  # elements per wide row: 4 accumulator rows of float32 fill ~32 KiB (L1)
@@ -244,15 +279,68 @@ def band_rows(spec: ConvSpec, threads: int) -> int:
     ho = spec.out_size[0]
     pitch = spec.padded_size[1]
     band = max(1, min(ho, WIDE_ROW_TARGET // pitch))
-    tasks_per_band = spec.n * ceil_div(spec.k, K_BLOCK)
+    tasks_per_band = spec.n * spec.groups * ceil_div(spec.kg, K_BLOCK)
     while band > 1 and tasks_per_band * ceil_div(ho, band) < 4 * threads:
         band = (band + 1) // 2
     return band
 
 
+def phased(spec: ConvSpec) -> bool:
+    """Whether the layer runs as its space-to-depth stride-1 form."""
+    return spec.stride != (1, 1) and spec.dilation == (1, 1)
+
+
+def phase_spec(spec: ConvSpec) -> ConvSpec:
+    """The stride-1 layer a strided one (dilation 1) equals: its padded input split into the
+    sh x sw phases x[r*sh + pi, q*sw + pj] as channels (C*sh*sw of them, group by group) and
+    its kernel's taps distributed over the phases (ceil(kh/sh) x ceil(kw/sw)). Its output
+    covers the strided layer's, which is computed directly into the right size."""
+    sh, sw = spec.stride
+    hp, wp = spec.padded_size
+    phases = sh * sw
+    return conv_spec((spec.n, spec.c * phases, ceil_div(hp, sh), ceil_div(wp, sw)),
+                     (spec.k, spec.cg * phases, ceil_div(spec.kh, sh), ceil_div(spec.kw, sw)),
+                     groups=spec.groups, dtype=spec.dtype)
+
+
+@njit(parallel=True, cache=True)
+def _split_phases(x, xs, sh, sw, pt, pl):
+    """xs[n, c*sh*sw + pi*sw + pj, r, q] = padded x[n, c, r*sh + pi, q*sw + pj] (zeros outside)."""
+    n_img, c_in, h, wid = x.shape
+    hs, ws = xs.shape[2], xs.shape[3]
+    for plane in prange(n_img * c_in):
+        n, c = plane // c_in, plane % c_in
+        for pi in range(sh):
+            for pj in range(sw):
+                dst = xs[n, (c * sh + pi) * sw + pj]
+                for r in range(hs):
+                    ih = r * sh + pi - pt
+                    for q in range(ws):
+                        iw = q * sw + pj - pl
+                        inside = 0 <= ih < h and 0 <= iw < wid
+                        dst[r, q] = x[n, c, ih, iw] if inside else 0.0
+
+
+def _phase_weights(w: np.ndarray, spec: ConvSpec, target: ConvSpec) -> np.ndarray:
+    """The kernel on the phases: tap (a, b) of phase (pi, pj) is tap (a*sh + pi, b*sw + pj) of
+    the (rotated, for true convolution) kernel, zero past its edge."""
+    sh, sw = spec.stride
+    wk = w[:, :, ::-1, ::-1] if spec.flip else w
+    _, _, kh2, kw2 = target.w_shape
+    grown = workspace.zeros((spec.k, spec.cg, kh2 * sh, kw2 * sw), w.dtype)
+    grown[:, :, :spec.kh, :spec.kw] = wk
+    out = workspace.empty(target.w_shape, w.dtype)
+    # (k, c, a, pi, b, pj) -> (k, c, pi, pj, a, b) -> (k, c*sh*sw + pi*sw + pj, a, b)
+    out.reshape(spec.k, spec.cg, sh, sw, kh2, kw2)[...] = grown.reshape(
+        spec.k, spec.cg, kh2, sh, kw2, sw).transpose(0, 1, 3, 5, 2, 4)
+    return out
+
+
 def _scratch_shapes(spec: ConvSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Per-thread scratch: accumulator rows and the staged (zero-padded) input."""
     threads = numba.config.NUMBA_NUM_THREADS
+    if phased(spec):
+        return _scratch_shapes(phase_spec(spec))
     ekh, ekw = spec.effective_kernel
     if spec.stride == (1, 1):
         band, pitch = band_rows(spec, threads), spec.padded_size[1]
@@ -262,66 +350,104 @@ def _scratch_shapes(spec: ConvSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def direct_workspace_bytes(spec: ConvSpec) -> int:
-    """Per-thread scratch: 4 accumulator rows and the staged padded input, per thread."""
+    """Per-thread scratch: 4 accumulator rows and the staged padded input, per thread; for a
+    strided layer also its phases and phase kernel."""
     acc, stage = _scratch_shapes(spec)
-    return workspace.nbytes(acc, spec.dtype) + workspace.nbytes(stage, spec.dtype)
+    total = workspace.nbytes(acc, spec.dtype) + workspace.nbytes(stage, spec.dtype)
+    if phased(spec):
+        target = phase_spec(spec)
+        sh, sw = spec.stride
+        grown = (spec.k, spec.cg, target.kh * sh, target.kw * sw)
+        total += (workspace.nbytes(target.x_shape, spec.dtype)
+                  + workspace.nbytes(target.w_shape, spec.dtype)
+                  + workspace.nbytes(grown, spec.dtype))
+    return total
 
 
-def direct_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """Direct convolution: v3 for stride 1, v2 otherwise; any padding, dilation and flip."""
+NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
+           np.dtype(np.float64): np.empty(0, np.float64)}  # an empty bias: none to add
+
+
+def direct_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
+                  b: np.ndarray | None = None) -> np.ndarray:
+    """Direct convolution: v3 for stride 1, v2 otherwise; any padding, dilation, flip and
+    groups, the bias ``b`` added in the output write."""
     out = np.empty(spec.out_shape, dtype=x.dtype)
+    b = NO_BIAS[x.dtype] if b is None else b
     acc_shape, stage_shape = _scratch_shapes(spec)
     acc = workspace.empty(acc_shape, x.dtype)
     stage = workspace.empty(stage_shape, x.dtype)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     pt, pl = spec.pad[0], spec.pad[2]
-    if spec.stride == (1, 1):
+    if phased(spec):
+        target = phase_spec(spec)
+        xs = workspace.empty(target.x_shape, x.dtype)
+        _split_phases(x, xs, sh, sw, pt, pl)
+        band = band_rows(target, numba.config.NUMBA_NUM_THREADS)
+        _direct_v3(xs, _phase_weights(w, spec, target), out, 0, 0, 1, 1, False, spec.groups,
+                   b, band, acc, stage)
+    elif spec.stride == (1, 1):
         band = band_rows(spec, numba.config.NUMBA_NUM_THREADS)
-        _direct_v3(x, w, out, pt, pl, dh, dw, spec.flip, band, acc, stage)
+        _direct_v3(x, w, out, pt, pl, dh, dw, spec.flip, spec.groups, b, band, acc, stage)
     else:
-        _direct_v2(x, w, out, sh, sw, pt, pl, dh, dw, spec.flip, acc, stage)
+        _direct_v2(x, w, out, sh, sw, pt, pl, dh, dw, spec.flip, spec.groups, b, acc, stage)
     return out
 
 
-def direct_conv2d_v1(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+def direct_conv2d_v1(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
+                     b: np.ndarray | None = None) -> np.ndarray:
     """The one-element-at-a-time loop (v1), kept as a readable reference."""
     out = np.empty(spec.out_shape, dtype=x.dtype)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    _direct_v1(x, w, out, sh, sw, spec.pad[0], spec.pad[2], dh, dw, spec.flip)
+    _direct_v1(x, w, out, sh, sw, spec.pad[0], spec.pad[2], dh, dw, spec.flip, spec.groups,
+               NO_BIAS[x.dtype] if b is None else b)
     return out
 
 
-def direct_cost_features(spec: ConvSpec) -> list[float]:
-    """v3 (stride 1) and v2 (strided) are different loops, so each has its own terms:
-    multiply-adds in blocks of 4 output channels and in the remainder (3 loads feed 12
-    multiply-adds, or 3), staged input values (each band restages its kernel-height halo),
-    calls of the inner vector loop (a fixed cost each, which dominates on small images), and
-    outputs written."""
-    n, c, k = spec.n, spec.c, spec.k
-    ho, wo = spec.out_size
-    ekh, ekw = spec.effective_kernel
-    k_blocks = ceil_div(k, K_BLOCK)
+def _v3_terms(spec: ConvSpec, ho: int) -> list[float]:
+    """v3's work for ``ho`` output rows of ``spec`` (a stride-1 layer): multiply-adds in
+    blocks of 4 output channels and in the remainder (3 loads feed 12 multiply-adds, or 3),
+    staged input values (each band restages its kernel-height halo), calls of the inner
+    vector loop (a fixed cost each, which dominates on small images)."""
+    n, c, k = spec.n, spec.cg, spec.k
+    ekh = spec.effective_kernel[0]
     taps = c * spec.kh * spec.kw
-    v3 = [0.0] * 4
-    v2 = [0.0] * 3
-    if spec.stride == (1, 1):  # wide rows of pitch Wp
-        pitch = spec.padded_size[1]
-        band = band_rows(spec, numba.config.NUMBA_NUM_THREADS)
-        n_bands = ceil_div(ho, band)
-        v3 = [n * (k // K_BLOCK) * K_BLOCK * taps * ho * pitch,
-              n * (k % K_BLOCK) * taps * ho * pitch,
-              n * k_blocks * n_bands * c * (band + ekh - 1) * pitch,
-              n * k_blocks * n_bands * c * spec.kh * ceil_div(spec.kw, 3)]
+    k_blocks = spec.groups * ceil_div(spec.kg, K_BLOCK)
+    pitch = spec.padded_size[1]
+    band = band_rows(spec, numba.config.NUMBA_NUM_THREADS)
+    n_bands = ceil_div(ho, band)
+    full = spec.groups * (spec.kg // K_BLOCK) * K_BLOCK  # channels in whole blocks
+    return [n * full * taps * ho * pitch, n * (k - full) * taps * ho * pitch,
+            n * k_blocks * n_bands * c * (band + ekh - 1) * pitch,
+            n * k_blocks * n_bands * c * spec.kh * ceil_div(spec.kw, 3)]
+
+
+def direct_cost_features(spec: ConvSpec) -> list[float]:
+    """v3 (stride 1, and strided layers on their phases) and v2 (strided and dilated) are
+    different loops, so each has its own terms (see _v3_terms; for v2 multiply-adds, staged
+    values and calls), then the values copied into phases, and the outputs written."""
+    n, k = spec.n, spec.k
+    ho, wo = spec.out_size
+    v3, v2, phases = [0.0] * 4, [0.0] * 3, 0.0
+    if spec.stride == (1, 1):
+        v3 = _v3_terms(spec, ho)
+    elif phased(spec):
+        target = phase_spec(spec)
+        v3 = _v3_terms(target, ho)
+        phases = float(spec.n * target.c * target.h * target.w)
     else:
-        row_len = (wo - 1) * spec.stride[1] + ekw
+        c = spec.cg
+        k_blocks = spec.groups * ceil_div(spec.kg, K_BLOCK)
+        taps = c * spec.kh * spec.kw
+        row_len = (wo - 1) * spec.stride[1] + spec.effective_kernel[1]
         v2 = [n * k * taps * ho * wo, n * k_blocks * ho * c * spec.kh * row_len,
               n * k_blocks * ho * taps]
-    return [1.0, *v3, *v2, n * k * ho * wo]
+    return [1.0, *v3, *v2, phases, n * k * ho * wo]
 
 
 register(Algorithm(
     name="direct", op="conv2d", device="cpu", run=direct_conv2d,
-    workspace_bytes=direct_workspace_bytes, cost_features=direct_cost_features,
+    workspace_bytes=direct_workspace_bytes, cost_features=direct_cost_features, fused_bias=True,
     rough_cost=lambda spec: float(spec.flops),
     description="nested loops, parallel over image x 4-channel block x row, vectorised rows",
 ))

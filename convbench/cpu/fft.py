@@ -22,7 +22,7 @@ from ..registry import Algorithm, register
 from ..spec import ConvSpec
 from .spectral import (complex_dtype, fast_len, fft_columns, fft_cost_features, fft_growth,
                        fft_rough_cost, irfft2, kernel_spectra, rfft2_rows_peak, rfft_rows,
-                       spectral_mac)
+                       spectral_mac, ungrouped)
 
 
 def transform_shape(spec: ConvSpec) -> tuple[int, int]:
@@ -106,7 +106,7 @@ def prepare_fft(w: np.ndarray, spec: ConvSpec):
 
 register(Algorithm(
     name="fft", op="conv2d", device="cpu", run=fft_conv2d, workspace_bytes=fft_workspace_bytes,
-    prepare=prepare_fft,
+    prepare=prepare_fft, supports=ungrouped, limits="groups = 1 only",
     cost_features=lambda spec: fft_cost_features(spec, *transform_shape(spec)),
     rough_cost=lambda spec: fft_rough_cost(spec, *transform_shape(spec)),
     transform_growth=fft_growth, error_model="fft", bound_by="fft",

@@ -20,7 +20,8 @@ from ..registry import Algorithm, register
 from ..spec import ConvSpec
 from ..arith import ceil_div
 from .spectral import (complex_dtype, fast_len, fft_cost_features, fft_growth, fft_rough_cost,
-                       irfft2, kernel_spectra, kernel_spectra_peak, rfft2, spectral_mac)
+                       irfft2, kernel_spectra, kernel_spectra_peak, rfft2, spectral_mac,
+                       ungrouped)
 
 CHUNK_ELEMS = 1 << 16  # real elements of staged tiles per chunk (256 KiB in float32: L2-sized)
 
@@ -178,6 +179,7 @@ def prepare_fft_tiled(w: np.ndarray, spec: ConvSpec):
 
 register(Algorithm(
     name="fft_tiled", op="conv2d", device="cpu", run=fft_tiled_conv2d, prepare=prepare_fft_tiled,
+    supports=ungrouped, limits="groups = 1 only",
     workspace_bytes=fft_tiled_workspace_bytes, cost_features=fft_tiled_cost_features,
     rough_cost=lambda spec: fft_rough_cost(spec, *_tiling(spec)[:3]),
     transform_growth=fft_growth, error_model="fft", bound_by="fft",

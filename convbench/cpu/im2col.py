@@ -5,7 +5,8 @@ For each image, a Numba kernel unfolds every receptive field into a column of a
 image's K output planes in place. Stride, padding and dilation are applied while unfolding
 (padding becomes zeros in the matrix); ``flip`` unfolds the taps in reverse order, so the
 kernel is never copied. A 1x1 stride-1 unpadded layer (the inception bottleneck) needs no
-unfold at all: the image already is the matrix, and the layer is a plain GEMM.
+unfold at all: the image already is the matrix, and the layer is a plain GEMM. With channel
+groups, each group is its own (C/groups*kh*kw)-row unfold and GEMM.
 """
 from __future__ import annotations
 
@@ -19,17 +20,17 @@ from ..spec import ConvSpec
 
 
 @njit(cache=True)
-def _unfold_image(x, n, cols, ho, wo, kh, kw, sh, sw, pt, pl, dh, dw, flip):
-    """cols[(c, i, j), (oh, ow)] = padded x[n, c, oh*sh + i*dh, ow*sw + j*dw] (taps reversed
-    when ``flip``).
+def _unfold_image(x, n, c0, cols, ho, wo, kh, kw, sh, sw, pt, pl, dh, dw, flip):
+    """cols[(c, i, j), (oh, ow)] = padded x[n, c0 + c, oh*sh + i*dh, ow*sw + j*dw] for the
+    cols.shape[0] // (kh*kw) channels from c0 (taps reversed when ``flip``).
 
     Serial on purpose: the GEMM that follows runs on OpenBLAS's threads, and workers of a
     parallel unfold that keep spinning after it would take the cores from the GEMM; the unfold
     is a small part of the time.
     """
-    c_in, h, wid = x.shape[1], x.shape[2], x.shape[3]
-    for row in range(c_in * kh * kw):
-        c = row // (kh * kw)
+    h, wid = x.shape[2], x.shape[3]
+    for row in range(cols.shape[0]):
+        c = c0 + row // (kh * kw)
         i = (row // kw) % kh
         j = row % kw
         ti, tj = (kh - 1 - i, kw - 1 - j) if flip else (i, j)
@@ -51,28 +52,33 @@ def _is_pointwise(spec: ConvSpec) -> bool:
 
 
 def im2col_workspace_bytes(spec: ConvSpec) -> int:
-    """One image's unfolded matrix, reused for every image; nothing for a pointwise layer."""
+    """One group of one image's unfolded matrix, reused for every group and image; nothing
+    for a pointwise layer."""
     if _is_pointwise(spec):
         return 0
     ho, wo = spec.out_size
-    return workspace.nbytes((spec.c * spec.kh * spec.kw, ho * wo), spec.dtype)
+    return workspace.nbytes((spec.cg * spec.kh * spec.kw, ho * wo), spec.dtype)
 
 
 def im2col_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """Unfold each image, then one GEMM per image into the output (no output copy)."""
+    """Unfold each image (each group of its channels), then one GEMM per image and group into
+    the output (no output copy)."""
     ho, wo = spec.out_size
+    cg, kg = spec.cg, spec.kg
     out = np.empty(spec.out_shape, dtype=x.dtype)
-    wmat = w.reshape(spec.k, spec.c * spec.kh * spec.kw)
-    if _is_pointwise(spec):
-        for n in range(spec.n):
-            np.dot(wmat, x[n].reshape(spec.c, spec.h * spec.w), out=out[n].reshape(spec.k, -1))
-        return out
-    cols = workspace.empty((spec.c * spec.kh * spec.kw, ho * wo), x.dtype)
+    wmat = w.reshape(spec.k, cg * spec.kh * spec.kw)
+    pointwise = _is_pointwise(spec)
+    cols = None if pointwise else workspace.empty((cg * spec.kh * spec.kw, ho * wo), x.dtype)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     for n in range(spec.n):
-        _unfold_image(x, n, cols, ho, wo, spec.kh, spec.kw, sh, sw, spec.pad[0], spec.pad[2],
-                      dh, dw, spec.flip)
-        np.dot(wmat, cols, out=out[n].reshape(spec.k, ho * wo))  # BLAS writes in place
+        for g in range(spec.groups):
+            if pointwise:  # the group's channels of the image already are the matrix
+                cols = x[n, g * cg:(g + 1) * cg].reshape(cg, spec.h * spec.w)
+            else:
+                _unfold_image(x, n, g * cg, cols, ho, wo, spec.kh, spec.kw, sh, sw,
+                              spec.pad[0], spec.pad[2], dh, dw, spec.flip)
+            np.dot(wmat[g * kg:(g + 1) * kg], cols,  # BLAS writes in place
+                   out=out[n, g * kg:(g + 1) * kg].reshape(kg, ho * wo))
     return out
 
 
@@ -85,17 +91,18 @@ def im2col_cost_features(spec: ConvSpec) -> list[float]:
     the output channels padded to OpenBLAS's 16-row kernel (small K wastes it), bytes of its
     operands, and a fixed cost per image (per GEMM call for a 1x1 layer, which needs no
     unfold)."""
-    n, c, k = spec.n, spec.c, spec.k
+    n, g, kg = spec.n, spec.groups, spec.kg
     ho, wo = spec.out_size
     pointwise = _is_pointwise(spec)
-    depth, pixels = c * spec.kh * spec.kw, ho * wo
-    unfold = 0 if pointwise else n * depth * pixels
+    depth, pixels = spec.cg * spec.kh * spec.kw, ho * wo
+    unfold = 0 if pointwise else n * g * depth * pixels
     spills = depth * pixels * spec.itemsize > L2_BYTES
+    calls = n * g  # one GEMM per image and group
     return [1.0, unfold, unfold if spec.stride != (1, 1) else 0.0, unfold if spills else 0.0,
-            0 if pointwise else n * depth * ho,
-            2.0 * n * k * depth * pixels, 2.0 * n * 16 * ceil_div(k, 16) * depth * pixels,
-            n * (k * depth + depth * pixels + k * pixels),
-            0 if pointwise else n, n if pointwise else 0]
+            0 if pointwise else calls * depth * ho,
+            2.0 * calls * kg * depth * pixels, 2.0 * calls * 16 * ceil_div(kg, 16) * depth * pixels,
+            calls * (kg * depth + depth * pixels + kg * pixels),
+            0 if pointwise else calls, calls if pointwise else 0]
 
 
 register(Algorithm(

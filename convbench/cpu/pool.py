@@ -44,11 +44,13 @@ def _columns_max(row, orow, sw, kw, wo):
     elif sw == 2 and kw == 3:
         for ow in range(wo):
             orow[ow] = _nanmax(_nanmax(row[2 * ow], row[2 * ow + 1]), row[2 * ow + 2])
-    else:
+    else:  # unsigned indices: provably non-negative, so no negative-index wrap per read
+        step = np.uint64(sw)
         for ow in range(wo):
-            acc = row[ow * sw]
+            q = np.uint64(ow) * step
+            acc = row[q]
             for j in range(1, kw):
-                acc = _nanmax(acc, row[ow * sw + j])
+                acc = _nanmax(acc, row[q + np.uint64(j)])
             orow[ow] = acc
 
 
@@ -67,10 +69,12 @@ def _columns_sum(row, orow, sw, kw, wo):
         for ow in range(wo):
             orow[ow] = row[2 * ow] + row[2 * ow + 1] + row[2 * ow + 2]
     else:
+        step = np.uint64(sw)
         for ow in range(wo):
-            acc = row[ow * sw]
+            q = np.uint64(ow) * step
+            acc = row[q]
             for j in range(1, kw):
-                acc += row[ow * sw + j]
+                acc += row[q + np.uint64(j)]
             orow[ow] = acc
 
 

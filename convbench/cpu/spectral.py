@@ -21,6 +21,11 @@ from ..arith import ceil_div
 F_BLOCK = 512  # frequencies per task: 4 output spectra + 1 input spectrum of this block stay in L1
 
 
+def ungrouped(spec) -> bool:
+    """The spectral multiply-accumulate sums over every input channel: no channel groups."""
+    return spec.groups == 1
+
+
 def workers() -> int:
     """Threads of each scipy.fft call (``CONVBENCH_FFT_WORKERS``, default 1)."""
     return settings.positive_int("CONVBENCH_FFT_WORKERS", 1)

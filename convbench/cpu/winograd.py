@@ -132,7 +132,8 @@ def _output_transform(mm, at, out, n0, tiles_h, tiles_w, ws):
 
 
 def supports(spec: ConvSpec) -> bool:
-    return (spec.kh, spec.kw) == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1)
+    return ((spec.kh, spec.kw) == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1)
+            and spec.groups == 1)
 
 
 def _tiles(spec: ConvSpec, m: int) -> tuple[int, int]:
@@ -254,7 +255,7 @@ for _name, _m, _desc in (("winograd", 4, "F(4x4,3x3): 4x fewer multiplies, batch
         run=lambda x, w, spec, _m=_m: winograd_conv2d(x, w, spec, _m),
         prepare=lambda w, spec, _m=_m: _prepared(w, spec, _m),
         workspace_bytes=lambda spec, _m=_m: winograd_workspace_bytes(spec, _m),
-        supports=supports, limits="3x3 kernels, stride 1, dilation 1 only",
+        supports=supports, limits="3x3 kernels, stride 1, dilation 1, groups = 1 only",
         error_model=f"winograd_f{_m}",
         cost_features=_cost_features(_m), rough_cost=_rough_cost(_m),
         transform_growth=_growth(_m), bound_by="blas", description=_desc))

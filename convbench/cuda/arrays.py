@@ -51,13 +51,15 @@ def grid_2d(rows: int, cols: int, block: tuple[int, int]) -> tuple[tuple[int, in
 
 
 def host_or_device(kernel_fn):
-    """Wrap ``kernel_fn(device inputs..., spec) -> device output`` as a registry ``run``:
-    host inputs come back as a host array, device inputs as a device array (DESIGN.md §1)."""
+    """Wrap ``kernel_fn(device inputs..., spec[, bias]) -> device output`` as a registry
+    ``run``: host inputs come back as a host array, device inputs as a device array."""
+    from ..spec import ConvSpec, PoolSpec
 
     def run(*args):
-        *arrays, spec = args
+        at = next(i for i, a in enumerate(args) if isinstance(a, (ConvSpec, PoolSpec)))
+        arrays, spec, extra = args[:at], args[at], args[at + 1:]
         on_device = is_device_array(arrays[0])
-        out = kernel_fn(*[to_device(a) for a in arrays], spec)
+        out = kernel_fn(*[to_device(a) for a in arrays], spec, *extra)
         return out if on_device else out.copy_to_host()
 
     run.__name__ = kernel_fn.__name__

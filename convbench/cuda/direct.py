@@ -32,16 +32,17 @@ def _make_v1(dtype_name: str):
     zero = np.dtype(dtype_name).type(0)
 
     @cuda.jit
-    def direct_v1(x, w, out, sh, sw, pt, pl, dh, dw, flip):
+    def direct_v1(x, w, out, sh, sw, pt, pl, dh, dw, flip, groups):
         ow, row = cuda.grid(2)
         n_img, k_out, ho, wo = out.shape
         if ow >= wo or row >= n_img * k_out * ho:  # the grid is rounded up to whole blocks
             return
         n, k, oh = split_row(row, ho, k_out)
-        c_in, h, wid = x.shape[1], x.shape[2], x.shape[3]
-        kh, kw = w.shape[2], w.shape[3]
+        h, wid = x.shape[2], x.shape[3]
+        cg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+        c0 = (k // (k_out // groups)) * cg  # the input channels of k's group
         acc = zero  # accumulate in the input precision (a float64 literal would be slow)
-        for c in range(c_in):
+        for c in range(cg):
             for i in range(kh):
                 ih = oh * sh - pt + i * dh
                 if ih < 0 or ih >= h:  # tap in the zero padding
@@ -51,7 +52,7 @@ def _make_v1(dtype_name: str):
                     iw = ow * sw - pl + j * dw
                     if 0 <= iw < wid:
                         wj = kw - 1 - j if flip else j
-                        acc += x[n, c, ih, iw] * w[k, c, wi, wj]
+                        acc += x[n, c0 + c, ih, iw] * w[k, c, wi, wj]
         out[n, k, oh, ow] = acc
 
     return direct_v1
@@ -63,15 +64,16 @@ def _make_v2(dtype_name: str, tile: int):
     nb_type = numba_type(dtype_name)
 
     @cuda.jit
-    def direct_v2(x, w, out, sh, sw, pt, pl, dh, dw, flip):
+    def direct_v2(x, w, out, sh, sw, pt, pl, dh, dw, flip, groups):
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         n_img, k_out, ho, wo = out.shape
-        c_in, h, wid = x.shape[1], x.shape[2], x.shape[3]
-        kh, kw = w.shape[2], w.shape[3]
+        h, wid = x.shape[2], x.shape[3]
+        cg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
         k_blocks = ceil_div(k_out, K_PER_THREAD)
         n = cuda.blockIdx.z // k_blocks
         k0 = (cuda.blockIdx.z % k_blocks) * K_PER_THREAD
         nk = min(K_PER_THREAD, k_out - k0)
+        c_base = (k0 // (k_out // groups)) * cg  # v2_fits: a block lies inside one group
         oh = cuda.blockIdx.y * tile + ty
         ow = cuda.blockIdx.x * tile + tx
         # first input row/column of this block's tile, in unpadded coordinates
@@ -87,7 +89,7 @@ def _make_v2(dtype_name: str, tile: int):
         acc1 = zero
         acc2 = zero
         acc3 = zero
-        for c in range(c_in):
+        for c in range(cg):
             # cooperative, coalesced staging of the input tile with its halo
             for idx in range(me, ext_h * ext_w, tile * tile):
                 r = idx // ext_w
@@ -95,7 +97,7 @@ def _make_v2(dtype_name: str, tile: int):
                 ih = ih0 + r
                 iw = iw0 + q
                 inside = 0 <= ih < h and 0 <= iw < wid  # bounds guard: zero padding
-                xs[r, q] = x[n, c, ih, iw] if inside else zero
+                xs[r, q] = x[n, c_base + c, ih, iw] if inside else zero
             for idx in range(me, nk * taps, tile * tile):
                 kk = idx // taps
                 i = (idx % taps) // kw
@@ -130,17 +132,19 @@ def _make_v2(dtype_name: str, tile: int):
 
 
 def v2_fits(spec: ConvSpec, tile: int | None = None) -> bool:
-    """Whether the staged tile and weights fit v2's fixed shared arrays."""
+    """Whether the staged tile and weights fit v2's fixed shared arrays, and each block of
+    K_PER_THREAD output channels lies inside one channel group."""
     tile = tile or launch.current().direct_tile
     ekh, ekw = spec.effective_kernel
     return ((tile - 1) * spec.stride[0] + ekh <= SHARED_EDGE
             and (tile - 1) * spec.stride[1] + ekw <= SHARED_EDGE
-            and K_PER_THREAD * spec.kh * spec.kw <= SHARED_WEIGHTS)
+            and K_PER_THREAD * spec.kh * spec.kw <= SHARED_WEIGHTS
+            and (spec.groups == 1 or spec.kg % K_PER_THREAD == 0))
 
 
 def _args(spec: ConvSpec):
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    return sh, sw, spec.pad[0], spec.pad[2], dh, dw, spec.flip
+    return sh, sw, spec.pad[0], spec.pad[2], dh, dw, spec.flip, spec.groups
 
 
 def direct_v1(x, w, spec: ConvSpec):

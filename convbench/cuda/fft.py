@@ -280,5 +280,6 @@ register(Algorithm(
     name="fft", op="conv2d", device="cuda", run=host_or_device(fft_conv2d),
     workspace_bytes=fft_workspace_bytes, cost_features=fft_cost_features,
     rough_cost=_rough_cost, transform_growth=_growth, error_model="fft", bound_by="fft",
+    supports=lambda spec: spec.groups == 1, limits="groups = 1 only",
     description="own radix-2 Stockham FFT kernels, spectral MAC over channels, inverse, crop",
 ))

@@ -153,5 +153,6 @@ register(Algorithm(
     name="im2col", op="conv2d", device="cuda", run=host_or_device(im2col_conv2d),
     workspace_bytes=im2col_workspace_bytes, cost_features=im2col_cost_features,
     rough_cost=lambda s: 1.5 * s.flops, bound_by="blas",
+    supports=lambda spec: spec.groups == 1, limits="groups = 1 only",
     description="unfold kernel + shared-memory tiled GEMM (4x4 register tiles)",
 ))

@@ -27,8 +27,9 @@ def _scipy_loop(correlate):
         out = np.zeros(spec.out_shape, x.dtype)
         for n in range(spec.n):
             for k in range(spec.k):
-                for c in range(spec.c):
-                    out[n, k] += correlate(xp[n, c], wd[k, c], "valid")[rows, cols]
+                c0 = (k // spec.kg) * spec.cg  # the input channels of k's group
+                for c in range(spec.cg):
+                    out[n, k] += correlate(xp[n, c0 + c], wd[k, c], "valid")[rows, cols]
         return out
 
     return run
@@ -59,17 +60,25 @@ def numpy_im2col(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     win = np.lib.stride_tricks.sliding_window_view(xp, (ekh, ekw), axis=(2, 3))
     win = win[:, :, sampled(0, ho, sh), sampled(0, wo, sw)]  # (N, C, Ho, Wo, ekh, ekw)
     cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(spec.n * ho * wo, -1)  # copies
-    y = cols @ wd.reshape(spec.k, -1).T  # (N*Ho*Wo, K)
+    if spec.groups == 1:
+        y = cols @ wd.reshape(spec.k, -1).T  # (N*Ho*Wo, K)
+    else:  # each group's block of the matrix against its kernels
+        depth = spec.cg * ekh * ekw
+        y = np.concatenate([cols[:, g * depth:(g + 1) * depth]
+                            @ wd[g * spec.kg:(g + 1) * spec.kg].reshape(spec.kg, -1).T
+                            for g in range(spec.groups)], axis=1)
     return np.ascontiguousarray(y.reshape(spec.n, ho, wo, spec.k).transpose(0, 3, 1, 2))
 
 
 def numpy_im2col_workspace(spec: ConvSpec) -> int:
-    """The padded input, the im2col matrix, the (N*Ho*Wo, K) product and a kernel copy."""
+    """The padded input, the im2col matrix, the (N*Ho*Wo, K) product and a kernel copy (with
+    groups, the groups' products before they are joined)."""
     ho, wo = spec.out_size
     ekh, ekw = spec.effective_kernel
     rows = spec.n * ho * wo
+    products = rows * spec.k * spec.itemsize * (2 if spec.groups > 1 else 1)
     return (padded_bytes(spec) + _kernel_copy_bytes(spec)
-            + rows * spec.c * ekh * ekw * spec.itemsize + rows * spec.k * spec.itemsize)
+            + rows * spec.c * ekh * ekw * spec.itemsize + products)
 
 
 for _name, _fn, _desc, _model, _family in (

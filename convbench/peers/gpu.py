@@ -54,15 +54,16 @@ def _fp32_only(torch):
 def _register_torch(torch) -> None:
     from .torch_peer import conv_tensors, pool_tensor
 
-    def conv(x, w, spec: ConvSpec):
+    def conv(x, w, spec: ConvSpec, b=None):
+        tb = None if b is None else _as_torch(torch, b)
         with _fp32_only(torch):
-            return _back(x, conv_tensors(_as_torch(torch, x), _as_torch(torch, w), spec))
+            return _back(x, conv_tensors(_as_torch(torch, x), _as_torch(torch, w), spec, tb))
 
     def pool(x, spec: PoolSpec):
         return _back(x, pool_tensor(_as_torch(torch, x), spec))
 
     register(Algorithm("cudnn", "conv2d", "cuda", conv, is_peer=True, compiles=False, library="torch",
-                       error_model="fft", bound_by="blas", memory_visible=False,
+                       error_model="fft", bound_by="blas", memory_visible=False, fused_bias=True,
                        description=f"torch {torch.__version__} F.conv2d (cuDNN, no TF32)"))
     for op in ("max_pool2d", "avg_pool2d"):
         register(Algorithm("torch", op, "cuda", pool, is_peer=True, compiles=False, library="torch",
@@ -99,6 +100,7 @@ def _register_cupy() -> None:
         return cupy.asnumpy(y)
 
     register(Algorithm("cufft", "conv2d", "cuda", cufft_conv, is_peer=True, compiles=False, library="cupy",
+                       supports=lambda spec: spec.groups == 1, limits="groups = 1 only",
                        error_model="fft", bound_by="fft", memory_visible=False, family="fft",
                        description=f"CuPy {cupy.__version__} cuFFT rfft2 + einsum"))
 

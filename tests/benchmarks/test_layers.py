@@ -26,8 +26,8 @@ def references():
 @pytest.mark.parametrize("layer,algo", CASES)
 def test_layer(benchmark, layer, algo, control_seconds, references):
     spec = layer.spec
-    x, w = random_inputs(spec)
-    fn = algo.bound(spec, x, w)
+    x, w, b = random_inputs(spec)
+    fn = algo.bound(spec, x, w, b)
     fn()  # JIT compilation stays out of the measurement
     benchmark.group = layer.name
     benchmark.extra_info.update(
@@ -39,7 +39,8 @@ def test_layer(benchmark, layer, algo, control_seconds, references):
         benchmark.extra_info.update(gflops=spec.flops / median / 1e9, control=algo.bound_by,
                                     time_over_control=median / control_seconds(algo.bound_by))
     if layer.name not in references:
-        references[layer.name] = reference(spec, x, w)
-    ok, ratio = check_close(out, references[layer.name], error_bound(spec, x, w, algo.error_model))
+        references[layer.name] = reference(spec, x, w, b)
+    ok, ratio = check_close(out, references[layer.name],
+                            error_bound(spec, x, w, algo.error_model, b))
     assert ok, f"{algo.name} on {layer.name}: error/bound {ratio:.3g}"
     assert np.isfinite(out).all()

@@ -27,14 +27,18 @@ CONV = [a for a in registry.algorithms("conv2d", "cuda") if not a.is_peer]
 POOL = registry.algorithms("max_pool2d", "cuda") + registry.algorithms("avg_pool2d", "cuda")
 POOL = [a for a in POOL if not a.is_peer]
 
-TINY = [  # (x shape, w shape, kwargs): odd sizes, stride, padding, dilation, flip
+TINY = [  # (x shape, w shape, kwargs): odd sizes, stride, padding, dilation, flip, groups, bias
     ((1, 2, 7, 9), (5, 2, 3, 2), {}),
     ((2, 1, 6, 5), (3, 1, 2, 3), {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2)}),
     ((1, 3, 5, 6), (2, 3, 3, 3), {"flip": True, "padding": 1, "stride": 2}),
     ((1, 1, 4, 4), (1, 1, 4, 4), {"dtype": "float64"}),  # kernel as large as the input
+    ((1, 4, 6, 5), (4, 2, 3, 3), {"groups": 2, "padding": 1, "bias": True}),
+    ((2, 3, 7, 6), (6, 1, 3, 2), {"groups": 3, "padding": (1, 0, 1, 1), "stride": (2, 1),
+                                  "bias": True, "flip": True}),  # depthwise, multiplier 2
 ]
 FULL = [((8, 16, 64, 64), (16, 16, 9, 9), {}), ((4, 8, 57, 61), (12, 8, 5, 3), {"padding": 2}),
-        ((32, 3, 32, 32), (4, 3, 5, 5), {})]
+        ((32, 3, 32, 32), (4, 3, 5, 5), {}),
+        ((8, 64, 56, 56), (64, 1, 3, 3), {"groups": 64, "padding": 1, "bias": True})]
 
 
 # Blocks of a few threads, so tiny shapes still span several blocks per grid dimension; FFT
@@ -53,21 +57,30 @@ def small_blocks():
         yield
 
 
-def _conv_case(x_shape, w_shape, kwargs, seed=0):
+def _spec(x_shape, w_shape, kwargs):
     kwargs = dict(kwargs)
-    spec = conv_spec(x_shape, w_shape, dtype=kwargs.pop("dtype", "float32"), **kwargs)
-    x, w = random_inputs(spec, seed)
-    return spec, x, w
+    return conv_spec(x_shape, w_shape, dtype=kwargs.pop("dtype", "float32"), **kwargs)
 
 
-@pytest.mark.parametrize("case", TINY + ([] if SIM else FULL), ids=str)
-@pytest.mark.parametrize("algo", CONV, ids=lambda a: a.name)
+def _conv_case(x_shape, w_shape, kwargs, seed=0):
+    spec = _spec(x_shape, w_shape, kwargs)
+    x, w, b = random_inputs(spec, seed)
+    return spec, x, w, b
+
+
+@pytest.mark.parametrize("algo,case", [(a, c) for c in TINY + ([] if SIM else FULL)
+                                       for a in CONV if a.supports(_spec(*c))], ids=str)
 def test_conv_matches_reference(algo, case, small_blocks):
-    spec, x, w = _conv_case(*case)
-    got = algo.run(x, w, spec)
+    spec, x, w, b = _conv_case(*case)
+    got = algo.call(x, w, spec, b)
     assert isinstance(got, np.ndarray) and got.shape == spec.out_shape
-    ok, ratio = check_close(got, reference(spec, x, w), conv_error_bound(x, w, spec, algo.error_model))
+    ok, ratio = check_close(got, reference(spec, x, w, b),
+                            conv_error_bound(x, w, spec, algo.error_model, b))
     assert ok, f"{algo.name} on {spec.label()}: error/bound {ratio:.3g}"
+
+
+def test_every_cuda_algorithm_is_tested_on_some_case():
+    assert all(any(a.supports(_spec(*c)) for c in TINY) for a in CONV)
 
 
 @pytest.mark.parametrize("algo", POOL, ids=lambda a: a.op)
@@ -87,7 +100,7 @@ def test_v2_falls_back_to_v1_when_the_tile_does_not_fit():
 
 
 def test_device_arrays_in_give_device_arrays_out(small_blocks):
-    spec, x, w = _conv_case((1, 2, 6, 5), (2, 2, 3, 3), {})
+    spec, x, w, _ = _conv_case((1, 2, 6, 5), (2, 2, 3, 3), {})
     dx, dw = cuda.to_device(x), cuda.to_device(w)
     y = cb.conv2d(dx, dw, device="cuda", algorithm="direct")
     assert arrays.is_device_array(y)
@@ -98,7 +111,7 @@ def test_device_arrays_in_give_device_arrays_out(small_blocks):
 
 
 def test_device_array_on_cpu_is_refused():
-    spec, x, w = _conv_case((1, 2, 6, 5), (2, 2, 3, 3), {})
+    spec, x, w, _ = _conv_case((1, 2, 6, 5), (2, 2, 3, 3), {})
     with pytest.raises(TypeError, match="device='cuda'"):
         cb.conv2d(cuda.to_device(x), w)
 
@@ -107,7 +120,10 @@ def test_device_array_on_cpu_is_refused():
 def test_declared_device_workspace_matches_measured(algo, small_blocks):
     """Measured peak device bytes (EMM plugin on a GPU, allocation helper in the simulator)
     minus the output equals the declared workspace within 10%."""
-    spec, x, w = _conv_case((2, 3, 12, 10), (4, 3, 3, 3), {"padding": 1})
+    case = next(c for c in [((2, 3, 12, 10), (4, 3, 3, 3), {"padding": 1}),
+                            ((2, 3, 12, 10), (3, 1, 3, 3), {"padding": 1, "groups": 3})]
+                if algo.supports(_spec(*c)))
+    spec, x, w, _ = _conv_case(*case)
     dx, dw = cuda.to_device(x), cuda.to_device(w)
     algo.run(dx, dw, spec)  # compile first
     cuda.synchronize()
@@ -177,9 +193,10 @@ def test_cuda_calibration_fits_every_cuda_algorithm(monkeypatch, tmp_path, small
     from convbench import auto, costmodel
     from convbench.bench import calibrate as cal
 
+    # single-channel layers suit every algorithm (depthwise ones too): at least 8 per fit
     tiny = [conv_spec((1, c, h, h), (k, c, kh, kh)) for c, h, k, kh in
             [(1, 6, 1, 3), (2, 5, 3, 2), (1, 7, 2, 4), (2, 6, 1, 1), (1, 8, 2, 5),
-             (1, 5, 1, 2), (2, 7, 1, 3), (1, 6, 3, 1)]]
+             (1, 5, 1, 2), (1, 7, 1, 3), (1, 6, 3, 1), (1, 5, 2, 3), (1, 8, 1, 2)]]
     monkeypatch.setattr(cal, "random_layers", lambda count, seed, max_flops: tiny[:count])
     monkeypatch.setattr(cal, "ROUNDS", 1)  # the simulator is slow; no timing is judged here
     monkeypatch.setattr(cal, "SLOWEST_S", 60.0)

@@ -1,0 +1,27 @@
+"""Adding a (K,) bias to an (N, K, Ho, Wo) output in place, for algorithms that do not add it
+in their own output write: one parallel pass on the host, one kernel launch on the GPU."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def _add_bias(out, b):
+    n_img, k_out, ho, wo = out.shape
+    for plane in prange(n_img * k_out):
+        n, k = plane // k_out, plane % k_out
+        value = b[k]
+        for oh in range(ho):
+            for ow in range(wo):
+                out[n, k, oh, ow] += value
+
+
+def add_bias(out, b):
+    """out[:, k] += b[k]; returns ``out`` (a NumPy array, or a device array on the GPU)."""
+    if isinstance(out, np.ndarray):
+        _add_bias(out, np.asarray(b, dtype=out.dtype))
+        return out
+    from .cuda.bias import add_bias as add_on_device
+
+    return add_on_device(out, b)

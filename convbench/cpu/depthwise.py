@@ -1,0 +1,160 @@
+"""Depthwise convolution on the CPU (groups = C: each input channel convolved with its own
+K/C kernels), written for what it is: memory-bound, one pass per plane.
+
+Each task computes one output plane: the zero-padded input plane is staged once into a
+per-thread buffer as rows of pitch Wp, and, at stride 1, the whole output plane is one long
+"wide row" of Ho*Wp values, so each tap is a single vectorised multiply-add over it (three taps
+per pass: one load and store of the accumulator per three multiply-adds); the bias is the
+accumulator's starting value. A strided layer computes the stride-1 rows up to its last output
+row in the same long vector passes and samples them: more multiply-adds, but no strided reads,
+and the layer is bound by memory anyway. Any padding, dilation, stride and flip;
+K = C * multiplier.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import get_thread_id, njit, prange
+
+from .. import workspace
+from ..registry import Algorithm, register
+from ..spec import ConvSpec
+
+
+@njit(cache=True, fastmath={"contract"})
+def _taps3(acc, xp, base, step, w0, w1, w2, length):
+    """acc[t] += w0*xp[base + t] + w1*xp[base + step + t] + w2*xp[base + 2*step + t], read
+    through views so every index is provably non-negative (Numba wraps negative indices, and
+    that check keeps a loop from vectorising)."""
+    p0, p1, p2 = xp[base:], xp[base + step:], xp[base + 2 * step:]
+    for t in range(length):
+        acc[t] += w0 * p0[t] + w1 * p1[t] + w2 * p2[t]
+
+
+@njit(cache=True, fastmath={"contract"})
+def _tap(acc, xp, base, w0, length):
+    p0 = xp[base:]
+    for t in range(length):
+        acc[t] += w0 * p0[t]
+
+
+@njit(cache=True, fastmath={"contract"})
+def _any_taps(acc, flat, wk, pitch, dh, dw, flip, bias, length):
+    """Any kernel (kh, kw): three taps per pass along each kernel row, then the rest one by
+    one."""
+    kh, kw = wk.shape
+    acc[:length] = bias
+    for i in range(kh):
+        wi = kh - 1 - i if flip else i
+        j = 0
+        while j < kw:
+            base = i * dh * pitch + j * dw
+            if kw - j >= 3:
+                _taps3(acc, flat, base, dw, wk[wi, kw - 1 - j if flip else j],
+                       wk[wi, kw - 2 - j if flip else j + 1],
+                       wk[wi, kw - 3 - j if flip else j + 2], length)
+                j += 3
+            else:
+                _tap(acc, flat, base, wk[wi, kw - 1 - j if flip else j], length)
+                j += 1
+
+
+@njit(parallel=True, cache=True)
+def _depthwise(x, w, out, sh, sw, pt, pl, dh, dw, flip, b, stage_ws, acc_ws):
+    n_img, c_in, h, wid = x.shape
+    k_out, _, kh, kw = w.shape
+    ho, wo = out.shape[2], out.shape[3]
+    mult = k_out // c_in
+    hp, pitch = stage_ws.shape[1], stage_ws.shape[2]
+    rows1 = acc_ws.shape[1] // pitch  # rows of the stride-1 result the output samples
+    for task in prange(n_img * k_out):
+        n, k = task // k_out, task % k_out
+        c = k // mult  # the one input channel of this output channel's group
+        xp = stage_ws[get_thread_id()]
+        acc = acc_ws[get_thread_id()]
+        # stage the zero-padded plane as rows of pitch Wp; only the padding is zeroed, the
+        # image rows are copied over (the last, spare row catches the wide taps' overreach).
+        # Flat views and unsigned offsets: no view per row (each costs reference counting)
+        # and no negative-index wrap to rule out per element.
+        top, bottom = max(0, min(pt, hp)), min(hp, pt + h)
+        cols = min(wid, pitch - pl)
+        flat = xp.reshape(hp * pitch)
+        src = x[n, c].reshape(h * wid)
+        flat[:top * pitch] = 0.0
+        flat[bottom * pitch:] = 0.0
+        for r in range(top, bottom):
+            start = np.uint64(r * pitch)
+            for q in range(pl):
+                flat[start + np.uint64(q)] = 0.0
+            for q in range(pl + cols, pitch):
+                flat[start + np.uint64(q)] = 0.0
+            first = start + np.uint64(pl)
+            origin = np.uint64((r - pt) * wid)
+            for q in range(cols):
+                flat[first + np.uint64(q)] = src[origin + np.uint64(q)]
+        length = rows1 * pitch
+        _any_taps(acc, flat, w[k, 0], pitch, dh, dw, flip, b[k] if b.shape[0] else 0.0, length)
+        # read out: every sh-th row and sw-th column of the stride-1 result
+        plane = out[n, k].reshape(ho * wo)
+        step = np.uint64(sw)
+        for oh in range(ho):
+            origin = np.uint64(oh * sh * pitch)
+            row = np.uint64(oh * wo)
+            for ow in range(wo):
+                plane[row + np.uint64(ow)] = acc[origin + np.uint64(ow) * step]
+
+
+def supports(spec: ConvSpec) -> bool:
+    return spec.depthwise
+
+
+def _shapes(spec: ConvSpec) -> tuple[tuple[int, int, int], tuple[int, int]]:
+    """Per-thread staged plane (rows of pitch Wp, one spare row for the wide taps' reach) and
+    the wide accumulator row: the stride-1 result's rows up to the last one sampled."""
+    threads = numba.config.NUMBA_NUM_THREADS
+    ho, _ = spec.out_size
+    hp, pitch = spec.padded_size
+    rows1 = (ho - 1) * spec.stride[0] + 1
+    return (threads, hp + 1, pitch), (threads, rows1 * pitch)
+
+
+def depthwise_workspace_bytes(spec: ConvSpec) -> int:
+    """Per thread: the staged plane and the wide accumulator row."""
+    stage, acc = _shapes(spec)
+    return workspace.nbytes(stage, spec.dtype) + workspace.nbytes(acc, spec.dtype)
+
+
+NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
+           np.dtype(np.float64): np.empty(0, np.float64)}
+
+
+def depthwise_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
+                     b: np.ndarray | None = None) -> np.ndarray:
+    """Depthwise convolution, the bias added as the accumulators' start."""
+    out = np.empty(spec.out_shape, dtype=x.dtype)
+    stage_shape, acc_shape = _shapes(spec)
+    stage = workspace.empty(stage_shape, x.dtype)
+    acc = workspace.empty(acc_shape, x.dtype)
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    _depthwise(x, w, out, sh, sw, spec.pad[0], spec.pad[2], dh, dw, spec.flip,
+               NO_BIAS[x.dtype] if b is None else b, stage, acc)
+    return out
+
+
+def depthwise_cost_features(spec: ConvSpec) -> list[float]:
+    """Planes (a fixed cost each), values staged, multiply-adds over the wide rows, outputs
+    read out (more of them skipped when strided)."""
+    stage, acc = _shapes(spec)
+    ho, wo = spec.out_size
+    planes = spec.n * spec.k
+    return [1.0, planes, planes * stage[1] * stage[2],
+            planes * spec.kh * spec.kw * acc[1], planes * ho * wo,
+            planes * ho * wo if spec.stride != (1, 1) else 0.0]
+
+
+register(Algorithm(
+    name="depthwise", op="conv2d", device="cpu", run=depthwise_conv2d,
+    workspace_bytes=depthwise_workspace_bytes, supports=supports,
+    limits="depthwise layers only (groups = C)", cost_features=depthwise_cost_features,
+    rough_cost=lambda spec: 4.0 * spec.min_bytes, fused_bias=True, bound_by="memory",
+    description="depthwise: one plane per task, the plane as one wide row per tap"))
