@@ -14,8 +14,9 @@ class Layer:
     ci: bool = False  # part of the small subset the CI gate times
 
 
-def _conv(n, c, hw, k, ks, padding=0) -> ConvSpec:
-    return conv_spec((n, c, hw, hw), (k, c, ks, ks), padding=padding)
+def _conv(n, c, hw, k, ks, padding=0, groups=1, bias=False) -> ConvSpec:
+    return conv_spec((n, c, hw, hw), (k, c // groups, ks, ks), padding=padding, groups=groups,
+                     bias=bias)
 
 
 LAYERS = [
@@ -28,6 +29,8 @@ LAYERS = [
     Layer("layer-64-15x15", _conv(4, 16, 64, 16, 15), ci=True),
     Layer("inception-1x1", _conv(8, 192, 28, 64, 1)),
     Layer("inception-5x5", _conv(8, 64, 28, 32, 5, padding=2)),
+    Layer("mobilenet-dw-3x3", _conv(8, 256, 56, 256, 3, padding=1, groups=256)),
+    Layer("pointwise-1x1-bias", _conv(8, 64, 28, 64, 1, bias=True)),
     Layer("maxpool-2x2", pool_spec("max", (32, 64, 56, 56), 2), ci=True),
     Layer("maxpool-3x3-s2", pool_spec("max", (32, 64, 56, 56), 3, stride=2)),
 ]

@@ -1,14 +1,23 @@
 """Depthwise convolution on the CPU (groups = C: each input channel convolved with its own
 K/C kernels), written for what it is: memory-bound, one pass per plane.
 
-Each task computes one output plane: the zero-padded input plane is staged once into a
-per-thread buffer as rows of pitch Wp, and, at stride 1, the whole output plane is one long
-"wide row" of Ho*Wp values, so each tap is a single vectorised multiply-add over it (three taps
-per pass: one load and store of the accumulator per three multiply-adds); the bias is the
-accumulator's starting value. A strided layer computes the stride-1 rows up to its last output
-row in the same long vector passes and samples them: more multiply-adds, but no strided reads,
-and the layer is bound by memory anyway. Any padding, dilation, stride and flip;
-K = C * multiplier.
+Each task computes one output plane as one long "wide row", so each tap is a single
+vectorised multiply-add over the whole plane (three taps per pass: one load and store of the
+accumulator per three multiply-adds); the bias is the accumulator's starting value. Loops over
+one image row (56 values, say) are too short to vectorise well, and every view costs atomic
+reference counting, so neither appears per row.
+
+* Same width (stride 1, horizontal padding pl + pr = the kernel's reach, as in 3x3 pad 1, the
+  common case): the plane is staged with its padding rows only (one contiguous copy, pitch W)
+  and the taps accumulate straight into the output plane, whose pitch is also W. A tap that
+  leaves the image sideways wraps into the neighbouring row, so the pl + pr edge columns are
+  then recomputed from the valid taps only (strided, but independent iterations).
+* Otherwise: the zero-padded plane is staged as rows of pitch Wp = W + pl + pr, the taps run
+  over a per-thread accumulator of the stride-1 result's rows up to the last one sampled, and
+  every stride-th row and column is read out: more multiply-adds when strided, but no strided
+  reads.
+
+Any padding, dilation, stride and flip; K = C * multiplier.
 """
 from __future__ import annotations
 
@@ -104,6 +113,53 @@ def _depthwise(x, w, out, sh, sw, pt, pl, dh, dw, flip, b, stage_ws, acc_ws):
                 plane[row + np.uint64(ow)] = acc[origin + np.uint64(ow) * step]
 
 
+@njit(parallel=True, cache=True)
+def _depthwise_same_width(x, w, out, pt, pl, dh, dw, flip, b, stage_ws):
+    n_img, c_in, h, wid = x.shape
+    k_out, _, kh, kw = w.shape
+    ho = out.shape[2]
+    mult = k_out // c_in
+    length = ho * wid
+    image = np.uint64(pl + pt * wid)  # where the image starts in the staged plane
+    image_end = image + np.uint64(h * wid)
+    pr = (kw - 1) * dw - pl
+    for task in prange(n_img * k_out):
+        n, k = task // k_out, task % k_out
+        c = k // mult
+        flat = stage_ws[get_thread_id()]
+        src = x[n, c].reshape(h * wid)
+        for q in range(image):
+            flat[np.uint64(q)] = 0.0
+        for q in range(h * wid):
+            flat[image + np.uint64(q)] = src[np.uint64(q)]
+        for q in range(image_end, flat.shape[0]):
+            flat[np.uint64(q)] = 0.0
+        plane = out[n, k].reshape(length)
+        wk = w[k, 0]
+        bias = b[k] if b.shape[0] else 0.0
+        _any_taps(plane, flat, wk, wid, dh, dw, flip, bias, length)
+        # the edge columns again, from the taps that stay inside the image
+        for ow in range(wid):
+            if pl <= ow < wid - pr:
+                continue
+            for oh in range(ho):
+                plane[np.uint64(oh * wid + ow)] = bias
+            for j in range(kw):
+                col = ow + j * dw - pl
+                if col < 0 or col >= wid:
+                    continue
+                for i in range(kh):
+                    tap = wk[kh - 1 - i if flip else i, kw - 1 - j if flip else j]
+                    reach = np.uint64(ow + i * dh * wid + j * dw)
+                    for oh in range(ho):
+                        at = np.uint64(oh * wid)
+                        plane[at + np.uint64(ow)] += tap * flat[at + reach]
+
+
+def _same_width(spec: ConvSpec) -> bool:
+    return spec.stride == (1, 1) and spec.out_size[1] == spec.w
+
+
 def supports(spec: ConvSpec) -> bool:
     return spec.depthwise
 
@@ -118,8 +174,17 @@ def _shapes(spec: ConvSpec) -> tuple[tuple[int, int, int], tuple[int, int]]:
     return (threads, hp + 1, pitch), (threads, rows1 * pitch)
 
 
+def _same_width_stage(spec: ConvSpec) -> tuple[int, int]:
+    """Per thread: the plane with its padding rows, pitch W, and the side reach at both ends."""
+    hp, _ = spec.padded_size
+    return numba.config.NUMBA_NUM_THREADS, hp * spec.w + (spec.kw - 1) * spec.dilation[1]
+
+
 def depthwise_workspace_bytes(spec: ConvSpec) -> int:
-    """Per thread: the staged plane and the wide accumulator row."""
+    """Per thread: the staged plane, and the wide accumulator row unless the layer keeps its
+    width."""
+    if _same_width(spec):
+        return workspace.nbytes(_same_width_stage(spec), spec.dtype)
     stage, acc = _shapes(spec)
     return workspace.nbytes(stage, spec.dtype) + workspace.nbytes(acc, spec.dtype)
 
@@ -132,24 +197,32 @@ def depthwise_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
                      b: np.ndarray | None = None) -> np.ndarray:
     """Depthwise convolution, the bias added as the accumulators' start."""
     out = np.empty(spec.out_shape, dtype=x.dtype)
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    b = NO_BIAS[x.dtype] if b is None else b
+    if _same_width(spec):
+        stage = workspace.empty(_same_width_stage(spec), x.dtype)
+        _depthwise_same_width(x, w, out, spec.pad[0], spec.pad[2], dh, dw, spec.flip, b, stage)
+        return out
     stage_shape, acc_shape = _shapes(spec)
     stage = workspace.empty(stage_shape, x.dtype)
     acc = workspace.empty(acc_shape, x.dtype)
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    _depthwise(x, w, out, sh, sw, spec.pad[0], spec.pad[2], dh, dw, spec.flip,
-               NO_BIAS[x.dtype] if b is None else b, stage, acc)
+    _depthwise(x, w, out, sh, sw, spec.pad[0], spec.pad[2], dh, dw, spec.flip, b, stage, acc)
     return out
 
 
 def depthwise_cost_features(spec: ConvSpec) -> list[float]:
     """Planes (a fixed cost each), values staged, multiply-adds over the wide rows, outputs
-    read out (more of them skipped when strided)."""
-    stage, acc = _shapes(spec)
+    read out (more of them skipped when strided), edge outputs recomputed."""
     ho, wo = spec.out_size
     planes = spec.n * spec.k
-    return [1.0, planes, planes * stage[1] * stage[2],
-            planes * spec.kh * spec.kw * acc[1], planes * ho * wo,
-            planes * ho * wo if spec.stride != (1, 1) else 0.0]
+    taps = spec.kh * spec.kw
+    if _same_width(spec):
+        edges = (spec.pad[2] + spec.pad[3]) * ho
+        return [1.0, planes, planes * _same_width_stage(spec)[1], planes * taps * ho * wo,
+                0.0, 0.0, planes * taps * edges]
+    stage, acc = _shapes(spec)
+    return [1.0, planes, planes * stage[1] * stage[2], planes * taps * acc[1],
+            planes * ho * wo, planes * ho * wo if spec.stride != (1, 1) else 0.0, 0.0]
 
 
 register(Algorithm(
