@@ -12,6 +12,7 @@ import argparse
 import math
 import shlex
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import registry
@@ -85,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--min-time", type=_positive_seconds, default=None,
                      help="seconds each timed repeat lasts at least (default: the preset's)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run the cases on this Dask cluster (e.g. tcp://host:8786)")
+    where.add_argument("--local-workers", type=_at_least(1), metavar="N",
+                       help="run the cases on a local Dask cluster of N worker processes")
+    run.add_argument("--resources", nargs="+", metavar="NAME=AMOUNT",
+                     help="worker resources every case needs on the cluster, besides bench=1 "
+                          "(e.g. gpu=1)")
     sub.add_parser("list", help="algorithms by device, experiments, devices found")
     rep = sub.add_parser("report", help="rebuild plots and report.md of a run")
     rep.add_argument("run_dir", type=Path)
@@ -355,10 +364,8 @@ def cmd_run(args, argv) -> int:
     from .bench import environment, progress
     from .bench.experiments import available, load
     from .bench.measure import SweepOptions
-    from .bench.report import build_report, terminal_table
     from .bench.rundir import RunDirectory
-    from .bench import noise, tables
-    from .bench.sweep import sweep
+    from .bench import noise
     from . import auto, machine
 
     command = "python -m convbench " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -389,6 +396,12 @@ def cmd_run(args, argv) -> int:
     for _, run_dir in experiments:
         if run_dir is not None:
             RunDirectory.open(run_dir).repair()  # a torn tail is dropped before anything runs
+    if args.resources:
+        if not (args.scheduler or args.local_workers):
+            raise UserError("--resources: only with --scheduler or --local-workers")
+        from .bench.cluster import parse_resources
+
+        parse_resources(args.resources)  # a malformed one is an error before any work
     env = environment.collect()
     note = "; ".join(n for n in (auto.model().note(d) for d in devices) if n)
     print(f"{env['cpu']}, {env['cores']} cores; float32 GEMM peak {env['gemm_peak_gflops']} "
@@ -403,22 +416,52 @@ def cmd_run(args, argv) -> int:
         memory.install()  # the EMM plugin must see the first device allocation
     bar = progress.Bar([exp for exp, _ in experiments], options,
                        enabled=not args.no_progress)
+    with _runner(args, [exp for exp, _ in experiments]) as sweep_one:
+        return _run_experiments(args, experiments, options, bar, sweep_one, {
+            "preset": preset, "devices": devices, "algorithms": names,
+            "max_case_seconds": max_s, "repeats": repeats, "min_time": min_time,
+            "command": command, "scheduler": args.scheduler,
+            "local_workers": args.local_workers, "calibration_note": note}, env)
+
+
+@contextmanager
+def _runner(args, experiments):
+    """What sweeps one experiment: here, or on a Dask cluster whose workers were checked
+    before any case runs (each case holding bench=1 and the resources asked for)."""
+    from .bench.sweep import sweep
+
+    if not (args.scheduler or args.local_workers):
+        yield sweep
+        return
+    from .bench import cluster
+
+    extra = cluster.parse_resources(args.resources)
+    needed = {exp.name: {**cluster.BENCH, **exp.resources, **extra} for exp in experiments}
+    with cluster.connect(args.scheduler, args.local_workers) as client:
+        for wanted in {tuple(sorted(n.items())) for n in needed.values()}:
+            cluster.check_workers(client, dict(wanted))
+        yield lambda exp, run, options, bar: cluster.sweep_on_cluster(
+            client, exp, run, options, needed[exp.name], bar)
+
+
+def _run_experiments(args, experiments, options, bar, sweep_one, info: dict, env: dict) -> int:
+    """Sweep each experiment into its run directory, then report it."""
+    from .bench import tables
+    from .bench.report import build_report, terminal_table
+    from .bench.rundir import RunDirectory
+
     for i, (exp, run_dir) in enumerate(experiments):
         options.measured_auto = "auto_regret" in exp.plots
         run = RunDirectory.open(run_dir) if run_dir else RunDirectory.create(args.out, exp.name)
         if run_dir is None:
-            run.write_info({
-                "experiment": exp.name, "experiment_file": str(exp.path), "preset": preset,
-                "devices": devices, "algorithms": names, "max_case_seconds": max_s,
-                "repeats": repeats, "min_time": min_time, "description": exp.description,
-                "plots": exp.plots, "x": exp.x, "pipeline_keys": exp.pipeline_keys,
-                "command": command,
-                "calibration_note": note})
+            run.write_info({"experiment": exp.name, "experiment_file": str(exp.path),
+                            "description": exp.description, "plots": exp.plots, "x": exp.x,
+                            "pipeline_keys": exp.pipeline_keys, **info})
             run.write_environment(env)
         bar.start(i, exp)
         try:
             with run.writing():
-                sweep(exp, run, options, bar)
+                sweep_one(exp, run, options, bar)
         except KeyboardInterrupt:
             bar.close()
             print(f"\ninterrupted: finished cases are in {run.results_path}; continue with\n"

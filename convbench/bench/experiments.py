@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
@@ -115,6 +115,8 @@ class ExperimentFile(_Strict):
     noise: Number = Field(0.05, gt=0)  # relative spread (IQR / median) a result must settle to
     algorithms: Optional[list[str]] = None  # only these (default: every registered one)
     exclude: list[str] = []  # every registered one but these
+    # Dask worker resources each case needs on a cluster, besides bench = 1 (e.g. gpu = 1)
+    resources: dict[str, Annotated[Number, Field(gt=0)]] = {}
     series: list[SeriesFile] = Field(min_length=1)
     presets: dict[Literal["smoke", "quick", "full"], PresetFile] = {}
 
@@ -154,6 +156,7 @@ class Experiment:
     preset: str = "quick"
     exclude: list[str] = field(default_factory=list)
     pipeline_keys: list[str] = field(default_factory=list)
+    resources: dict[str, float] = field(default_factory=dict)  # on a cluster, besides bench=1
 
     def selects(self, name: str) -> bool:
         """Whether the experiment times the algorithm ``name``."""
@@ -305,7 +308,8 @@ def _build(path: Path, data: ExperimentFile, preset: str) -> Experiment:
                             pick("repeats"), float(pick("target_seconds")),
                             float(pick("max_case_seconds")), float(pick("noise")), series,
                             data.algorithms, preset, list(pick("exclude")),
-                            list(data.pipeline_keys))
+                            list(data.pipeline_keys),
+                            {k: float(v) for k, v in data.resources.items()})
     for key in experiment.pipeline_keys:
         if key not in ALL_PARAMS:
             raise ExperimentError(f"{path}: key 'pipeline_keys': {key!r} is not a parameter")

@@ -294,22 +294,31 @@ def choices(spec: ConvSpec, device: str, measured: bool) -> dict:
     return out
 
 
+def case_rows(case: Case, device: str, experiment: Experiment, options: SweepOptions,
+              done: set) -> dict[str, dict]:
+    """The rows a case still owes, one per selected algorithm not in ``done``, by name (empty:
+    nothing left to run); each starts as 'ok' and is filled in as the case runs."""
+    chosen = (lambda name: name in options.algorithms) if options.algorithms else (
+        experiment.selects)
+    base = base_row(case, device, options)
+    return {a.name: dict(base, algorithm=a.name, is_peer=a.is_peer, library=a.library,
+                         family=a.kind, status="ok", error="")
+            for a in registry.algorithms(case.spec.op, device)
+            if chosen(a.name) and (device, case.case_id, a.name) not in done}
+
+
 def run_case(case: Case, device: str, experiment: Experiment, options: SweepOptions,
              done: set, status: Callable[[str], None] = lambda s: None
              ) -> tuple[list[dict], dict[str, list[float]]]:
     """Check, time and measure every selected algorithm on one case: its rows (every failure
     recorded in them, none raised) and the per-round seconds of the timed ones."""
     spec = case.spec
-    chosen = (lambda name: name in options.algorithms) if options.algorithms else (
-        experiment.selects)
-    todo = [a for a in registry.algorithms(spec.op, device)
-            if chosen(a.name) and (device, case.case_id, a.name) not in done]
-    if not todo:
+    rows = case_rows(case, device, experiment, options, done)
+    if not rows:
         return [], {}
+    todo = [registry.get(spec.op, device, name) for name in rows]
     budget = Budget.of(experiment, options)
     base = base_row(case, device, options)
-    rows = {a.name: dict(base, algorithm=a.name, is_peer=a.is_peer, library=a.library,
-                         family=a.kind, status="ok", error="") for a in todo}
     try:
         prep = prepare(case, device, base)
         if isinstance(spec, ConvSpec):

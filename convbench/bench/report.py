@@ -10,6 +10,7 @@ from tabulate import tabulate
 
 from . import plots, tables
 from .experiments import Experiment
+from ..machine import machine_slug
 from .rundir import RunDirectory
 
 MS = 1e3
@@ -64,6 +65,7 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
               "was busy while they were timed); no conclusion above is drawn from them.\n")
     md.append("## Plots\n")
     md += [f"![{p.stem}](plots/{p.name})\n" for p in drawn]
+    md += _machines_section(run, df, plot_names, x, keys)
     md.append("## Fastest per case\n")
     md.append(md_table(tables.fastest_per_case(df)))
     if x and x in df.columns:
@@ -99,6 +101,30 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
     report = run.path / "report.md"
     report.write_text("\n".join(md))
     return report
+
+
+def _machines_section(run: RunDirectory, df: pd.DataFrame, plot_names: list[str],
+                      x: str | None, keys: list[str]) -> list[str]:
+    """With several measuring machines (a cluster run): each machine's environment, the
+    algorithms' ranking per case side by side, and each machine's own plots."""
+    ranking = tables.machine_ranking(df)
+    if ranking.empty:
+        return []
+    agree = int(ranking["same fastest"].sum())
+    md = ["## Machines side by side\n",
+          f"The machines agree on the fastest algorithm in {agree} of {len(ranking)} cases "
+          "(median ms per algorithm, fastest first; * noisy).\n"]
+    envs = run.machines()
+    for identity in dict.fromkeys(m for m in df["machine"] if m):
+        md.append(f"- **{tables.machine_label(identity)}**: "
+                  + _machine_line(envs.get(identity, {})))
+    md.append("\n" + md_table(ranking))
+    for identity in dict.fromkeys(m for m in df["machine"] if m):
+        folder = run.path / "plots" / machine_slug(identity)
+        drawn = plots.draw(df[df["machine"] == identity], plot_names, x, folder, keys)
+        md.append(f"### Plots: {tables.machine_label(identity)}\n")
+        md += [f"![{p.stem}](plots/{folder.name}/{p.name})\n" for p in drawn]
+    return md
 
 
 def terminal_table(df: pd.DataFrame, width: int = 100) -> str:

@@ -3,7 +3,8 @@
 ``results/<UTC timestamp>-<experiment>[-N]/`` holds ``results.csv`` (one row per case x
 algorithm, appended case by case and fsynced), ``rounds.jsonl`` (the per-round seconds behind
 every timed row, for ``compare``), ``run.json`` (the arguments, for ``--resume``),
-``environment.json``, ``plots/`` and ``report.md``. A directory is created exclusively (two
+``environment.json`` (the machine that ran the command), ``machines.json`` (on a cluster: the
+environment of every worker machine that measured rows), ``plots/`` and ``report.md``. A directory is created exclusively (two
 runs started in the same second get two directories) and written under a lock (a second writer
 fails at once with a clear message). A row torn by a kill or a full disk is detected when the
 run is resumed: it is dropped with the rest of its case, which then runs again.
@@ -29,7 +30,7 @@ SPEC_COLUMNS = ["n", "c", "h", "w", "k", "kh", "kw", "stride_h", "stride_w", "pa
                 "pool_w"]
 PARAM_COLUMNS = list(ALL_PARAMS)  # flip and dtype are parameters, so not repeated above
 COLUMNS = (
-    ["experiment", "series", "group", "case_id", "label", "op", "device", "machine",
+    ["experiment", "series", "group", "case_id", "label", "op", "device", "machine", "worker",
      "algorithm", "is_peer", "library", "family", "status", "error", "seed"]
     + PARAM_COLUMNS + SPEC_COLUMNS
     + ["flops", "min_bytes", "first_call_s", "warm_call_s", "median_s", "prepared_median_s",
@@ -39,8 +40,8 @@ COLUMNS = (
        "best_peer", "workspace_bytes", "measured_host_bytes", "measured_device_bytes",
        "transfer_s", "error_to_bound", "info_kept", "auto_pick", "auto_top",
        "auto_measured_pick", "scipy_choice"])
-RESULTS, ROUNDS, INFO, ENVIRONMENT, LOCK = ("results.csv", "rounds.jsonl", "run.json",
-                                            "environment.json", ".lock")
+RESULTS, ROUNDS, INFO, ENVIRONMENT, MACHINES, LOCK = (
+    "results.csv", "rounds.jsonl", "run.json", "environment.json", "machines.json", ".lock")
 RENAMED = {"compile_s": "first_call_s"}  # columns of older runs, read under today's names
 
 
@@ -141,6 +142,30 @@ class RunDirectory:
             return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return {}
+
+    def add_machine(self, env: dict) -> None:
+        """Record the environment of a machine that measured rows of this run (a cluster's
+        workers), by machine id, in machines.json (replaced whole, never torn)."""
+        known = self._machines_file()
+        identity = env.get("machine_id", "?")
+        if known.get(identity) == env:
+            return
+        known[identity] = env
+        tmp = self.path / (MACHINES + ".tmp")
+        tmp.write_text(json.dumps(known, indent=2))
+        os.replace(tmp, self.path / MACHINES)
+
+    def _machines_file(self) -> dict[str, dict]:
+        try:
+            data = json.loads((self.path / MACHINES).read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def machines(self) -> dict[str, dict]:
+        """Environment per machine id: the workers' (machines.json), else this run's own."""
+        env = self.environment()
+        return self._machines_file() or ({env["machine_id"]: env} if "machine_id" in env else {})
 
     # ------------------------------------------------------------------ results.csv
 
@@ -291,7 +316,7 @@ def typed(df: pd.DataFrame) -> pd.DataFrame:
     df["noisy"] = _flag(df["noisy"])
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    for col in ("group", "machine", "library", "family", "error"):
+    for col in ("group", "machine", "worker", "library", "family", "error"):
         df[col] = df[col].astype(object).where(df[col].notna(), "")
     mem = df[["workspace_bytes", "measured_host_bytes", "measured_device_bytes"]].max(axis=1)
     # a peer that declares nothing and shows nothing allocates inside a compiled library

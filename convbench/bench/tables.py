@@ -272,3 +272,32 @@ def promise_lines(comparison: pd.DataFrame, keys: list[str]) -> list[str]:
                      f"{'/'.join(keys)} = {fmt(held)}; memory traffic eats it at {fmt(eaten)} "
                      f"(median realised share {share.median():.0%})")
     return lines
+
+
+def machine_label(identity: str) -> str:
+    """The hardware part of a machine id, for headings and columns."""
+    return ", ".join(identity.split("|")[:4]) or "?"
+
+
+def machine_ranking(df: pd.DataFrame) -> pd.DataFrame:
+    """With several machines in one run (a cluster's workers): one row per case, one column per
+    machine listing the algorithms from fastest to slowest with their median ms (* noisy),
+    and whether the machines agree on the fastest. Empty for a one-machine run."""
+    ok = timed(df)
+    machines = [m for m in dict.fromkeys(ok["machine"]) if m]
+    if len(machines) < 2:
+        return pd.DataFrame()
+    rows = []
+    for (device, _, _), g in ok.groupby(["device", "series", "case_id"], sort=False):
+        row = {"device": device, "case": g["label"].iloc[0]}
+        winners = set()
+        for m in machines:
+            on = g[g["machine"] == m].sort_values("median_s")
+            row[machine_label(m)] = " < ".join(
+                f"{r.algorithm} {r.median_s * MS:.3g}{'*' if r.noisy else ''}"
+                for r in on.itertuples()) or "-"
+            if not on.empty:
+                winners.add(on["algorithm"].iloc[0])
+        row["same fastest"] = len(winners) == 1
+        rows.append(row)
+    return pd.DataFrame(rows)
