@@ -135,3 +135,14 @@ def test_a_run_of_two_machines_is_reported_and_compared_side_by_side(tmp_path, c
     assert main(["compare", str(run), "--machines", here, "Other CPU"]) == 0
     out = capsys.readouterr().out
     assert "geometric mean B/A" in out and ": 2.000" in out  # B took twice as long
+
+
+def test_resume_on_a_cluster_runs_only_the_missing_cases(tmp_path):
+    run = _run(tmp_path, "--local-workers", "2")
+    full = pd.read_csv(run / "results.csv")
+    first = full["case_id"].iloc[0]
+    full[full["case_id"] != first].to_csv(run / "results.csv", index=False)
+    assert main(["run", "--resume", str(run), "--local-workers", "2", "--no-progress"]) == 0
+    again = pd.read_csv(run / "results.csv")
+    assert not again.duplicated(["case_id", "algorithm"]).any()
+    assert sorted(again["case_id"]) == sorted(full["case_id"])
