@@ -34,6 +34,7 @@ MODULES: dict[tuple[str, bool], tuple[str, ...]] = {
         "convbench.cuda.direct",
         "convbench.cuda.pool",
         "convbench.cuda.im2col",
+        "convbench.cuda.implicit_gemm",
         "convbench.cuda.fft",
         "convbench.cuda.depthwise",
     ),

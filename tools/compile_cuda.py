@@ -20,7 +20,8 @@ os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
 from numba import cuda, types  # noqa: E402
 from numba.cuda import dispatcher  # noqa: E402
 
-from convbench.cuda import bias, depthwise, direct, fft, im2col, launch, pool  # noqa: E402
+from convbench.cuda import (  # noqa: E402
+    bias, depthwise, direct, fft, im2col, implicit_gemm, launch, pool)
 
 CC = (9, 0)
 
@@ -55,6 +56,11 @@ def kernels():
         yield (f"gemm {name}", im2col._make_gemm(name, g.gemm_threads, g.gemm_register_tile,
                                                   g.gemm_depth).py_func,
                (arr(f, 2), arr(f, 3), arr(f, 3)))
+        for has_bias in (False, True):
+            yield (f"implicit_gemm{' +bias' if has_bias else ''} {name}",
+                   implicit_gemm._make_kernel(name, *g.igemm_threads, *g.igemm_register_tile,
+                                              g.igemm_depth, has_bias).py_func,
+                   (x4, arr(f, 2), arr(types.int32, 2), arr(f, 1), x4, I, I, I, I, I, I, I, I))
         yield f"stockham {name}", fft._stockham_pass.py_func, (c1, c1, I, I, I, I)
         yield (f"line_fft {name}", fft._make_line_fft(str(c), g.fft_max_line).py_func,
                (c1, I, I, I, I))

@@ -72,13 +72,36 @@ def copy_bandwidth_gbps(nbytes: int = 1 << 28) -> float:
     return 2 * nbytes / seconds / 1e9
 
 
+# FP32 lanes (FMA units) per SM by compute capability: Volta, Turing and A100 have 64; GA10x,
+# Ada and Hopper 128 (NVIDIA's architecture whitepapers). Tensor cores are not counted: our
+# kernels and cuDNN with TF32 off run on these lanes.
+FP32_LANES_PER_SM = {(7, 0): 64, (7, 5): 64, (8, 0): 64, (8, 6): 128, (8, 7): 128, (8, 9): 128,
+                     (9, 0): 128}
+
+
+def fp32_peak_gflops(sms: int, clock_khz: int, compute_capability: tuple[int, int]) -> float:
+    """Peak FP32 GFLOP/s without tensor cores: SMs x lanes x 2 (an FMA) x boost clock; 0 for an
+    architecture not in the table (no fraction is then reported)."""
+    lanes = FP32_LANES_PER_SM.get(tuple(compute_capability), 0)
+    return sms * lanes * 2 * clock_khz / 1e6
+
+
+def device_fp32_peak_gflops() -> float:
+    from numba import cuda
+
+    dev = cuda.get_current_device()
+    return fp32_peak_gflops(dev.MULTIPROCESSOR_COUNT, dev.CLOCK_RATE, dev.compute_capability)
+
+
 def benchmark_cuda(out_csv: Path | None, say=print, repeats: int = 5) -> list[dict]:
     """Median CUDA-event time of every CUDA algorithm per layer, with ratios to the peers."""
     from numba import cuda
 
     rows = []
     bandwidth = copy_bandwidth_gbps()
-    say(f"device copy bandwidth: {bandwidth:.0f} GB/s")
+    peak = device_fp32_peak_gflops()
+    say(f"device copy bandwidth: {bandwidth:.0f} GB/s; fp32 peak (no tensor cores) "
+        f"{peak / 1e3:.1f} TFLOP/s")
     for layer in LAYERS + EXTRA_GPU_LAYERS:
         spec = layer.spec
         x, w, b = random_inputs(spec)
@@ -110,6 +133,8 @@ def benchmark_cuda(out_csv: Path | None, say=print, repeats: int = 5) -> list[di
                                                                  timings[peer].rounds)
             if spec.op != "conv2d":
                 row["fraction_of_copy_bw"] = row["gbps"] / bandwidth
+            elif peak and spec.dtype == "float32":
+                row["fraction_of_fp32_peak"] = row["gflops"] / peak
             rows.append(row)
     if out_csv:
         out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +149,7 @@ def benchmark_cuda(out_csv: Path | None, say=print, repeats: int = 5) -> list[di
 
 def format_table(rows: list[dict]) -> str:
     cols = ["layer", "algorithm", "median_ms", "gflops", "x_cudnn", "x_torch", "x_cufft",
-            "fraction_of_copy_bw"]
+            "fraction_of_fp32_peak", "fraction_of_copy_bw"]
     cols = [c for c in cols if any(c in r for r in rows)]
     lines = ["  ".join(f"{c:>14s}" for c in cols)]
     for r in rows:

@@ -18,6 +18,9 @@ class Geometry:
     gemm_register_tile: int = 4  # each thread computes this many x this many outputs
     gemm_depth: int = 16  # depth of the staged operand slices
     unfold_block: tuple[int, int] = (32, 8)
+    igemm_threads: tuple[int, int] = (16, 16)  # implicit GEMM: threads along pixels, channels
+    igemm_register_tile: tuple[int, int] = (8, 8)  # outputs per thread: channels x pixels
+    igemm_depth: int = 8  # reduction values per staged slice
     fft_threads: int = 256  # threads per block of the pass-per-launch FFT
     fft_block: tuple[int, int] = (32, 8)  # staging, multiply-accumulate and read-out kernels
     fft_max_line: int = 1024  # longest line transformed whole in shared memory

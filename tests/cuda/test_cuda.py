@@ -47,7 +47,8 @@ FULL = [((8, 16, 64, 64), (16, 16, 9, 9), {}), ((4, 8, 57, 61), (12, 8, 5, 3), {
 # command's cases run it.
 SMALL = launch.Geometry(direct_tile=4, direct_v1_block=(4, 2), gemm_threads=2,
                         gemm_register_tile=2, gemm_depth=4, unfold_block=(4, 2), fft_threads=8,
-                        fft_block=(4, 2), fft_max_line=1, fft_line_threads=4, pool_block=(4, 2))
+                        fft_block=(4, 2), fft_max_line=1, fft_line_threads=4, pool_block=(4, 2),
+                        igemm_threads=(2, 2), igemm_register_tile=(2, 2), igemm_depth=4)
 
 
 @pytest.fixture
@@ -208,3 +209,15 @@ def test_cuda_calibration_fits_every_cuda_algorithm(monkeypatch, tmp_path, small
     assert all(c.predicted_s is not None for c in choice.candidates), choice
     assert "fastest predicted" in choice.reason
     assert "cpu/conv2d/direct" in auto.model().constants  # the shipped CPU constants stay
+
+
+def test_fp32_peak_is_lanes_times_two_times_clock():
+    from convbench.bench.check import format_table, fp32_peak_gflops
+
+    # an H100 SXM: 132 SMs of 128 FP32 lanes at 1.98 GHz is about 67 TFLOP/s
+    assert fp32_peak_gflops(132, 1_980_000, (9, 0)) == pytest.approx(66_908, rel=1e-3)
+    assert fp32_peak_gflops(108, 1_410_000, (8, 0)) == pytest.approx(19_492, rel=1e-3)  # A100
+    assert fp32_peak_gflops(10, 1_000_000, (99, 0)) == 0  # unknown: no fraction reported
+    table = format_table([{"layer": "vgg", "algorithm": "implicit_gemm", "median_ms": 1.0,
+                           "gflops": 20_000.0, "fraction_of_fp32_peak": 0.3}])
+    assert "fraction_of_fp32_peak" in table.splitlines()[0] and "0.3" in table
