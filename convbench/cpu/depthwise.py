@@ -2,8 +2,9 @@
 K/C kernels), written for what it is: memory-bound, one pass per plane.
 
 Each task computes one output plane as one long "wide row", so each tap is a single
-vectorised multiply-add over the whole plane (three taps per pass: one load and store of the
-accumulator per three multiply-adds); the bias is the accumulator's starting value. Loops over
+vectorised multiply-add over the whole plane: a 3x3 kernel in one pass (the accumulator stored
+once per output), other kernels three taps per pass (one load and store of the accumulator per
+three multiply-adds); the bias is the accumulator's starting value. Loops over
 one image row (56 values, say) are too short to vectorise well, and every view costs atomic
 reference counting, so neither appears per row.
 
@@ -48,10 +49,34 @@ def _tap(acc, xp, base, w0, length):
 
 
 @njit(cache=True, fastmath={"contract"})
+def _taps9(acc, flat, pitch, dh, dw, wk, flip, bias, length):
+    """A 3x3 kernel in one pass: acc[t] = bias + the nine taps, so the accumulator is written
+    once instead of loaded and stored per kernel row. The taps index one array at unsigned
+    offsets (nine views would be nine pointers: more than LLVM checks for overlap before it
+    vectorises a loop, and a signed index adds a wrap-around select per load)."""
+    c, r1, r2 = np.uint64(dw), np.uint64(dh * pitch), np.uint64(2 * dh * pitch)
+    c2 = c + c
+    acc[0] = bias  # read back in the array's type: a float64 bias would widen every sum
+    b0 = acc[0]
+    k = wk[::-1, ::-1] if flip else wk[:, :]
+    w00, w01, w02 = k[0, 0], k[0, 1], k[0, 2]
+    w10, w11, w12 = k[1, 0], k[1, 1], k[1, 2]
+    w20, w21, w22 = k[2, 0], k[2, 1], k[2, 2]
+    for s in range(length):
+        t = np.uint64(s)
+        acc[t] = (b0 + w00 * flat[t] + w01 * flat[t + c] + w02 * flat[t + c2]
+                  + w10 * flat[t + r1] + w11 * flat[t + r1 + c] + w12 * flat[t + r1 + c2]
+                  + w20 * flat[t + r2] + w21 * flat[t + r2 + c] + w22 * flat[t + r2 + c2])
+
+
+@njit(cache=True, fastmath={"contract"})
 def _any_taps(acc, flat, wk, pitch, dh, dw, flip, bias, length):
-    """Any kernel (kh, kw): three taps per pass along each kernel row, then the rest one by
-    one."""
+    """Any kernel (kh, kw): 3x3 in one pass, others three taps per pass along each kernel row,
+    then the rest one by one."""
     kh, kw = wk.shape
+    if kh == 3 and kw == 3:
+        _taps9(acc, flat, pitch, dh, dw, wk, flip, bias, length)
+        return
     acc[:length] = bias
     for i in range(kh):
         wi = kh - 1 - i if flip else i
