@@ -152,3 +152,15 @@ def test_v1_reference_loop_agrees_with_v2():
     w = rng.standard_normal(spec.w_shape).astype(np.float32)
     np.testing.assert_allclose(direct_conv2d_v1(x, w, spec), direct_conv2d(x, w, spec),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_direct_row_passes_follow_the_kernel_loop():
+    """The cost feature counts the vector passes v3 makes per kernel row: 5, then 3, then 1."""
+    from convbench.cpu import direct
+
+    for kw in range(1, 32):
+        j = passes = 0
+        while j < kw:
+            j += 5 if kw - j >= 5 else 3 if kw - j >= 3 else 1
+            passes += 1
+        assert direct.row_passes(kw) == passes

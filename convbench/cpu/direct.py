@@ -9,8 +9,8 @@ each staged input value is multiplied into 4 output rows held in L1 (register bl
 inner loop runs over the output width with precomputed bounds so LLVM vectorises it, and zero
 padding is staged per thread: each padded input row is copied once into a small buffer.
 v3 (stride 1, registered as ``direct``): a band of output rows is one long row of pitch Wp,
-so each tap is a single vectorised multiply-add hundreds of elements long; taps are taken three
-at a time so each accumulator load/store serves three multiply-adds.
+so each tap is a single vectorised multiply-add hundreds of elements long; taps are taken five
+(then three) at a time so each accumulator load/store serves five multiply-adds.
 Strided layers (dilation 1) run v3 too, on their space-to-depth form: the padded input split
 into its stride x stride phases as channels, the kernel's taps distributed over them, which
 turns the strided convolution into a stride-1 one with a ceil(k/s) kernel (one copy of the
@@ -193,10 +193,60 @@ def _taps3_k4(acc, xp, base, dw, length, a0, a1, a2, b0, b1, b2, c0, c1, c2, d0,
 
 
 @njit(cache=True, fastmath={"contract"})
+def _taps5_k4(acc, xp, base, dw, length, a0, a1, a2, a3, a4, b0, b1, b2, b3, b4,
+              c0, c1, c2, c3, c4, d0, d1, d2, d3, d4):
+    """Five neighbouring taps for four output channels in one pass: 5 loads of x feed 20
+    multiply-adds per accumulator load and store (a 5x5 kernel row in one pass instead of
+    three). One view read at unsigned offsets: five views would be five more pointers for LLVM
+    to check for overlap before it vectorises."""
+    xb = xp[base:]
+    s1 = np.uint64(dw)
+    s2, s3, s4 = s1 + s1, s1 + s1 + s1, s1 + s1 + s1 + s1
+    for i in range(length):
+        t = np.uint64(i)
+        x0, x1, x2, x3, x4 = xb[t], xb[t + s1], xb[t + s2], xb[t + s3], xb[t + s4]
+        acc[0, t] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3 + a4 * x4
+        acc[1, t] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3 + b4 * x4
+        acc[2, t] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3 + c4 * x4
+        acc[3, t] += d0 * x0 + d1 * x1 + d2 * x2 + d3 * x3 + d4 * x4
+
+
+@njit(cache=True, fastmath={"contract"})
+def _taps5_k1(acc, row, xp, base, dw, length, a0, a1, a2, a3, a4):
+    a, xb = acc[row], xp[base:]
+    s1 = np.uint64(dw)
+    s2, s3, s4 = s1 + s1, s1 + s1 + s1, s1 + s1 + s1 + s1
+    for i in range(length):
+        t = np.uint64(i)
+        a[t] += (a0 * xb[t] + a1 * xb[t + s1] + a2 * xb[t + s2] + a3 * xb[t + s3]
+                 + a4 * xb[t + s4])
+
+
+@njit(cache=True, fastmath={"contract"})
 def _taps3_k1(acc, row, xp, base, dw, length, a0, a1, a2):
     a, p0, p1, p2 = acc[row], xp[base:], xp[base + dw:], xp[base + 2 * dw:]  # see _axpy4
     for t in range(length):
         a[t] += a0 * p0[t] + a1 * p1[t] + a2 * p2[t]
+
+
+@njit(cache=True)
+def _taps5(acc, xp, w, base, dw, length, k0, nk, c, wi, j, kw, flip):
+    """Taps j..j+4 of kernel row wi (rotated for true convolution) into a block's rows."""
+    j0, j1, j2 = _tap(j, kw, flip), _tap(j + 1, kw, flip), _tap(j + 2, kw, flip)
+    j3, j4 = _tap(j + 3, kw, flip), _tap(j + 4, kw, flip)
+    if nk == K_BLOCK:
+        _taps5_k4(acc, xp, base, dw, length,
+                  w[k0, c, wi, j0], w[k0, c, wi, j1], w[k0, c, wi, j2], w[k0, c, wi, j3],
+                  w[k0, c, wi, j4], w[k0 + 1, c, wi, j0], w[k0 + 1, c, wi, j1],
+                  w[k0 + 1, c, wi, j2], w[k0 + 1, c, wi, j3], w[k0 + 1, c, wi, j4],
+                  w[k0 + 2, c, wi, j0], w[k0 + 2, c, wi, j1], w[k0 + 2, c, wi, j2],
+                  w[k0 + 2, c, wi, j3], w[k0 + 2, c, wi, j4], w[k0 + 3, c, wi, j0],
+                  w[k0 + 3, c, wi, j1], w[k0 + 3, c, wi, j2], w[k0 + 3, c, wi, j3],
+                  w[k0 + 3, c, wi, j4])
+        return
+    for kk in range(nk):
+        _taps5_k1(acc, kk, xp, base, dw, length, w[k0 + kk, c, wi, j0], w[k0 + kk, c, wi, j1],
+                  w[k0 + kk, c, wi, j2], w[k0 + kk, c, wi, j3], w[k0 + kk, c, wi, j4])
 
 
 @njit(parallel=True, cache=True)
@@ -243,6 +293,10 @@ def _direct_v3(x, w, out, pt, pl, dh, dw, flip, groups, b, band, acc_ws, stage_w
                 j = 0
                 while j < kw:
                     base = i * dh * pitch + j * dw
+                    if kw - j >= 5:  # five taps per pass: 5 loads of x feed 20 multiply-adds
+                        _taps5(acc, xp, w, base, dw, length, k0, nk, c, wi, j, kw, flip)
+                        j += 5
+                        continue
                     if kw - j >= 3:  # three taps per pass: 3 loads of x feed 12 multiply-adds
                         j0, j1, j2 = _tap(j, kw, flip), _tap(j + 1, kw, flip), _tap(j + 2, kw, flip)
                         if nk == K_BLOCK:
@@ -406,7 +460,7 @@ def direct_conv2d_v1(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
 
 def _v3_terms(spec: ConvSpec, ho: int) -> list[float]:
     """v3's work for ``ho`` output rows of ``spec`` (a stride-1 layer): multiply-adds in
-    blocks of 4 output channels and in the remainder (3 loads feed 12 multiply-adds, or 3),
+    blocks of 4 output channels and in the remainder (5 loads feed 20 multiply-adds, or 5),
     staged input values (each band restages its kernel-height halo), calls of the inner
     vector loop (a fixed cost each, which dominates on small images)."""
     n, c, k = spec.n, spec.cg, spec.k
@@ -419,7 +473,13 @@ def _v3_terms(spec: ConvSpec, ho: int) -> list[float]:
     full = spec.groups * (spec.kg // K_BLOCK) * K_BLOCK  # channels in whole blocks
     return [n * full * taps * ho * pitch, n * (k - full) * taps * ho * pitch,
             n * k_blocks * n_bands * c * (band + ekh - 1) * pitch,
-            n * k_blocks * n_bands * c * spec.kh * ceil_div(spec.kw, 3)]
+            n * k_blocks * n_bands * c * spec.kh * row_passes(spec.kw)]
+
+
+def row_passes(kw: int) -> int:
+    """Vector passes per kernel row in v3: five taps at a time, then three, then one by one."""
+    rest = kw % 5
+    return kw // 5 + rest // 3 + rest % 3
 
 
 def direct_cost_features(spec: ConvSpec) -> list[float]:
