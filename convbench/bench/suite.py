@@ -33,6 +33,7 @@ LAYERS = [
     Layer("pointwise-1x1-bias", _conv(8, 64, 28, 64, 1, bias=True)),
     Layer("maxpool-2x2", pool_spec("max", (32, 64, 56, 56), 2), ci=True),
     Layer("maxpool-3x3-s2", pool_spec("max", (32, 64, 56, 56), 3, stride=2)),
+    Layer("avgpool-3x3-s2", pool_spec("avg", (32, 64, 56, 56), 3, stride=2)),
 ]
 
 
