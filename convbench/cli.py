@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check", help="verify every algorithm; on a GPU, time CUDA vs cuDNN/cuFFT")
     chk.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
     chk.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the timing CSV")
+    chk.add_argument("--cache", default="warm", choices=["warm", "cold", "both"],
+                     help="GPU timing with the L2 warm, overwritten (2x its size) before every "
+                          "call, or both (default warm)")
     cal = sub.add_parser("calibrate", help="fit the cost model that algorithm='auto' uses")
     cal.add_argument("--layers", type=_at_least(8), default=120,
                      help="random layers to time (default 120, at least 8)")
@@ -200,7 +203,7 @@ def cmd_report(args) -> int:
 def cmd_check(args) -> int:
     from .bench.check import run_check
 
-    return run_check(_devices(args.device), args.out)
+    return run_check(_devices(args.device), args.out, cache=args.cache)
 
 
 def cmd_calibrate(args) -> int:

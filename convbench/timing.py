@@ -91,6 +91,75 @@ def cuda_repeat(fn: Callable[[], object], loops: int) -> float:
     return cuda.event_elapsed_time(start, end) / 1e3 / loops
 
 
+L2_FALLBACK_BYTES = 50 << 20  # an H100's L2, when the device does not say
+_flush_buffers: dict[int, object] = {}
+
+
+def l2_flush_bytes() -> int:
+    """Bytes a cold-L2 repetition writes first: twice the device's L2 (triton's do_bench
+    writes a buffer of the L2's size; twice leaves nothing of the call's data behind)."""
+    from numba import cuda
+
+    try:
+        size = int(cuda.get_current_device().L2_CACHE_SIZE)
+    except Exception:  # an attribute this driver binding does not expose
+        size = 0
+    return 2 * (size or L2_FALLBACK_BYTES)
+
+
+def _flush_l2() -> None:
+    """Overwrite 2x the L2 on the device (a memset, itself not timed)."""
+    from numba import cuda
+    from numba.cuda.cudadrv.driver import device_memset
+
+    nbytes = l2_flush_bytes()
+    if nbytes not in _flush_buffers:
+        _flush_buffers[nbytes] = cuda.device_array(nbytes, np.uint8)
+    device_memset(_flush_buffers[nbytes], 0, nbytes)  # on the default stream, before the events
+
+
+def cuda_repeat_cold(fn: Callable[[], object], loops: int) -> float:
+    """Per-call seconds of ``loops`` calls, each after the L2 was overwritten: CUDA events
+    around each call alone, the flush outside them, so the call starts with its inputs, weights
+    and workspace in device memory only, as a layer's first touch in a network does.
+    (In the simulator, host time with no flush: it has no cache to flush.)"""
+    from numba import cuda
+
+    from .devices import simulator_enabled
+
+    if simulator_enabled():
+        return host_repeat(fn, loops)
+    fn()
+    total = 0.0
+    for _ in range(loops):
+        _flush_l2()
+        start, end = cuda.event(timing=True), cuda.event(timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        total += cuda.event_elapsed_time(start, end) / 1e3
+    return total / loops
+
+
+CACHE_MODES = ("warm", "cold")
+
+
+def repeat_for(device: str, cache: str = "warm") -> Repeat:
+    """The repeat function of a device and cache mode. Cold (the L2 overwritten before every
+    call) is a GPU mode; on the CPU the calls are timed warm, and rows say so."""
+    if cache not in CACHE_MODES:
+        raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
+    if device != "cuda":
+        return host_repeat
+    return cuda_repeat_cold if cache == "cold" else cuda_repeat
+
+
+def effective_cache(device: str, cache: str) -> str:
+    """The cache mode a row was timed in (CPU rows: always warm)."""
+    return cache if device == "cuda" else "warm"
+
+
 def loops_for(fn: Callable[[], object], target_seconds: float,
               repeat: Repeat = host_repeat) -> tuple[int, float]:
     """(calls per repeat, seconds of one warm call): enough calls to fill ``target_seconds``."""

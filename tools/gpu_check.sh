@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device-machine session's checks, in order of value, each under its own time limit so that
 # a hang or failure in one still leaves the others' results: environment, `convbench check
-# --device cuda` (verify + time vs cuDNN/cuFFT), the CUDA test module on the real GPU, and a
-# CUDA calibration of the auto cost model. Logs and CSVs go to $OUT (default ./gpu-out).
+# --device cuda` (verify + time vs cuDNN/cuFFT; CACHE=cold or both adds cold-L2 timing), the
+# CUDA test module on the real GPU, and a CUDA calibration of the auto cost model. Logs and
+# CSVs go to $OUT (default ./gpu-out).
 set -u
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -19,7 +20,8 @@ print(cuda.get_current_device().name, cuda.get_current_device().compute_capabili
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 echo "== check"
-timeout "${CHECK_S:-200}" $PY -m convbench check --device cuda --out "$OUT" >"$OUT/check.log" 2>&1
+timeout "${CHECK_S:-200}" $PY -m convbench check --device cuda --cache "${CACHE:-warm}" --out "$OUT" \
+  >"$OUT/check.log" 2>&1
 echo "check rc=$?"
 echo "== pytest tests/cuda"
 timeout "${PYTEST_S:-100}" $PY -m pytest -q -p no:cacheprovider tests/cuda >"$OUT/pytest_cuda.log" 2>&1

@@ -16,6 +16,7 @@ from ..devices import simulator_enabled
 from ..reference import random_inputs, reference
 from ..spec import conv_spec, pool_spec
 from ..tolerance import check_close, error_bound
+from . import gpu_monitor
 from .suite import LAYERS, Layer
 
 SMALL_CASES = [  # odd sizes, stride, padding, dilation, flip, batch 1, one channel
@@ -93,8 +94,10 @@ def device_fp32_peak_gflops() -> float:
     return fp32_peak_gflops(dev.MULTIPROCESSOR_COUNT, dev.CLOCK_RATE, dev.compute_capability)
 
 
-def benchmark_cuda(out_csv: Path | None, say=print, repeats: int = 5) -> list[dict]:
-    """Median CUDA-event time of every CUDA algorithm per layer, with ratios to the peers."""
+def benchmark_cuda(out_csv: Path | None, say=print, repeats: int = 5,
+                   caches: tuple[str, ...] = ("warm",)) -> list[dict]:
+    """Median CUDA-event time of every CUDA algorithm per layer and cache mode, with ratios to
+    the peers, the GPU's clocks, heat and power meanwhile, and a throttled flag."""
     from numba import cuda
 
     rows = []
@@ -117,25 +120,11 @@ def benchmark_cuda(out_csv: Path | None, say=print, repeats: int = 5) -> list[di
                 fns[algo.name], libraries[algo.name] = fn, algo.library
             except Exception as exc:
                 say(f"{layer.name}: {algo.name} failed: {type(exc).__name__}: {exc}")
-        timings = timing.measure(fns, min_rounds=repeats, target_seconds=0.02,
-                                 repeat=timing.cuda_repeat, budget_s=10.0)
-        medians = {n: t.median for n, t in timings.items()}
-        # the library peers each CUDA algorithm is compared with: cuDNN (torch), cuFFT (CuPy)
-        refs = {lib: next((n for n in medians if libraries[n] == lib), None)
-                for lib in ("torch", "cupy")}
-        for name, med in medians.items():
-            row = {"layer": layer.name, "case": spec.label(), "algorithm": name,
-                   "median_ms": med * 1e3, "gflops": spec.flops / med / 1e9,
-                   "gbps": spec.min_bytes / med / 1e9, "noisy": timings[name].noisy}
-            for peer in refs.values():
-                if peer:
-                    row[f"x_{peer}"] = timing.median_round_ratio(timings[name].rounds,
-                                                                 timings[peer].rounds)
-            if spec.op != "conv2d":
-                row["fraction_of_copy_bw"] = row["gbps"] / bandwidth
-            elif peak and spec.dtype == "float32":
-                row["fraction_of_fp32_peak"] = row["gflops"] / peak
-            rows.append(row)
+        for cache in caches:
+            with gpu_monitor.sampler_for("cuda") as gpu:
+                timings = timing.measure(fns, min_rounds=repeats, target_seconds=0.02,
+                                         repeat=timing.repeat_for("cuda", cache), budget_s=10.0)
+            rows += _layer_rows(layer, timings, libraries, cache, gpu.summary(), bandwidth, peak)
     if out_csv:
         out_csv.parent.mkdir(parents=True, exist_ok=True)
         keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k)
@@ -147,9 +136,34 @@ def benchmark_cuda(out_csv: Path | None, say=print, repeats: int = 5) -> list[di
     return rows
 
 
+def _layer_rows(layer: Layer, timings: dict, libraries: dict, cache: str, gpu: dict,
+                bandwidth: float, peak: float) -> list[dict]:
+    """One row per algorithm timed on a layer in one cache mode."""
+    spec = layer.spec
+    medians = {n: t.median for n, t in timings.items()}
+    # the library peers each CUDA algorithm is compared with: cuDNN (torch), cuFFT (CuPy)
+    refs = {lib: next((n for n in medians if libraries[n] == lib), None)
+            for lib in ("torch", "cupy")}
+    rows = []
+    for name, med in medians.items():
+        row = {"layer": layer.name, "case": spec.label(), "algorithm": name, "cache": cache,
+               "median_ms": med * 1e3, "gflops": spec.flops / med / 1e9,
+               "gbps": spec.min_bytes / med / 1e9, "noisy": timings[name].noisy, **gpu}
+        for peer in refs.values():
+            if peer:
+                row[f"x_{peer}"] = timing.median_round_ratio(timings[name].rounds,
+                                                             timings[peer].rounds)
+        if spec.op != "conv2d":
+            row["fraction_of_copy_bw"] = row["gbps"] / bandwidth
+        elif peak and spec.dtype == "float32":
+            row["fraction_of_fp32_peak"] = row["gflops"] / peak
+        rows.append(row)
+    return rows
+
+
 def format_table(rows: list[dict]) -> str:
-    cols = ["layer", "algorithm", "median_ms", "gflops", "x_cudnn", "x_torch", "x_cufft",
-            "fraction_of_fp32_peak", "fraction_of_copy_bw"]
+    cols = ["layer", "algorithm", "cache", "median_ms", "gflops", "x_cudnn", "x_torch",
+            "x_cufft", "fraction_of_fp32_peak", "fraction_of_copy_bw", "throttled"]
     cols = [c for c in cols if any(c in r for r in rows)]
     lines = ["  ".join(f"{c:>14s}" for c in cols)]
     for r in rows:
@@ -159,7 +173,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_check(devices: list[str], out_dir: Path, say=print) -> int:
+def run_check(devices: list[str], out_dir: Path, say=print, cache: str = "warm") -> int:
     """Verify, then benchmark CUDA on a real GPU; exit status 0 when all verified."""
     if "cuda" in devices and not simulator_enabled():
         from ..cuda import memory
@@ -176,7 +190,8 @@ def run_check(devices: list[str], out_dir: Path, say=print) -> int:
     if simulator_enabled():
         say("CUDA simulator: kernels verified; timings would be meaningless, none taken")
         return 0
+    caches = ("warm", "cold") if cache == "both" else (cache,)
     rows = benchmark_cuda(out_dir / f"check-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.csv",
-                          say)
+                          say, caches=caches)
     say(format_table(rows))
     return 0

@@ -117,6 +117,8 @@ class ExperimentFile(_Strict):
     exclude: list[str] = []  # every registered one but these
     # Dask worker resources each case needs on a cluster, besides bench = 1 (e.g. gpu = 1)
     resources: dict[str, Annotated[Number, Field(gt=0)]] = {}
+    # GPU timing with the L2 as the previous call left it, or overwritten before every call
+    cache: Literal["warm", "cold"] = "warm"
     series: list[SeriesFile] = Field(min_length=1)
     presets: dict[Literal["smoke", "quick", "full"], PresetFile] = {}
 
@@ -157,6 +159,7 @@ class Experiment:
     exclude: list[str] = field(default_factory=list)
     pipeline_keys: list[str] = field(default_factory=list)
     resources: dict[str, float] = field(default_factory=dict)  # on a cluster, besides bench=1
+    cache: str = "warm"  # "cold": the GPU's L2 overwritten before every timed call
 
     def selects(self, name: str) -> bool:
         """Whether the experiment times the algorithm ``name``."""
@@ -309,7 +312,7 @@ def _build(path: Path, data: ExperimentFile, preset: str) -> Experiment:
                             float(pick("max_case_seconds")), float(pick("noise")), series,
                             data.algorithms, preset, list(pick("exclude")),
                             list(data.pipeline_keys),
-                            {k: float(v) for k, v in data.resources.items()})
+                            {k: float(v) for k, v in data.resources.items()}, data.cache)
     for key in experiment.pipeline_keys:
         if key not in ALL_PARAMS:
             raise ExperimentError(f"{path}: key 'pipeline_keys': {key!r} is not a parameter")

@@ -16,7 +16,7 @@ from ..reference import random_inputs, reference
 from ..spec import ConvSpec, PoolSpec
 from ..tolerance import check_close, error_bound
 from ..workspace import available_memory, max_workspace_bytes
-from . import memory, noise
+from . import gpu_monitor, memory, noise
 from .experiments import Case, Experiment
 from .information import information_kept
 from .rundir import PARAM_COLUMNS
@@ -43,12 +43,14 @@ class Budget:
     target_s: float
     max_s: float
     noise: float
+    cache: str = "warm"  # GPU timing with the L2 warm or overwritten before every call
 
     @classmethod
     def of(cls, experiment: Experiment, options: SweepOptions) -> "Budget":
         return cls(options.repeats or experiment.repeats,
                    options.min_time or experiment.target_seconds,
-                   options.max_case_seconds or experiment.max_case_seconds, experiment.noise)
+                   options.max_case_seconds or experiment.max_case_seconds, experiment.noise,
+                   experiment.cache)
 
 
 @dataclass
@@ -164,7 +166,7 @@ def admit(algo: registry.Algorithm, prep: Prepared, budget: Budget, row: dict,
         _fail(row, "skipped", f"workspace {declared} B over the {limit} B limit")
         return None
     fn = algo.bound(spec, prep.xin, prep.win, prep.b)
-    repeat = timing.cuda_repeat if prep.device == "cuda" else timing.host_repeat
+    repeat = timing.repeat_for(prep.device, budget.cache)
     first, out = timing.first_call(fn)
     row["first_call_s"] = first
     if prep.device == "cuda":
@@ -218,7 +220,7 @@ def time_admitted(prep: Prepared, admitted: dict[str, Admitted], budget: Budget,
                   options: SweepOptions, status: Callable[[str], None]
                   ) -> tuple[dict[str, timing.Timing], dict]:
     """Time the admitted algorithms side by side; also what the machine did meanwhile."""
-    repeat = timing.cuda_repeat if prep.device == "cuda" else timing.host_repeat
+    repeat = timing.repeat_for(prep.device, budget.cache)
     before = noise.Snapshot.now()
     label = prep.spec.label()
     fns = {n: a.fn for n, a in admitted.items()}
@@ -227,11 +229,13 @@ def time_admitted(prep: Prepared, admitted: dict[str, Admitted], budget: Budget,
         if a.prepared is not None:
             fns[name + PREPARED], loops[name + PREPARED] = a.prepared, a.loops
     # each algorithm may take up to max_s of timing, so the group as many times that
-    timings = timing.measure(
-        fns, min_rounds=budget.repeats, target_seconds=budget.target_s,
-        rel_spread=budget.noise, budget_s=budget.max_s * len(fns), repeat=repeat, loops=loops,
-        on_round=lambda r: status(f"{label} timing round {r + 1}"))
+    with gpu_monitor.sampler_for(prep.device) as gpu:  # clocks, heat, power meanwhile
+        timings = timing.measure(
+            fns, min_rounds=budget.repeats, target_seconds=budget.target_s,
+            rel_spread=budget.noise, budget_s=budget.max_s * len(fns), repeat=repeat,
+            loops=loops, on_round=lambda r: status(f"{label} timing round {r + 1}"))
     signals = noise.during(before)
+    signals.update(gpu.summary())
     if options.control is not None:
         signals["control_drift"] = options.control.drift()
     return timings, signals
@@ -301,6 +305,7 @@ def case_rows(case: Case, device: str, experiment: Experiment, options: SweepOpt
     chosen = (lambda name: name in options.algorithms) if options.algorithms else (
         experiment.selects)
     base = base_row(case, device, options)
+    base["cache"] = timing.effective_cache(device, experiment.cache)
     return {a.name: dict(base, algorithm=a.name, is_peer=a.is_peer, library=a.library,
                          family=a.kind, status="ok", error="")
             for a in registry.algorithms(case.spec.op, device)

@@ -120,6 +120,9 @@ def contention(signals: dict) -> str:
     drift = signals.get("control_drift")
     if drift is not None and not 1 / DRIFT_LIMIT <= drift <= DRIFT_LIMIT:
         reasons.append(f"control GEMM at {drift:.2f}x its starting time")
+    if signals.get("throttled"):
+        reasons.append(f"GPU SM clock fell to {signals['gpu_sm_mhz_min']:.0f} MHz, under 75% "
+                       f"of its default {signals['gpu_sm_mhz_default']:.0f} MHz")
     load = signals.get("load_avg")
     if load is not None and load > 2 * machine.usable_cores():
         reasons.append(f"load average {load:.1f} on {machine.usable_cores()} cores")

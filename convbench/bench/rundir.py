@@ -36,7 +36,8 @@ COLUMNS = (
     + ["flops", "min_bytes", "first_call_s", "warm_call_s", "median_s", "prepared_median_s",
        "min_s", "iqr_s",
        "rel_spread", "repeats", "loops", "noisy", "noise", "load_avg", "others_cpu", "steal",
-       "cpu_mhz", "control_drift", "gflops", "gbps", "peak_fraction", "speedup_vs_best_peer",
+       "cpu_mhz", "control_drift", "cache", "gpu_sm_mhz_min", "gpu_sm_mhz_default",
+       "gpu_temp_c_max", "gpu_power_w_max", "throttled", "gflops", "gbps", "peak_fraction", "speedup_vs_best_peer",
        "best_peer", "workspace_bytes", "measured_host_bytes", "measured_device_bytes",
        "transfer_s", "error_to_bound", "info_kept", "auto_pick", "auto_top",
        "auto_measured_pick", "scipy_choice"])
@@ -298,7 +299,8 @@ def _append_synced(path: Path, text: str) -> None:
 NUMERIC = ("median_s", "prepared_median_s", "min_s", "iqr_s", "rel_spread", "first_call_s", "warm_call_s",
            "workspace_bytes", "measured_host_bytes", "measured_device_bytes",
            "speedup_vs_best_peer", "flops", "gflops", "gbps", "info_kept", "others_cpu",
-           "steal", "load_avg", "control_drift", "cpu_mhz")
+           "steal", "load_avg", "control_drift", "cpu_mhz", "gpu_sm_mhz_min",
+           "gpu_sm_mhz_default", "gpu_temp_c_max", "gpu_power_w_max")
 
 
 def _flag(series: pd.Series) -> pd.Series:
@@ -314,6 +316,7 @@ def typed(df: pd.DataFrame) -> pd.DataFrame:
             df[col] = pd.NA
     df["is_peer"] = _flag(df["is_peer"])
     df["noisy"] = _flag(df["noisy"])
+    df["throttled"] = _flag(df["throttled"])
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     for col in ("group", "machine", "worker", "library", "family", "error"):
