@@ -35,6 +35,7 @@ MODULES: dict[tuple[str, bool], tuple[str, ...]] = {
         "convbench.cuda.pool",
         "convbench.cuda.im2col",
         "convbench.cuda.implicit_gemm",
+        "convbench.cuda.winograd",
         "convbench.cuda.fft",
         "convbench.cuda.depthwise",
     ),

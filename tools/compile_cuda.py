@@ -21,7 +21,7 @@ from numba import cuda, types  # noqa: E402
 from numba.cuda import dispatcher  # noqa: E402
 
 from convbench.cuda import (  # noqa: E402
-    bias, depthwise, direct, fft, im2col, implicit_gemm, launch, pool)
+    bias, depthwise, direct, fft, im2col, implicit_gemm, launch, pool, winograd)
 
 CC = (9, 0)
 
@@ -55,12 +55,17 @@ def kernels():
                (x4, I, arr(f, 3), I, I, I, I, I, I, I, I, I, I, B))
         yield (f"gemm {name}", im2col._make_gemm(name, g.gemm_threads, g.gemm_register_tile,
                                                   g.gemm_depth).py_func,
-               (arr(f, 2), arr(f, 3), arr(f, 3)))
+               (arr(f, 3), arr(f, 3), arr(f, 3)))
         for has_bias in (False, True):
             yield (f"implicit_gemm{' +bias' if has_bias else ''} {name}",
                    implicit_gemm._make_kernel(name, *g.igemm_threads, *g.igemm_register_tile,
                                               g.igemm_depth, has_bias).py_func,
                    (x4, arr(f, 2), arr(types.int32, 2), arr(f, 1), x4, I, I, I, I, I, I, I, I))
+        kernel_t, input_t, output_t = winograd._make_transforms(name)
+        yield f"winograd kernel_transform {name}", kernel_t.py_func, (x4, arr(f, 3), B)
+        yield f"winograd input_transform {name}", input_t.py_func, (x4, arr(f, 3), I, I, I, I)
+        yield (f"winograd output_transform {name}", output_t.py_func,
+               (arr(f, 3), x4, I, I, arr(f, 1), B))
         yield f"stockham {name}", fft._stockham_pass.py_func, (c1, c1, I, I, I, I)
         yield (f"line_fft {name}", fft._make_line_fft(str(c), g.fft_max_line).py_func,
                (c1, I, I, I, I))

@@ -28,27 +28,9 @@ from .. import workspace
 from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
+from ..winograd_transforms import growth, matrices, supports
 
 CHUNK_BYTES = 48 << 20  # V and M of one chunk of images, at most (but one image)
-
-# Transform matrices (points 0, +-1, +-2 for F(4x4); 0, +-1 for F(2x2)), exact in float64.
-MATRICES = {
-    2: (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
-        np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64),
-        np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)),
-    4: (np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-                  [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64),
-        np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64),
-        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
-                  [0, 1, -1, 8, -8, 1]], np.float64)),
-}
-
-
-def matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(B^T, G, A^T) of F(m x m, 3x3)."""
-    return MATRICES[m]
-
 
 @njit(fastmath={"contract"}, inline="always")
 def _apply(mat, src, dst, rows, length):
@@ -129,11 +111,6 @@ def _output_transform(mm, at, out, n0, tiles_h, tiles_w, ws):
                 if oh < ho:
                     for k in range(k_out):
                         out[n, k, oh, ow] = res[i, k]
-
-
-def supports(spec: ConvSpec) -> bool:
-    return ((spec.kh, spec.kw) == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1)
-            and spec.groups == 1)
 
 
 def _tiles(spec: ConvSpec, m: int) -> tuple[int, int]:
@@ -239,15 +216,6 @@ def _rough_cost(m: int):
     return cost
 
 
-def _growth(m: int):
-    """How much larger than a direct sum a transformed intermediate can be: the products of the
-    transforms' absolute row sums."""
-    bt, g, at = matrices(m)
-    factor = float(np.abs(bt).sum(1).max() ** 2 * np.abs(g).sum(1).max() ** 2
-                   * np.abs(at).sum(1).max() ** 2)
-    return lambda spec: factor
-
-
 for _name, _m, _desc in (("winograd", 4, "F(4x4,3x3): 4x fewer multiplies, batched BLAS GEMMs"),
                          ("winograd_f2", 2, "F(2x2,3x3): 2.25x fewer multiplies, more accurate")):
     register(Algorithm(
@@ -258,4 +226,4 @@ for _name, _m, _desc in (("winograd", 4, "F(4x4,3x3): 4x fewer multiplies, batch
         supports=supports, limits="3x3 kernels, stride 1, dilation 1, groups = 1 only",
         error_model=f"winograd_f{_m}",
         cost_features=_cost_features(_m), rough_cost=_rough_cost(_m),
-        transform_growth=_growth(_m), bound_by="blas", description=_desc))
+        transform_growth=growth(_m), bound_by="blas", description=_desc))

@@ -58,10 +58,13 @@ def _make_gemm(dtype_name: str, bt: int, rt: int, bk: int):
 
     @cuda.jit
     def gemm(a, b, c):
-        """c[z] = a @ b[z] for row-major a (M x R), b[z] (R x P), c[z] (M x P), z = blockIdx.z."""
+        """c[z] = a[z or 0] @ b[z] for row-major a[.] (M x R), b[z] (R x P), c[z] (M x P),
+        z = blockIdx.z: one a for every batch (im2col's weights) or one per batch (Winograd's
+        transformed kernels)."""
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         z = cuda.blockIdx.z
-        m_rows, depth = a.shape
+        za = z if a.shape[0] > 1 else 0
+        m_rows, depth = a.shape[1], a.shape[2]
         p_cols = b.shape[2]
         row0 = cuda.blockIdx.y * bm
         col0 = cuda.blockIdx.x * bm
@@ -76,7 +79,7 @@ def _make_gemm(dtype_name: str, bt: int, rt: int, bk: int):
             for idx in range(me, bk * bm, bt * bt):
                 kk, m = idx % bk, idx // bk  # consecutive threads walk along a's rows
                 gr, gk = row0 + m, k0 + kk
-                a_s[kk, m] = a[gr, gk] if gr < m_rows and gk < depth else zero  # ragged edges
+                a_s[kk, m] = a[za, gr, gk] if gr < m_rows and gk < depth else zero  # ragged edges
                 kk2, col = idx // bm, idx % bm  # ... and along b's columns: coalesced
                 gk2, gc = k0 + kk2, col0 + col
                 b_s[kk2, col] = b[z, gk2, gc] if gk2 < depth and gc < p_cols else zero
@@ -98,7 +101,10 @@ def _make_gemm(dtype_name: str, bt: int, rt: int, bk: int):
 
 
 def gemm(a, b, out) -> None:
-    """out[z] = a @ b[z] on device arrays with the tiled kernel (b, out: batches of matrices)."""
+    """out[z] = a[z] @ b[z] on device arrays with the tiled kernel (b, out: batches of
+    matrices; a: one matrix for all, or a batch of them)."""
+    if len(a.shape) == 2:
+        a = a.reshape(1, *a.shape)
     batch, m, p = out.shape
     g = launch.current()
     tile = g.gemm_threads * g.gemm_register_tile

@@ -27,7 +27,7 @@ from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
 from . import launch
-from .arrays import device_empty, host_or_device, numba_type
+from .arrays import device_empty, host_or_device, numba_type, to_device
 
 
 @lru_cache(maxsize=None)
@@ -180,7 +180,7 @@ def implicit_gemm_conv2d(x, w, spec: ConvSpec, b=None):
     kernel = _make_kernel(spec.dtype, tx_count, ty_count, rm, rn, g.igemm_depth, b is not None)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     table = _offsets(cg, spec.kh, spec.kw, dh, dw, spec.flip)
-    bias = b if b is not None else _no_bias(np.dtype(spec.dtype))
+    bias = to_device(b) if b is not None else _no_bias(np.dtype(spec.dtype))
     blocks = (ceil_div(spec.n * ho * wo, tx_count * rn), ceil_div(kg, ty_count * rm),
               spec.groups)
     kernel[blocks, (tx_count, ty_count)](x, w.reshape(spec.k, cg * spec.kh * spec.kw), table,

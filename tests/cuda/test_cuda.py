@@ -33,6 +33,7 @@ TINY = [  # (x shape, w shape, kwargs): odd sizes, stride, padding, dilation, fl
     ((1, 3, 5, 6), (2, 3, 3, 3), {"flip": True, "padding": 1, "stride": 2}),
     ((1, 1, 4, 4), (1, 1, 4, 4), {"dtype": "float64"}),  # kernel as large as the input
     ((1, 4, 6, 5), (4, 2, 3, 3), {"groups": 2, "padding": 1, "bias": True}),
+    ((2, 3, 7, 6), (4, 3, 3, 3), {"padding": (1, 2, 0, 1), "flip": True, "bias": True}),
     ((2, 3, 7, 6), (6, 1, 3, 2), {"groups": 3, "padding": (1, 0, 1, 1), "stride": (2, 1),
                                   "bias": True, "flip": True}),  # depthwise, multiplier 2
 ]
@@ -194,10 +195,12 @@ def test_cuda_calibration_fits_every_cuda_algorithm(monkeypatch, tmp_path, small
     from convbench import auto, costmodel
     from convbench.bench import calibrate as cal
 
-    # single-channel layers suit every algorithm (depthwise ones too): at least 8 per fit
+    # single-channel layers suit every algorithm (depthwise ones too), and 3x3 ones Winograd:
+    # at least 8 per fit
     tiny = [conv_spec((1, c, h, h), (k, c, kh, kh)) for c, h, k, kh in
             [(1, 6, 1, 3), (2, 5, 3, 2), (1, 7, 2, 4), (2, 6, 1, 1), (1, 8, 2, 5),
-             (1, 5, 1, 2), (1, 7, 1, 3), (1, 6, 3, 1), (1, 5, 2, 3), (1, 8, 1, 2)]]
+             (1, 5, 1, 2), (1, 7, 1, 3), (1, 6, 3, 1), (1, 5, 2, 3), (1, 8, 1, 2),
+             (2, 6, 2, 3), (1, 8, 2, 3), (2, 5, 1, 3), (1, 9, 1, 3), (1, 4, 1, 3)]]
     monkeypatch.setattr(cal, "random_layers", lambda count, seed, max_flops: tiny[:count])
     monkeypatch.setattr(cal, "ROUNDS", 1)  # the simulator is slow; no timing is judged here
     monkeypatch.setattr(cal, "SLOWEST_S", 60.0)
@@ -221,3 +224,17 @@ def test_fp32_peak_is_lanes_times_two_times_clock():
     table = format_table([{"layer": "vgg", "algorithm": "implicit_gemm", "median_ms": 1.0,
                            "gflops": 20_000.0, "fraction_of_fp32_peak": 0.3}])
     assert "fraction_of_fp32_peak" in table.splitlines()[0] and "0.3" in table
+
+
+def test_cold_and_warm_repeats_time_the_same_call(small_blocks):
+    """On a GPU the cold mode overwrites 2x the L2 (a memset) before each evented call; in the
+    simulator both fall back to host time. Either way each returns a positive per-call time."""
+    from convbench import timing
+
+    spec, x, w, _ = _conv_case((1, 2, 6, 5), (2, 2, 3, 3), {})
+    dx, dw = cuda.to_device(x), cuda.to_device(w)
+    fn = lambda: cb.conv2d(dx, dw, device="cuda", algorithm="direct")  # noqa: E731
+    assert timing.repeat_for("cuda", "warm")(fn, 2) > 0
+    assert timing.repeat_for("cuda", "cold")(fn, 2) > 0
+    if not SIM:
+        assert timing.l2_flush_bytes() >= 2 * (1 << 20)
