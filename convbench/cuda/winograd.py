@@ -30,6 +30,16 @@ from .arrays import device_empty, grid_2d, host_or_device, numba_type, to_device
 from .im2col import gemm
 
 
+@cuda.jit(device=True)
+def _tile_of(p, tiles_h, tiles_w):
+    """(image, tile row, tile column) of tile p of the batch."""
+    tiles = tiles_h * tiles_w
+    n = p // tiles
+    rest = p - n * tiles
+    th = rest // tiles_w
+    return n, th, rest - th * tiles_w
+
+
 @lru_cache(maxsize=None)
 def _make_transforms(dtype_name: str):
     zero = np.dtype(dtype_name).type(0)
@@ -64,13 +74,9 @@ def _make_transforms(dtype_name: str):
         """v[xi*4 + nu, c, p] = (B^T d B)[xi, nu] of tile p, B^T = [[1,0,-1,0],[0,1,1,0],
         [0,-1,1,0],[0,1,0,-1]]; d the 4x4 input tile at (2*th - pt, 2*tw - pl), zero padded."""
         p, c = cuda.grid(2)
-        tiles = tiles_h * tiles_w
         if p >= v.shape[2] or c >= v.shape[1]:
             return
-        n = p // tiles
-        rest = p - n * tiles
-        th = rest // tiles_w
-        tw = rest - th * tiles_w
+        n, th, tw = _tile_of(p, tiles_h, tiles_w)
         d = cuda.local.array((4, 4), nb_type)
         h, wid = x.shape[2], x.shape[3]
         for i in range(4):
@@ -94,13 +100,9 @@ def _make_transforms(dtype_name: str):
     def output_transform(m, out, tiles_h, tiles_w, bias, has_bias):
         """out[n, k, 2*th + i, 2*tw + j] = (A^T M A)[i, j], A^T = [[1,1,1,0],[0,1,-1,-1]]."""
         p, k = cuda.grid(2)
-        tiles = tiles_h * tiles_w
         if p >= m.shape[2] or k >= m.shape[1]:
             return
-        n = p // tiles
-        rest = p - n * tiles
-        th = rest // tiles_w
-        tw = rest - th * tiles_w
+        n, th, tw = _tile_of(p, tiles_h, tiles_w)
         s = cuda.local.array((2, 4), nb_type)
         for nu in range(4):  # A^T M, column by column
             m0, m1 = m[nu, k, p], m[4 + nu, k, p]
