@@ -202,9 +202,12 @@ def test_compare_flags_regressions(smoke_runs, tmp_path, capsys):
     assert main(["compare", str(run), str(slower), "--fail-above", "1.5"]) == 1
     out = capsys.readouterr().out
     assert "REGRESSION" in out and "geometric mean" in out
-    same = compare_runs(run, run)  # a run against itself never claims a difference
-    assert set(same.table["verdict"]) <= {"same", "uncertain"} and "same" in set(
-        same.table["verdict"])
+    same = compare_runs(run, run)  # a run against itself never claims a difference: every
+    # interval holds 1 ("same" where the rounds are tight, "uncertain" where the smoke preset's
+    # short repeats were noisy)
+    assert set(same.table["verdict"]) <= {"same", "uncertain"}
+    assert ((same.table["ci_low"] <= 1) & (same.table["ci_high"] >= 1)).all()
+    assert (same.table["ratio"] == 1).all()
     assert main(["compare", str(run), str(run), "--fail-above", "1.5"]) == 0
 
 
@@ -257,3 +260,19 @@ def test_list_shows_algorithms_and_experiments(capsys):
     out = capsys.readouterr().out
     for word in ("direct", "fft", "im2col", "fft_tiled", "kernel_size", "small_cnn", "peer"):
         assert word in out
+
+
+def test_verdicts_from_rounds():
+    """Tight identical rounds are 'same'; rounds twice as long 'slower'; wide ones 'uncertain'."""
+    from convbench.bench import stats
+
+    tight = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0]
+    _, lo, hi = stats.median_ratio_interval(tight, tight)
+    assert stats.verdict(lo, hi) == "same"
+    ratio, lo, hi = stats.median_ratio_interval([2 * v for v in tight], tight)
+    assert ratio == 2.0 and stats.verdict(lo, hi) == "slower"
+    _, lo, hi = stats.median_ratio_interval(tight, [2 * v for v in tight])
+    assert stats.verdict(lo, hi) == "faster"
+    wide = [1.0, 1.6, 0.7, 1.3, 0.8, 1.5, 0.9]
+    _, lo, hi = stats.median_ratio_interval(wide, wide)
+    assert lo <= 1 <= hi and stats.verdict(lo, hi) == "uncertain"
