@@ -122,8 +122,8 @@ def test_device_array_on_cpu_is_refused():
 def test_declared_device_workspace_matches_measured(algo, small_blocks):
     """Measured peak device bytes (EMM plugin on a GPU, allocation helper in the simulator)
     minus the output equals the declared workspace within 10%."""
-    case = next(c for c in [((2, 3, 12, 10), (4, 3, 3, 3), {"padding": 1}),
-                            ((2, 3, 12, 10), (3, 1, 3, 3), {"padding": 1, "groups": 3})]
+    case = next(c for c in [((1, 2, 7, 6), (3, 2, 3, 3), {"padding": 1}),
+                            ((1, 3, 7, 6), (3, 1, 3, 3), {"padding": 1, "groups": 3})]
                 if algo.supports(_spec(*c)))
     spec, x, w, _ = _conv_case(*case)
     dx, dw = cuda.to_device(x), cuda.to_device(w)
@@ -195,11 +195,11 @@ def test_cuda_calibration_fits_every_cuda_algorithm(monkeypatch, tmp_path, small
     from convbench import auto, costmodel
     from convbench.bench import calibrate as cal
 
-    # at least 8 layers per fit: single-channel ones suit the depthwise kernel, 3x3 ones
-    # Winograd, every layer the others (small: the simulator runs each thread in Python)
+    # at least 8 layers per fit: single-channel 3x3 ones suit every CUDA algorithm (depthwise
+    # and Winograd too); small, since the simulator runs each thread in Python
     tiny = [conv_spec((1, c, h, h), (k, c, kh, kh)) for c, h, k, kh in
-            [(1, 5, 1, 3), (1, 6, 2, 3), (1, 7, 1, 3), (1, 4, 3, 3), (1, 8, 1, 3),
-             (1, 5, 2, 3), (1, 6, 1, 3), (1, 7, 2, 3), (2, 5, 3, 2), (2, 6, 1, 4)]]
+            [(1, 5, 1, 3), (1, 6, 2, 3), (1, 7, 1, 3), (1, 4, 3, 3), (1, 6, 1, 3),
+             (1, 5, 2, 3), (1, 4, 1, 3), (1, 7, 2, 3)]]
     monkeypatch.setattr(cal, "random_layers", lambda count, seed, max_flops: tiny[:count])
     monkeypatch.setattr(cal, "ROUNDS", 1)  # the simulator is slow; no timing is judged here
     monkeypatch.setattr(cal, "SLOWEST_S", 60.0)
