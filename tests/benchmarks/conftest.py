@@ -30,7 +30,9 @@ def control_seconds():
 def pytest_collection_modifyitems(config, items):
     """Without timing (--benchmark-disable, CI's default), peers on large layers are left out:
     run once, they would check SciPy's and torch's arithmetic, not ours, at a minute's cost."""
-    if not config.getoption("benchmark_disable", False):
+    disabled = (config.getoption("benchmark_disable", False)
+                and not config.getoption("benchmark_enable", False))  # addopts disables
+    if not disabled:
         return
     keep = [item for item in items if item.get_closest_marker("peer_large") is None]
     if len(keep) < len(items):
