@@ -31,50 +31,51 @@ def _nanmax(a, b):
 
 
 @njit(inline="always")
-def _columns_max(row, orow, sw, kw, wo):
+def _add(a, b):
+    return a + b
+
+
+@njit(inline="always")
+def _reduce_rows(xp, row, first, last, wid, combine):
+    """row[q] = combine over input rows first..last-1 of xp[., q] (the first two in one pass)."""
+    if last - first >= 2:
+        a, b = xp[first], xp[first + 1]
+        for q in range(wid):
+            row[q] = combine(a[q], b[q])
+        first += 2
+    else:
+        a = xp[first]
+        for q in range(wid):
+            row[q] = a[q]
+        first += 1
+    for ih in range(first, last):
+        a = xp[ih]
+        for q in range(wid):
+            row[q] = combine(row[q], a[q])
+
+
+@njit(inline="always")
+def _reduce_columns(row, orow, sw, kw, wo, combine):
+    """orow[ow] = combine over the window of row starting at ow * sw."""
     if sw == 1:
         for ow in range(wo):
             orow[ow] = row[ow]
         for j in range(1, kw):
             for ow in range(wo):
-                orow[ow] = _nanmax(orow[ow], row[ow + j])
+                orow[ow] = combine(orow[ow], row[ow + j])
     elif sw == 2 and kw == 2:
         for ow in range(wo):
-            orow[ow] = _nanmax(row[2 * ow], row[2 * ow + 1])
+            orow[ow] = combine(row[2 * ow], row[2 * ow + 1])
     elif sw == 2 and kw == 3:
         for ow in range(wo):
-            orow[ow] = _nanmax(_nanmax(row[2 * ow], row[2 * ow + 1]), row[2 * ow + 2])
+            orow[ow] = combine(combine(row[2 * ow], row[2 * ow + 1]), row[2 * ow + 2])
     else:  # unsigned indices: provably non-negative, so no negative-index wrap per read
         step = np.uint64(sw)
         for ow in range(wo):
             q = np.uint64(ow) * step
             acc = row[q]
             for j in range(1, kw):
-                acc = _nanmax(acc, row[q + np.uint64(j)])
-            orow[ow] = acc
-
-
-@njit(inline="always")
-def _columns_sum(row, orow, sw, kw, wo):
-    if sw == 1:
-        for ow in range(wo):
-            orow[ow] = row[ow]
-        for j in range(1, kw):
-            for ow in range(wo):
-                orow[ow] += row[ow + j]
-    elif sw == 2 and kw == 2:
-        for ow in range(wo):
-            orow[ow] = row[2 * ow] + row[2 * ow + 1]
-    elif sw == 2 and kw == 3:
-        for ow in range(wo):
-            orow[ow] = row[2 * ow] + row[2 * ow + 1] + row[2 * ow + 2]
-    else:
-        step = np.uint64(sw)
-        for ow in range(wo):
-            q = np.uint64(ow) * step
-            acc = row[q]
-            for j in range(1, kw):
-                acc += row[q + np.uint64(j)]
+                acc = combine(acc, row[q + np.uint64(j)])
             orow[ow] = acc
 
 
@@ -92,21 +93,8 @@ def _max_pool(x, out, sh, sw, ph, pw, kh, kw, ws):
         for oh in range(ho):
             first = max(oh * sh - ph, 0)
             last = min(oh * sh - ph + kh, h)
-            if last - first >= 2:  # the first two rows in one pass
-                a, b = xp[first], xp[first + 1]
-                for q in range(wid):
-                    row[q] = _nanmax(a[q], b[q])
-                first += 2
-            else:
-                a = xp[first]
-                for q in range(wid):
-                    row[q] = a[q]
-                first += 1
-            for ih in range(first, last):
-                a = xp[ih]
-                for q in range(wid):
-                    row[q] = _nanmax(row[q], a[q])
-            _columns_max(buf, out[n, c, oh], sw, kw, wo)
+            _reduce_rows(xp, row, first, last, wid, _nanmax)
+            _reduce_columns(buf, out[n, c, oh], sw, kw, wo, _nanmax)
 
 
 @njit(parallel=True, cache=True)
@@ -124,22 +112,9 @@ def _avg_pool(x, out, sh, sw, ph, pw, kh, kw, count_include_pad, ws):
             first = max(oh * sh - ph, 0)
             last = min(oh * sh - ph + kh, h)
             rows = last - first
-            if rows >= 2:
-                a, b = xp[first], xp[first + 1]
-                for q in range(wid):
-                    row[q] = a[q] + b[q]
-                first += 2
-            else:
-                a = xp[first]
-                for q in range(wid):
-                    row[q] = a[q]
-                first += 1
-            for ih in range(first, last):
-                a = xp[ih]
-                for q in range(wid):
-                    row[q] += a[q]
+            _reduce_rows(xp, row, first, last, wid, _add)
             orow = out[n, c, oh]
-            _columns_sum(buf, orow, sw, kw, wo)
+            _reduce_columns(buf, orow, sw, kw, wo, _add)
             if count_include_pad:
                 scale = 1.0 / (kh * kw)
                 for ow in range(wo):
