@@ -265,7 +265,7 @@ def _measured(spec, device: str, top: list[registry.Algorithm], modelled: Choice
     fns = {a.name: a.bound(spec, x, w, b) for a in top}
     for fn in fns.values():
         fn()  # compile and warm up, untimed
-    repeat = timing.cuda_repeat if device == "cuda" else timing.host_repeat
+    repeat = timing.repeat_for(device)
     timings = timing.measure(fns, min_rounds=5, max_rounds=15, target_seconds=0.005,
                              budget_s=2.0, repeat=repeat)
     medians = {n: t.median for n, t in timings.items()}

@@ -17,6 +17,16 @@ def _add_bias(out, b):
                 out[n, k, oh, ow] += value
 
 
+# An empty bias for kernels that take one argument either way (a length-0 bias: none to add).
+NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
+           np.dtype(np.float64): np.empty(0, np.float64)}
+
+
+def kernel_bias(b, dtype):
+    """``b``, or the empty bias of ``dtype`` when there is none."""
+    return NO_BIAS[np.dtype(dtype)] if b is None else b
+
+
 def add_bias(out, b):
     """out[:, k] += b[k]; returns ``out`` (a NumPy array, or a device array on the GPU)."""
     if isinstance(out, np.ndarray):

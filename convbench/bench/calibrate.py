@@ -30,7 +30,7 @@ def collect(count: int, device: str = "cpu", say=print) -> dict[str, list]:
     specs = random_layers(count, CALIBRATION_SEED, max_flops=4e8)
     algos = [a for a in registry.algorithms("conv2d", device, peers=False)
              if a.cost_features is not None]
-    repeat = timing.cuda_repeat if device == "cuda" else timing.host_repeat
+    repeat = timing.repeat_for(device)
     limit = max_workspace_bytes()
     cases = []  # (spec, {name: fn}, {name: loops})
     for i, spec in enumerate(specs):

@@ -27,6 +27,7 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from .. import workspace
+from ..bias import kernel_bias
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
 
@@ -214,16 +215,12 @@ def depthwise_workspace_bytes(spec: ConvSpec) -> int:
     return workspace.nbytes(stage, spec.dtype) + workspace.nbytes(acc, spec.dtype)
 
 
-NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
-           np.dtype(np.float64): np.empty(0, np.float64)}
-
-
 def depthwise_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
                      b: np.ndarray | None = None) -> np.ndarray:
     """Depthwise convolution, the bias added as the accumulators' start."""
     out = np.empty(spec.out_shape, dtype=x.dtype)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    b = NO_BIAS[x.dtype] if b is None else b
+    b = kernel_bias(b, x.dtype)
     if _same_width(spec):
         stage = workspace.empty(_same_width_stage(spec), x.dtype)
         _depthwise_same_width(x, w, out, spec.pad[0], spec.pad[2], dh, dw, spec.flip, b, stage)

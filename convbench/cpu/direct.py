@@ -24,6 +24,7 @@ import numba
 from numba import get_thread_id, njit, prange
 
 from .. import workspace
+from ..bias import kernel_bias
 from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec, conv_spec
@@ -442,16 +443,12 @@ def direct_workspace_bytes(spec: ConvSpec) -> int:
     return total
 
 
-NO_BIAS = {np.dtype(np.float32): np.empty(0, np.float32),
-           np.dtype(np.float64): np.empty(0, np.float64)}  # an empty bias: none to add
-
-
 def direct_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
                   b: np.ndarray | None = None) -> np.ndarray:
     """Direct convolution: v3 for stride 1, v2 otherwise; any padding, dilation, flip and
     groups, the bias ``b`` added in the output write."""
     out = np.empty(spec.out_shape, dtype=x.dtype)
-    b = NO_BIAS[x.dtype] if b is None else b
+    b = kernel_bias(b, x.dtype)
     acc_shape, stage_shape = _scratch_shapes(spec)
     acc = workspace.empty(acc_shape, x.dtype)
     stage = workspace.empty(stage_shape, x.dtype)
@@ -478,7 +475,7 @@ def direct_conv2d_v1(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     out = np.empty(spec.out_shape, dtype=x.dtype)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     _direct_v1(x, w, out, sh, sw, spec.pad[0], spec.pad[2], dh, dw, spec.flip, spec.groups,
-               NO_BIAS[x.dtype] if b is None else b)
+               kernel_bias(b, x.dtype))
     return out
 
 

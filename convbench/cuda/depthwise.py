@@ -17,7 +17,8 @@ from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
 from . import launch
-from .arrays import device_empty, host_or_device, numba_type, to_device
+from .arrays import device_empty, host_or_device, numba_type
+from .bias import device_bias
 
 SHARED_EDGE = 48  # staged input tile edge: (TILE - 1) * stride + dilated kernel <= 48
 
@@ -91,7 +92,7 @@ def depthwise_conv2d(x, w, spec: ConvSpec, b=None):
     out = device_empty(spec.out_shape, np.dtype(spec.dtype))
     ho, wo = spec.out_size
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    bias = to_device(b) if b is not None else to_device(np.zeros(1, spec.dtype))
+    bias = device_bias(b, spec.dtype)
     blocks = (ceil_div(wo, tile), ceil_div(ho, tile), spec.n * spec.k)
     _make(spec.dtype, tile, fits(spec, tile))[blocks, (tile, tile)](
         x, w, out, sh, sw, spec.pad[0], spec.pad[2], dh, dw, spec.flip, bias, b is not None)

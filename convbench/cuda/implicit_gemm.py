@@ -27,7 +27,8 @@ from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
 from . import launch
-from .arrays import device_empty, host_or_device, numba_type, to_device
+from .arrays import device_empty, host_or_device, numba_type
+from .bias import device_bias
 
 
 @lru_cache(maxsize=None)
@@ -158,15 +159,6 @@ def _offsets(cg: int, kh: int, kw: int, dh: int, dw: int, flip: bool):
     return cuda.to_device(np.stack([c, i * dh, j * dw], axis=1).astype(np.int32))
 
 
-NO_BIAS = {}
-
-
-def _no_bias(dtype):
-    if dtype not in NO_BIAS:
-        NO_BIAS[dtype] = cuda.to_device(np.zeros(1, dtype))
-    return NO_BIAS[dtype]
-
-
 def implicit_gemm_conv2d(x, w, spec: ConvSpec, b=None):
     """One launch: a tile of output channels x batch pixels per block, every group in grid z."""
     g = launch.current()
@@ -180,7 +172,7 @@ def implicit_gemm_conv2d(x, w, spec: ConvSpec, b=None):
     kernel = _make_kernel(spec.dtype, tx_count, ty_count, rm, rn, g.igemm_depth, b is not None)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     table = _offsets(cg, spec.kh, spec.kw, dh, dw, spec.flip)
-    bias = to_device(b) if b is not None else _no_bias(np.dtype(spec.dtype))
+    bias = device_bias(b, spec.dtype)
     blocks = (ceil_div(spec.n * ho * wo, tx_count * rn), ceil_div(kg, ty_count * rm),
               spec.groups)
     kernel[blocks, (tx_count, ty_count)](x, w.reshape(spec.k, cg * spec.kh * spec.kw), table,

@@ -26,7 +26,8 @@ from ..registry import Algorithm, register
 from ..spec import ConvSpec
 from ..winograd_transforms import growth, supports
 from . import launch
-from .arrays import device_empty, grid_2d, host_or_device, numba_type, to_device
+from .arrays import device_empty, grid_2d, host_or_device, numba_type
+from .bias import device_bias
 from .im2col import gemm
 
 
@@ -139,9 +140,6 @@ def winograd_workspace_bytes(spec: ConvSpec) -> int:
     return sum(int(np.prod(s)) for s in _workspace_shapes(spec)) * spec.itemsize
 
 
-NO_BIAS: dict = {}
-
-
 def winograd_f2_conv2d(x, w, spec: ConvSpec, b=None):
     """Kernel and input transforms, 16 GEMMs in one launch, output transform (bias fused)."""
     dtype = np.dtype(spec.dtype)
@@ -158,11 +156,8 @@ def winograd_f2_conv2d(x, w, spec: ConvSpec, b=None):
     blocks, threads = grid_2d(spec.c, v_shape[2], block)
     input_t[blocks, threads](x, v, th, tw, spec.pad[0], spec.pad[2])
     gemm(u, v, m)
-    if b is None and dtype not in NO_BIAS:
-        NO_BIAS[dtype] = cuda.to_device(np.zeros(1, dtype))
     blocks, threads = grid_2d(spec.k, m_shape[2], block)
-    output_t[blocks, threads](m, out, th, tw, NO_BIAS[dtype] if b is None else to_device(b),
-                              b is not None)
+    output_t[blocks, threads](m, out, th, tw, device_bias(b, dtype), b is not None)
     return out
 
 
