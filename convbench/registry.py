@@ -128,6 +128,8 @@ class Algorithm:
         """A call ``f(x)`` with the weight-dependent work done now, once."""
         if self.prepare is None:
             return lambda x: self.call(x, w, spec, b)
+        if self.fused_bias:
+            return self.prepare(w, spec, b)
         run = self.prepare(w, spec)
         if b is None:
             return run

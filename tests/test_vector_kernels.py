@@ -1,0 +1,79 @@
+"""The hand-vectorised building blocks against NumPy: the GEMM micro-kernel (both strides of A,
+every dtype) and Winograd's tile transforms (vector body and scalar tail, scattered stores,
+bias, the guard on an overhanging tile)."""
+import numpy as np
+import pytest
+from numba import njit
+
+from convbench.cpu.microkernel import MR, gemm, nr
+from convbench.cpu.winograd_tiles import transform
+from convbench.winograd_transforms import matrices
+
+
+@njit
+def _gemm(a, a_off, a_row, a_col, b, ldb, c, ldc, rows, cols, kc, n_r):
+    gemm(a, a_off, a_row, a_col, b, 0, ldb, c, 0, ldc, rows, cols, kc, n_r)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("a_transposed", [False, True])
+@pytest.mark.parametrize("kc", [1, 7, 64])
+def test_gemm_matches_numpy(dtype, a_transposed, kc):
+    rng = np.random.default_rng(kc)
+    n_r = nr(dtype)
+    rows, cols = 2 * MR, 2 * n_r
+    a = rng.standard_normal((rows, kc)).astype(dtype)
+    b = rng.standard_normal((kc, cols)).astype(dtype)
+    c = np.full((rows, cols), np.nan, dtype)  # every value must be overwritten
+    stored = np.ascontiguousarray(a.T if a_transposed else a).reshape(-1)
+    pad = 3  # A starts inside its array
+    flat_a = np.concatenate([np.zeros(pad, dtype), stored])
+    a_row, a_col = (1, rows) if a_transposed else (kc, 1)
+    _gemm(flat_a, pad, a_row, a_col, b.reshape(-1), cols, c.reshape(-1), cols, rows, cols, kc,
+          n_r)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=tol, atol=tol * kc)
+
+
+_IN4 = transform(matrices(4)[0], scatter=False, biased=False)
+_OUT4 = transform(matrices(4)[2], scatter=True, biased=True)
+
+
+@njit
+def _input(src, s_row, s_col, dst, d_row, d_col, length):
+    _IN4(src, 0, s_row, s_col, dst, 0, d_row, d_col, 1, src, 6, 6, length)
+
+
+@njit
+def _output(src, s_row, s_col, dst, d_off, d_row, d_chan, bias, rows, cols, length):
+    _OUT4(src, 0, s_row, s_col, dst, d_off, d_row, 1, d_chan, bias, rows, cols, length)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels", [1, 5, 16, 37])
+def test_input_transform_is_bt_x_b(dtype, channels):
+    rng = np.random.default_rng(channels)
+    x = rng.standard_normal((6, 6, channels)).astype(dtype)  # channel-last tile
+    out = np.zeros((6, 6, channels), dtype)
+    _input(x.reshape(-1), 6 * channels, channels, out.reshape(-1), 6 * channels, channels,
+           channels)
+    bt = matrices(4)[0]
+    expected = np.einsum("ri,ijc,sj->rsc", bt, x.astype(np.float64), bt)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels", [3, 16, 21])
+def test_output_transform_scatters_adds_bias_and_clips(channels):
+    rng = np.random.default_rng(channels)
+    m_tile = rng.standard_normal((6, 6, channels)).astype(np.float32)
+    bias = rng.standard_normal(channels).astype(np.float32)
+    ho, wo = 7, 6  # a 4x4 tile at (4, 3) overhangs by one row and one column
+    out = np.full((channels, ho, wo), -7.0, np.float32)
+    _output(m_tile.reshape(-1), 6 * channels, channels, out.reshape(-1), 4 * wo + 3, wo,
+            ho * wo, bias, 3, 3, channels)
+    at = matrices(4)[2]
+    y = np.einsum("ri,ijc,sj->crs", at, m_tile.astype(np.float64), at) + bias[:, None, None]
+    np.testing.assert_allclose(out[:, 4:7, 3:6], y[:, :3, :3], rtol=1e-5, atol=1e-4)
+    untouched = np.ones_like(out, bool)
+    untouched[:, 4:7, 3:6] = False
+    assert (out[untouched] == -7.0).all()
