@@ -383,7 +383,7 @@ def phase_spec(spec: ConvSpec) -> ConvSpec:
 
 
 @njit(parallel=True, cache=True)
-def _split_phases(x, xs, sh, sw, pt, pl):
+def split_phases(x, xs, sh, sw, pt, pl):
     """xs[n, c*sh*sw + pi*sw + pj, r, q] = padded x[n, c, r*sh + pi, q*sw + pj] (zeros outside)."""
     n_img, c_in, h, wid = x.shape
     hs, ws = xs.shape[2], xs.shape[3]
@@ -400,7 +400,7 @@ def _split_phases(x, xs, sh, sw, pt, pl):
                         dst[r, q] = x[n, c, ih, iw] if inside else 0.0
 
 
-def _phase_weights(w: np.ndarray, spec: ConvSpec, target: ConvSpec) -> np.ndarray:
+def phase_weights(w: np.ndarray, spec: ConvSpec, target: ConvSpec) -> np.ndarray:
     """The kernel on the phases: tap (a, b) of phase (pi, pj) is tap (a*sh + pi, b*sw + pj) of
     the (rotated, for true convolution) kernel, zero past its edge."""
     sh, sw = spec.stride
@@ -457,9 +457,9 @@ def direct_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     if phased(spec):
         target = phase_spec(spec)
         xs = workspace.empty(target.x_shape, x.dtype)
-        _split_phases(x, xs, sh, sw, pt, pl)
+        split_phases(x, xs, sh, sw, pt, pl)
         band = band_rows(target, numba.config.NUMBA_NUM_THREADS)
-        _direct_v3(xs, _phase_weights(w, spec, target), out, 0, 0, 1, 1, False, spec.groups,
+        _direct_v3(xs, phase_weights(w, spec, target), out, 0, 0, 1, 1, False, spec.groups,
                    b, band, acc, stage)
     elif spec.stride == (1, 1):
         band = band_rows(spec, numba.config.NUMBA_NUM_THREADS)

@@ -1,0 +1,237 @@
+"""Implicit GEMM on the CPU: the convolution as a GEMM on the register-blocked micro-kernel,
+its unfolded operand never written.
+
+out[n, k, oh, ow] = sum_r w[k, r] x(r, (oh, ow)) with r = (c, i, j): a GEMM of the weights
+(K x C*kh*kw) and the unfolded input. At stride 1, the unfolded row r of a band of output rows
+is a contiguous run of the zero-padded input: output (oh, ow) reads staged (oh + i*dh)*Wp +
+ow + j*dw, so with positions t = oh*Wp + ow (the "wide row" of ``direct`` v3; Wp - Wo garbage
+columns per row are computed and dropped) row r starts at offset c*plane + i*dh*Wp + j*dw.
+The micro-kernel (``microkernel.block_indexed``) reads B's rows through that offset table, so
+the band is staged once and never unfolded, and each 6 x 64 (float32, AVX-512) block of
+outputs stays in registers across a slice of the reduction: 24 multiply-adds per 4 loads of
+the input and 6 broadcast weights, where ``direct`` v3 loads and stores its accumulators every
+five taps.
+
+Task = (image, group, band of output rows); the band's input rows are staged channel by
+channel (zero padding included), the weights are packed once per call (or once for all by the
+prepared form) as (groups, C/groups*kh*kw, K/groups rounded up to 6), the reduction runs in
+slices of REDUCTION_SLICE rows so that a 64-wide panel of B stays in L1 while every block of
+output channels passes over it, and the band's outputs are copied out of the accumulator rows
+with the bias. Strided layers (dilation 1) run on their space-to-depth form, as ``direct``
+does; strided and dilated layers are left to ``direct``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numba
+import numpy as np
+from numba import get_thread_id, njit, prange
+
+from .. import workspace
+from ..arith import ceil_div
+from ..bias import kernel_bias
+from ..registry import Algorithm, register
+from ..spec import ConvSpec
+from .direct import phase_spec, phase_weights, phased, split_phases
+from .microkernel import MR, block_indexed, nr
+
+REDUCTION_SLICE = 128  # rows of B per pass: 128 x 64 float32 = 32 KiB, an L1's worth
+BAND_TARGET = 1024  # positions per task: the accumulator rows (Kp x positions) stay in L2
+
+
+def supports(spec: ConvSpec) -> bool:
+    """Stride 1 with any dilation, or any stride with dilation 1 (on the phases)."""
+    return spec.stride == (1, 1) or spec.dilation == (1, 1)
+
+
+def _target(spec: ConvSpec) -> ConvSpec:
+    """The stride-1 layer that is computed: the layer itself, or its space-to-depth form."""
+    return phase_spec(spec) if phased(spec) else spec
+
+
+def _k_padded(spec: ConvSpec) -> int:
+    return ceil_div(spec.kg, MR) * MR
+
+
+def band_rows(spec: ConvSpec, threads: int) -> int:
+    """Output rows per task (``spec`` at stride 1): about BAND_TARGET positions, but enough
+    tasks for every thread."""
+    ho = spec.out_size[0]
+    pitch = spec.padded_size[1]
+    band = max(1, min(ho, BAND_TARGET // pitch))
+    while band > 1 and spec.n * spec.groups * ceil_div(ho, band) < 2 * threads:
+        band = (band + 1) // 2
+    return band
+
+
+@lru_cache(maxsize=256)
+def _plan(spec: ConvSpec, threads: int) -> tuple[int, int, int, int, np.ndarray]:
+    """(band rows, staged plane, positions per band padded to whole blocks, stage length, the
+    offset table of B's rows) for a stride-1 ``spec``."""
+    band = band_rows(spec, threads)
+    (ekh, ekw), (dh, dw) = spec.effective_kernel, spec.dilation
+    pitch = spec.padded_size[1]
+    plane = (band + ekh - 1) * pitch
+    n_r = nr(spec.dtype)
+    positions = ceil_div(band * pitch, n_r) * n_r
+    c, i, j = np.meshgrid(np.arange(spec.cg), np.arange(spec.kh), np.arange(spec.kw),
+                          indexing="ij")
+    offsets = (c * plane + i * dh * pitch + j * dw).reshape(-1).astype(np.int64)
+    offsets.setflags(write=False)
+    return band, plane, positions, spec.cg * plane + ekw + n_r, offsets
+
+
+def pack_weights(w: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """(groups, C/groups*kh*kw, Kp): A's columns, output channels contiguous, zero past K/groups
+    (the kernel rotated for true convolution; on the phases for a strided layer)."""
+    target = _target(spec)
+    if phased(spec):
+        w = phase_weights(w, spec, target)
+    elif spec.flip:
+        w = w[:, :, ::-1, ::-1]
+    groups, kg = target.groups, target.kg
+    packed = workspace.zeros((groups, target.cg * target.kh * target.kw, _k_padded(target)),
+                             w.dtype)
+    packed[:, :, :kg] = w.reshape(groups, kg, -1).transpose(0, 2, 1)
+    return packed
+
+
+@njit(cache=True)
+def _stage_band(stage, x, n, c0, cg, ih0, rows, plane, pitch, pl):
+    """stage[c*plane + r*pitch + q] = zero-padded x[n, c0 + c, ih0 + r, q - pl]."""
+    h, wid = x.shape[2], x.shape[3]
+    cols = max(0, min(wid, pitch - pl))
+    for c in range(cg):
+        src = x[n, c0 + c]
+        for r in range(rows):
+            row = stage[c * plane + r * pitch:c * plane + (r + 1) * pitch]
+            ih = ih0 + r
+            if ih < 0 or ih >= h:
+                row[:] = 0.0
+                continue
+            row[:pl] = 0.0
+            row[pl + cols:] = 0.0
+            row[pl:pl + cols] = src[ih, :cols]
+
+
+@njit(parallel=True, cache=True)
+def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, band, halo, plane, stage_ws,
+                   acc_ws, n_r, slice_rows):
+    """Each task: stage its band, the micro-kernel over (reduction slice, 64 positions, 6
+    output channels), then its outputs copied out of the accumulator rows with the bias."""
+    n_img, c_in = x.shape[0], x.shape[1]
+    groups, reduction, k_pad = packed.shape
+    _, k_out, ho, wo = out.shape
+    kg, cg = k_out // groups, c_in // groups
+    n_bands = (ho + band - 1) // band
+    ldc = acc_ws.shape[2]
+    weights = packed.reshape(-1)
+    for task in prange(n_img * groups * n_bands):
+        n = task // (groups * n_bands)
+        g = (task // n_bands) % groups
+        oh0 = (task % n_bands) * band
+        rows = min(band, ho - oh0)
+        me = get_thread_id()
+        stage, acc = stage_ws[me], acc_ws[me]
+        _stage_band(stage, x, n, g * cg, cg, oh0 - pt, rows + halo, plane, pitch, pl)
+        stage[cg * plane:] = 0.0  # the last blocks' reach past the last plane
+        positions = (rows * pitch + n_r - 1) // n_r * n_r
+        c_flat = acc.reshape(-1)
+        a_base = g * reduction * k_pad
+        for r0 in range(0, reduction, slice_rows):
+            count = min(slice_rows, reduction - r0)
+            rows_at = offsets[r0:r0 + count]
+            for t0 in range(0, positions, n_r):
+                for k0 in range(0, k_pad, MR):
+                    block_indexed(weights, a_base + r0 * k_pad + k0, 1, k_pad, stage, t0,
+                                  rows_at, c_flat, k0 * ldc + t0, ldc, count, r0 > 0)
+        for k in range(kg):
+            acc_row = acc[k]
+            if b.shape[0]:
+                acc_row[:rows * pitch] += b[g * kg + k]
+            for r in range(rows):
+                out[n, g * kg + k, oh0 + r, :] = acc_row[r * pitch:r * pitch + wo]
+
+
+def _scratch_shapes(spec: ConvSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Per thread: the staged band and the accumulator rows (Kp x positions)."""
+    target = _target(spec)
+    threads = numba.config.NUMBA_NUM_THREADS
+    _, _, positions, stage_len, _ = _plan(target, threads)
+    return (threads, stage_len), (threads, _k_padded(target), positions)
+
+
+def implicit_gemm_workspace_bytes(spec: ConvSpec) -> int:
+    """Packed weights, per-thread staging and accumulators; for a strided layer also its
+    phases and phase kernel."""
+    target = _target(spec)
+    stage, acc = _scratch_shapes(spec)
+    packed = (target.groups, target.cg * target.kh * target.kw, _k_padded(target))
+    total = sum(workspace.nbytes(shape, spec.dtype) for shape in (stage, acc, packed))
+    if phased(spec):
+        sh, sw = spec.stride
+        grown = (spec.k, spec.cg, target.kh * sh, target.kw * sw)
+        total += sum(workspace.nbytes(shape, spec.dtype)
+                     for shape in (target.x_shape, target.w_shape, grown))
+    return total
+
+
+def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
+                         b: np.ndarray | None = None,
+                         packed: np.ndarray | None = None) -> np.ndarray:
+    """Implicit GEMM convolution (see the module docstring), the bias ``b`` added as the
+    outputs are copied out; ``packed``: the packed weights, when prepared beforehand."""
+    out = np.empty(spec.out_shape, dtype=x.dtype)
+    if spec.n == 0:
+        return out
+    if packed is None:
+        packed = pack_weights(w, spec)
+    target = _target(spec)
+    pt, pl = spec.pad[0], spec.pad[2]
+    if phased(spec):
+        xs = workspace.empty(target.x_shape, x.dtype)
+        split_phases(x, xs, spec.stride[0], spec.stride[1], pt, pl)
+        x, pt, pl = xs, 0, 0
+    band, plane, _, _, offsets = _plan(target, numba.config.NUMBA_NUM_THREADS)
+    stage_shape, acc_shape = _scratch_shapes(spec)
+    stage, acc = workspace.empty(stage_shape, x.dtype), workspace.empty(acc_shape, x.dtype)
+    _implicit_gemm(x, packed, offsets, out, kernel_bias(b, x.dtype), pt, pl,
+                   target.padded_size[1], band, target.effective_kernel[0] - 1, plane, stage,
+                   acc, nr(x.dtype), REDUCTION_SLICE)
+    return out
+
+
+def _prepared(w: np.ndarray, spec: ConvSpec, b: np.ndarray | None = None):
+    """The weights packed once."""
+    packed = pack_weights(w, spec)
+    return lambda x: implicit_gemm_conv2d(x, w, spec, b, packed)
+
+
+def implicit_gemm_cost_features(spec: ConvSpec) -> list[float]:
+    """The micro-kernel's multiply-adds as computed (output channels padded to 6, positions
+    to whole 64-blocks of the wide rows), the staged input values, the micro-kernel calls,
+    the outputs copied out, and the phases' copy for a strided layer."""
+    target = _target(spec)
+    band, _, positions, _, _ = _plan(target, numba.config.NUMBA_NUM_THREADS)
+    ho = target.out_size[0]
+    tasks = target.n * target.groups * ceil_div(ho, band)
+    reduction = target.cg * target.kh * target.kw
+    k_pad = _k_padded(target)
+    calls = tasks * ceil_div(reduction, REDUCTION_SLICE) * (positions // nr(spec.dtype)) * (
+        k_pad // MR)
+    staged = tasks * target.c // target.groups * (band + target.effective_kernel[0] - 1) * (
+        target.padded_size[1])
+    phases = float(target.n * target.c * target.h * target.w) if phased(spec) else 0.0
+    return [1.0, float(tasks * k_pad * positions * reduction), float(staged), float(calls),
+            float(spec.n * spec.k * spec.out_size[0] * spec.out_size[1]), phases]
+
+
+register(Algorithm(
+    name="implicit_gemm", op="conv2d", device="cpu", run=implicit_gemm_conv2d,
+    prepare=_prepared, fused_bias=True, supports=supports,
+    limits="strided layers with dilation > 1 are left to direct",
+    workspace_bytes=implicit_gemm_workspace_bytes,
+    cost_features=implicit_gemm_cost_features, rough_cost=lambda spec: 0.5 * spec.flops,
+    description="GEMM on the register-blocked micro-kernel, B read from the staged band "
+                "through an offset table"))
