@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from convbench.cpu.microkernel import MR, gemm, nr
+from convbench.cpu.microkernel import MR, ROW_CHOICES, best_rows, block_indexed, gemm, nr
 from convbench.cpu.winograd_tiles import transform
 from convbench.winograd_transforms import matrices
 
@@ -77,3 +77,29 @@ def test_output_transform_scatters_adds_bias_and_clips(channels):
     untouched = np.ones_like(out, bool)
     untouched[:, 4:7, 3:6] = False
     assert (out[untouched] == -7.0).all()
+
+
+@njit
+def _indexed(rows, a, b, b_off, b_rows, c, ldc, kc, accumulate):
+    block_indexed(rows, a, 0, 1, rows, b, b_off, b_rows, c, 0, ldc, kc, accumulate)
+
+
+@pytest.mark.parametrize("rows", ROW_CHOICES)
+@pytest.mark.parametrize("accumulate", [0, 1])
+def test_indexed_block_reads_rows_through_the_table(rows, accumulate):
+    rng = np.random.default_rng(rows)
+    cols, kc = nr(np.float32, rows), 9
+    b = rng.standard_normal(4000).astype(np.float32)
+    table = rng.choice(4000 - cols - 5, kc, replace=False).astype(np.int64)
+    a = rng.standard_normal((kc, rows)).astype(np.float32)  # packed: k-major
+    c0 = rng.standard_normal((rows, cols)).astype(np.float32)
+    c = c0.copy()
+    _indexed(rows, a.reshape(-1), b, 5, table, c.reshape(-1), cols, kc, accumulate)
+    gathered = np.stack([b[5 + t:5 + t + cols] for t in table]).astype(np.float64)
+    expected = a.T.astype(np.float64) @ gathered + (c0 if accumulate else 0.0)
+    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_best_rows_pads_least():
+    assert best_rows(16) == 8 and best_rows(64) == 8 and best_rows(12) == 6
+    assert best_rows(4) == 4 and best_rows(3) == 4 and best_rows(10) == 6

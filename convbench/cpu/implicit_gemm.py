@@ -7,17 +7,19 @@ is a contiguous run of the zero-padded input: output (oh, ow) reads staged (oh +
 ow + j*dw, so with positions t = oh*Wp + ow (the "wide row" of ``direct`` v3; Wp - Wo garbage
 columns per row are computed and dropped) row r starts at offset c*plane + i*dh*Wp + j*dw.
 The micro-kernel (``microkernel.block_indexed``) reads B's rows through that offset table, so
-the band is staged once and never unfolded, and each 6 x 64 (float32, AVX-512) block of
-outputs stays in registers across a slice of the reduction: 24 multiply-adds per 4 loads of
-the input and 6 broadcast weights, where ``direct`` v3 loads and stores its accumulators every
-five taps.
+the band is staged once and never unfolded, and each block of outputs (6 output channels x 64
+positions in float32 on AVX-512; 4 x 96 or 8 x 48 where that pads K/groups less) stays in
+registers across a slice of the reduction: 24 multiply-adds per 4 loads of the input and 6
+broadcast weights, where ``direct`` v3 loads and stores its accumulators every five taps.
 
-Task = (image, group, band of output rows); the band's input rows are staged channel by
-channel (zero padding included), the weights are packed once per call (or once for all by the
-prepared form) as (groups, C/groups*kh*kw, K/groups rounded up to 6), the reduction runs in
-slices of REDUCTION_SLICE rows so that a 64-wide panel of B stays in L1 while every block of
-output channels passes over it, and the band's outputs are copied out of the accumulator rows
-with the bias. Strided layers (dilation 1) run on their space-to-depth form, as ``direct``
+Task = (image, group, band of output rows). Without padding, B's rows are read from the input
+itself; otherwise the band's input rows are staged channel by channel, zero padding included.
+The weights are packed once per call (or once for all by the prepared form) as (groups,
+C/groups*kh*kw, K/groups rounded up to whole blocks); the reduction runs in slices of
+REDUCTION_SLICE rows so that a panel of B stays in L1 while every block of output channels
+passes over it; the band's outputs are copied out of the accumulator rows with the bias (for
+1x1 layers, whose wide rows are the output's rows, whole blocks accumulate in the output
+itself). Strided layers (dilation 1) run on their space-to-depth form, as ``direct``
 does; strided and dilated layers are left to ``direct``.
 """
 from __future__ import annotations
@@ -34,10 +36,10 @@ from ..bias import kernel_bias
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
 from .direct import phase_spec, phase_weights, phased, split_phases
-from .microkernel import MR, block_indexed, nr
+from .microkernel import best_rows, block_indexed, nr
 
 REDUCTION_SLICE = 128  # rows of B per pass: 128 x 64 float32 = 32 KiB, an L1's worth
-BAND_TARGET = 1024  # positions per task: the accumulator rows (Kp x positions) stay in L2
+BAND_TARGET = 512  # positions per task: the accumulator rows (Kp x positions) stay in L2
 
 
 def supports(spec: ConvSpec) -> bool:
@@ -51,7 +53,9 @@ def _target(spec: ConvSpec) -> ConvSpec:
 
 
 def _k_padded(spec: ConvSpec) -> int:
-    return ceil_div(spec.kg, MR) * MR
+    """Output channels per group rounded up to whole micro-kernel blocks."""
+    rows = best_rows(spec.kg)
+    return ceil_div(spec.kg, rows) * rows
 
 
 def band_rows(spec: ConvSpec, threads: int) -> int:
@@ -65,15 +69,22 @@ def band_rows(spec: ConvSpec, threads: int) -> int:
     return band
 
 
+def reads_input(spec: ConvSpec) -> bool:
+    """Whether B's rows are read from the input itself (a stride-1 ``spec`` without padding:
+    its wide rows are the image's rows), not from a staged copy."""
+    return spec.pad == (0, 0, 0, 0)
+
+
 @lru_cache(maxsize=256)
 def _plan(spec: ConvSpec, threads: int) -> tuple[int, int, int, int, np.ndarray]:
-    """(band rows, staged plane, positions per band padded to whole blocks, stage length, the
-    offset table of B's rows) for a stride-1 ``spec``."""
+    """(band rows, plane, positions per band padded to whole blocks, stage length, the offset
+    table of B's rows) for a stride-1 ``spec``. The plane is the image's (H*W) when B is read
+    from the input; otherwise a staged band's (band + halo rows of pitch Wp)."""
     band = band_rows(spec, threads)
     (ekh, ekw), (dh, dw) = spec.effective_kernel, spec.dilation
     pitch = spec.padded_size[1]
-    plane = (band + ekh - 1) * pitch
-    n_r = nr(spec.dtype)
+    plane = spec.h * spec.w if reads_input(spec) else (band + ekh - 1) * pitch
+    n_r = nr(spec.dtype, best_rows(spec.kg))
     positions = ceil_div(band * pitch, n_r) * n_r
     c, i, j = np.meshgrid(np.arange(spec.cg), np.arange(spec.kh), np.arange(spec.kw),
                           indexing="ij")
@@ -116,42 +127,64 @@ def _stage_band(stage, x, n, c0, cg, ih0, rows, plane, pitch, pl):
 
 
 @njit(parallel=True, cache=True)
-def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, band, halo, plane, stage_ws,
-                   acc_ws, n_r, slice_rows):
-    """Each task: stage its band, the micro-kernel over (reduction slice, 64 positions, 6
-    output channels), then its outputs copied out of the accumulator rows with the bias."""
-    n_img, c_in = x.shape[0], x.shape[1]
+def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, band, halo, plane, read_input,
+                   stage_ws, acc_ws, mr, n_r, slice_rows):
+    """Each task: its band of input (staged, or the input itself), the micro-kernel over
+    (reduction slice, block of positions, block of output channels), then the outputs copied out of the
+    accumulator rows with the bias. Where the wide rows are the output's rows (pitch = Wo),
+    whole blocks are accumulated in the output itself and only the edges go through the
+    accumulator rows."""
+    n_img, c_in, h, wid = x.shape
     groups, reduction, k_pad = packed.shape
     _, k_out, ho, wo = out.shape
     kg, cg = k_out // groups, c_in // groups
     n_bands = (ho + band - 1) // band
     ldc = acc_ws.shape[2]
-    weights = packed.reshape(-1)
+    weights, source, dst = packed.reshape(-1), x.reshape(-1), out.reshape(-1)
+    in_place = pitch == wo
     for task in prange(n_img * groups * n_bands):
         n = task // (groups * n_bands)
         g = (task // n_bands) % groups
         oh0 = (task % n_bands) * band
         rows = min(band, ho - oh0)
+        length = rows * pitch
+        positions = (length + n_r - 1) // n_r * n_r
         me = get_thread_id()
         stage, acc = stage_ws[me], acc_ws[me]
-        _stage_band(stage, x, n, g * cg, cg, oh0 - pt, rows + halo, plane, pitch, pl)
-        stage[cg * plane:] = 0.0  # the last blocks' reach past the last plane
-        positions = (rows * pitch + n_r - 1) // n_r * n_r
+        b_off = ((n * c_in + g * cg) * h + oh0) * wid
+        if read_input and b_off + offsets[-1] + positions <= source.shape[0]:
+            rows_from = source
+        else:  # staged: padded, or the image's last block would read past the input
+            rows_from = stage
+            b_off = 0
+            _stage_band(stage, x, n, g * cg, cg, oh0 - pt, rows + halo, plane, pitch, pl)
+            stage[cg * plane:] = 0.0  # the last blocks' reach past the last plane
         c_flat = acc.reshape(-1)
+        out_base = ((n * k_out + g * kg) * ho + oh0) * wo
         a_base = g * reduction * k_pad
         for r0 in range(0, reduction, slice_rows):
             count = min(slice_rows, reduction - r0)
             rows_at = offsets[r0:r0 + count]
             for t0 in range(0, positions, n_r):
-                for k0 in range(0, k_pad, MR):
-                    block_indexed(weights, a_base + r0 * k_pad + k0, 1, k_pad, stage, t0,
-                                  rows_at, c_flat, k0 * ldc + t0, ldc, count, r0 > 0)
+                for k0 in range(0, k_pad, mr):
+                    a_at = a_base + r0 * k_pad + k0
+                    if in_place and k0 + mr <= kg and t0 + n_r <= length:
+                        block_indexed(mr, weights, a_at, 1, k_pad, rows_from, b_off + t0, rows_at,
+                                      dst, out_base + k0 * ho * wo + t0, ho * wo, count, r0 > 0)
+                    else:
+                        block_indexed(mr, weights, a_at, 1, k_pad, rows_from, b_off + t0, rows_at,
+                                      c_flat, k0 * ldc + t0, ldc, count, r0 > 0)
         for k in range(kg):
-            acc_row = acc[k]
-            if b.shape[0]:
-                acc_row[:rows * pitch] += b[g * kg + k]
-            for r in range(rows):
-                out[n, g * kg + k, oh0 + r, :] = acc_row[r * pitch:r * pitch + wo]
+            done = length // n_r * n_r if in_place and k // mr * mr + mr <= kg else 0
+            plane_out = out[n, g * kg + k].reshape(-1)[oh0 * wo:]
+            if b.shape[0]:  # (in the array's type: a 0.0 default would widen every sum)
+                plane_out[:done] += b[g * kg + k]
+                acc[k, done:length] += b[g * kg + k]
+            if in_place:
+                plane_out[done:length] = acc[k, done:length]
+            else:
+                for r in range(rows):
+                    plane_out[r * wo:(r + 1) * wo] = acc[k, r * pitch:r * pitch + wo]
 
 
 def _scratch_shapes(spec: ConvSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -196,9 +229,10 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     band, plane, _, _, offsets = _plan(target, numba.config.NUMBA_NUM_THREADS)
     stage_shape, acc_shape = _scratch_shapes(spec)
     stage, acc = workspace.empty(stage_shape, x.dtype), workspace.empty(acc_shape, x.dtype)
-    _implicit_gemm(x, packed, offsets, out, kernel_bias(b, x.dtype), pt, pl,
-                   target.padded_size[1], band, target.effective_kernel[0] - 1, plane, stage,
-                   acc, nr(x.dtype), REDUCTION_SLICE)
+    _implicit_gemm(np.ascontiguousarray(x), packed, offsets, out, kernel_bias(b, x.dtype), pt,
+                   pl, target.padded_size[1], band, target.effective_kernel[0] - 1, plane,
+                   reads_input(target), stage, acc, best_rows(target.kg),
+                   nr(x.dtype, best_rows(target.kg)), REDUCTION_SLICE)
     return out
 
 
@@ -209,8 +243,8 @@ def _prepared(w: np.ndarray, spec: ConvSpec, b: np.ndarray | None = None):
 
 
 def implicit_gemm_cost_features(spec: ConvSpec) -> list[float]:
-    """The micro-kernel's multiply-adds as computed (output channels padded to 6, positions
-    to whole 64-blocks of the wide rows), the staged input values, the micro-kernel calls,
+    """The micro-kernel's multiply-adds as computed (output channels padded to whole blocks,
+    positions to whole blocks of the wide rows), the staged input values, the micro-kernel calls,
     the outputs copied out, and the phases' copy for a strided layer."""
     target = _target(spec)
     band, _, positions, _, _ = _plan(target, numba.config.NUMBA_NUM_THREADS)
@@ -218,8 +252,9 @@ def implicit_gemm_cost_features(spec: ConvSpec) -> list[float]:
     tasks = target.n * target.groups * ceil_div(ho, band)
     reduction = target.cg * target.kh * target.kw
     k_pad = _k_padded(target)
-    calls = tasks * ceil_div(reduction, REDUCTION_SLICE) * (positions // nr(spec.dtype)) * (
-        k_pad // MR)
+    rows = best_rows(target.kg)
+    calls = tasks * ceil_div(reduction, REDUCTION_SLICE) * (
+        positions // nr(spec.dtype, rows)) * (k_pad // rows)
     staged = tasks * target.c // target.groups * (band + target.effective_kernel[0] - 1) * (
         target.padded_size[1])
     phases = float(target.n * target.c * target.h * target.w) if phased(spec) else 0.0
