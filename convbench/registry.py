@@ -71,7 +71,9 @@ class Algorithm:
     ``memory_visible``: False where it allocates inside a compiled library that tracemalloc
     cannot see (its measured memory is then unknown, not zero). ``family``: the method a peer
     runs, as the name of ours that runs it too (plots draw a peer in its family's colour);
-    ours are their own family.
+    ours are their own family. ``prepare(w, spec)``: the weight-dependent work done once,
+    returning ``f(x)``. ``fused_bias``: the bias is added in the kernel, passed as
+    ``run(x, w, spec, b)`` and ``prepare(w, spec, b)``; otherwise one pass adds it afterwards.
     """
 
     name: str
@@ -92,7 +94,7 @@ class Algorithm:
     memory_visible: bool = True
     family: str = ""
     compiles: bool = True
-    prepare: Callable[[Any, Any], Callable[[Any], Any]] | None = None
+    prepare: Callable[..., Callable[[Any], Any]] | None = None
     fused_bias: bool = False
 
     def __post_init__(self) -> None:
