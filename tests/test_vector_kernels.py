@@ -62,20 +62,25 @@ def test_input_transform_is_bt_x_b(dtype, channels):
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("channels", [3, 16, 21])
-def test_output_transform_scatters_adds_bias_and_clips(channels):
+@pytest.mark.parametrize("channels", [3, 16, 21, 37])
+@pytest.mark.parametrize("whole", [False, True])
+def test_output_transform_scatters_adds_bias_and_clips(channels, whole):
+    """An overhanging tile (stored lane by lane, clipped) and a whole one (on AVX-512 in
+    float32: transposed in registers, stored a row at a time); channel tails either way."""
     rng = np.random.default_rng(channels)
     m_tile = rng.standard_normal((6, 6, channels)).astype(np.float32)
     bias = rng.standard_normal(channels).astype(np.float32)
-    ho, wo = 7, 6  # a 4x4 tile at (4, 3) overhangs by one row and one column
+    ho, wo = 7, 6  # a 4x4 tile at (4, 3) overhangs by one row and one column; at (1, 2) not
+    top, left, rows = (1, 2, 4) if whole else (4, 3, 3)
     out = np.full((channels, ho, wo), -7.0, np.float32)
-    _output(m_tile.reshape(-1), 6 * channels, channels, out.reshape(-1), 4 * wo + 3, wo,
-            ho * wo, bias, 3, 3, channels)
+    _output(m_tile.reshape(-1), 6 * channels, channels, out.reshape(-1), top * wo + left, wo,
+            ho * wo, bias, rows, rows, channels)
     at = matrices(4)[2]
     y = np.einsum("ri,ijc,sj->crs", at, m_tile.astype(np.float64), at) + bias[:, None, None]
-    np.testing.assert_allclose(out[:, 4:7, 3:6], y[:, :3, :3], rtol=1e-5, atol=1e-4)
+    written = (slice(None), slice(top, top + rows), slice(left, left + rows))
+    np.testing.assert_allclose(out[written], y[:, :rows, :rows], rtol=1e-5, atol=1e-4)
     untouched = np.ones_like(out, bool)
-    untouched[:, 4:7, 3:6] = False
+    untouched[written] = False
     assert (out[untouched] == -7.0).all()
 
 

@@ -35,7 +35,7 @@ from ..arith import ceil_div
 from ..bias import kernel_bias
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from .direct import phase_spec, phase_weights, phased, split_phases
+from .direct import phase_spec, phase_weights, phased, split_phases, stage_padded_rows
 from .microkernel import best_rows, block_indexed, nr
 
 REDUCTION_SLICE = 128  # rows of B per pass: 128 x 64 float32 = 32 KiB, an L1's worth
@@ -110,20 +110,13 @@ def pack_weights(w: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 @njit(cache=True)
 def _stage_band(stage, x, n, c0, cg, ih0, rows, plane, pitch, pl):
-    """stage[c*plane + r*pitch + q] = zero-padded x[n, c0 + c, ih0 + r, q - pl]."""
+    """stage[c*plane + r*pitch + q] = zero-padded x[n, c0 + c, ih0 + r, q - pl], channel by
+    channel through direct's row stager (flat, unsigned: a view or a slice assignment per row
+    made this copy a tenth of the convolution's time)."""
     h, wid = x.shape[2], x.shape[3]
-    cols = max(0, min(wid, pitch - pl))
     for c in range(cg):
-        src = x[n, c0 + c]
-        for r in range(rows):
-            row = stage[c * plane + r * pitch:c * plane + (r + 1) * pitch]
-            ih = ih0 + r
-            if ih < 0 or ih >= h:
-                row[:] = 0.0
-                continue
-            row[:pl] = 0.0
-            row[pl + cols:] = 0.0
-            row[pl:pl + cols] = src[ih, :cols]
+        stage_padded_rows(stage[c * plane:], x[n, c0 + c].reshape(h * wid), h, wid, ih0, rows,
+                          pitch, pl)
 
 
 @njit(parallel=True, cache=True)
