@@ -108,3 +108,20 @@ def test_indexed_block_reads_rows_through_the_table(rows, accumulate):
 def test_best_rows_pads_least():
     assert best_rows(16) == 8 and best_rows(64) == 8 and best_rows(12) == 6
     assert best_rows(4) == 4 and best_rows(3) == 4 and best_rows(10) == 6
+
+
+def test_vector_width_follows_numbas_target():
+    """A kernel cached for a named CPU (NUMBA_CPU_NAME, part of Numba's cache key) never gets
+    AVX-512 vectors it may not have; features listed explicitly decide."""
+    import os
+    import subprocess
+    import sys
+
+    def width(**env):
+        code = "from convbench.cpu.vector_ir import VECTOR_BYTES; print(VECTOR_BYTES)"
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, **env}, check=True)
+        return int(run.stdout)
+
+    assert width(NUMBA_CPU_NAME="haswell") == 32
+    assert width(NUMBA_CPU_NAME="generic", NUMBA_CPU_FEATURES="+avx512f,+avx2") == 64

@@ -3,18 +3,34 @@ vector width and the LLVM IR plumbing of a Numba intrinsic that reads and writes
 
 Numba's own loops are vectorised by LLVM when LLVM can prove the accesses independent; the few
 kernels whose values must stay in registers across a whole reduction, or whose many loads and
-stores defeat that proof, are emitted as vector IR directly. Widths follow the host (AVX-512:
-64-byte vectors, else 32); LLVM splits wider vectors on a narrower machine, so the code stays
-correct anywhere.
+stores defeat that proof, are emitted as vector IR directly. Widths follow Numba's target
+(AVX-512: 64-byte vectors, else 32); LLVM splits wider vectors on a narrower machine, so the
+code stays correct anywhere.
 """
 from __future__ import annotations
 
 import llvmlite.binding as llvm_binding
 from llvmlite import ir
 from numba.core import cgutils, types
+from numba.core import config as numba_config
 
-VECTOR_BYTES = 64 if llvm_binding.get_host_cpu_features().get("avx512f", False) else 32
 I64 = ir.IntType(64)
+
+
+def _target_has_avx512() -> bool:
+    """Whether the code Numba emits may use AVX-512: its target is the host unless
+    NUMBA_CPU_NAME / NUMBA_CPU_FEATURES name another (a portable cache, a CI image); a named
+    CPU without a feature list is taken as lacking it (32-byte vectors run correctly
+    anywhere). Numba keys its cache on the same two settings, so a cached kernel never has
+    another width."""
+    if numba_config.CPU_FEATURES is not None:
+        return "+avx512f" in numba_config.CPU_FEATURES.split(",")
+    if numba_config.CPU_NAME is not None:
+        return False
+    return bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
+
+
+VECTOR_BYTES = 64 if _target_has_avx512() else 32
 
 
 def is_float_array(ty) -> bool:
