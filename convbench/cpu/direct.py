@@ -384,20 +384,37 @@ def phase_spec(spec: ConvSpec) -> ConvSpec:
 
 @njit(parallel=True, cache=True)
 def split_phases(x, xs, sh, sw, pt, pl):
-    """xs[n, c*sh*sw + pi*sw + pj, r, q] = padded x[n, c, r*sh + pi, q*sw + pj] (zeros outside)."""
+    """xs[n, c*sh*sw + pi*sw + pj, r, q] = padded x[n, c, r*sh + pi, q*sw + pj] (zeros outside).
+
+    Row by row on flat arrays at unsigned offsets: each phase row is its zero margins and one
+    strided read of an input row (a bounds test per element, as first written, made this copy
+    a fifth of a strided layer's time)."""
     n_img, c_in, h, wid = x.shape
-    hs, ws = xs.shape[2], xs.shape[3]
+    phases, hs, ws = xs.shape[1] // c_in, xs.shape[2], xs.shape[3]
+    src, dst = x.reshape(-1), xs.reshape(-1)
     for plane in prange(n_img * c_in):
         n, c = plane // c_in, plane % c_in
         for pi in range(sh):
             for pj in range(sw):
-                dst = xs[n, (c * sh + pi) * sw + pj]
+                # columns q whose input column q*sw + pj - pl lies in [0, wid)
+                lo = min(ws, max(0, (pl - pj + sw - 1) // sw))
+                hi = max(lo, min(ws, (wid - 1 - pj + pl) // sw + 1))
+                out0 = ((n * c_in + c) * phases + pi * sw + pj) * hs * ws
                 for r in range(hs):
+                    row = np.uint64(out0 + r * ws)
                     ih = r * sh + pi - pt
-                    for q in range(ws):
-                        iw = q * sw + pj - pl
-                        inside = 0 <= ih < h and 0 <= iw < wid
-                        dst[r, q] = x[n, c, ih, iw] if inside else 0.0
+                    if ih < 0 or ih >= h:
+                        for q in range(ws):
+                            dst[row + np.uint64(q)] = 0.0
+                        continue
+                    for q in range(lo):
+                        dst[row + np.uint64(q)] = 0.0
+                    for q in range(hi, ws):
+                        dst[row + np.uint64(q)] = 0.0
+                    first = np.uint64(((n * c_in + c) * h + ih) * wid + lo * sw + pj - pl)
+                    step = np.uint64(sw)
+                    for q in range(hi - lo):
+                        dst[row + np.uint64(lo + q)] = src[first + np.uint64(q) * step]
 
 
 def phase_weights(w: np.ndarray, spec: ConvSpec, target: ConvSpec) -> np.ndarray:

@@ -19,12 +19,14 @@ C/groups*kh*kw, K/groups rounded up to whole blocks); the reduction runs in slic
 REDUCTION_SLICE rows so that a panel of B stays in L1 while every block of output channels
 passes over it; the band's outputs are copied out of the accumulator rows with the bias (for
 1x1 layers, whose wide rows are the output's rows, whole blocks accumulate in the output
-itself). Strided layers (dilation 1) run on their space-to-depth form, as ``direct``
-does; strided and dilated layers are left to ``direct``.
+itself). Strided layers (dilation 1) run on their space-to-depth phases, as ``direct`` does,
+but through an offset table over the layer's own taps, so the phase kernel's zero taps cost
+nothing; strided and dilated layers are left to ``direct``.
 """
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -35,7 +37,7 @@ from ..arith import ceil_div
 from ..bias import kernel_bias
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from .direct import phase_spec, phase_weights, phased, split_phases, stage_padded_rows
+from .direct import phase_spec, phased, split_phases, stage_padded_rows
 from .microkernel import best_rows, block_indexed, nr
 
 REDUCTION_SLICE = 128  # rows of B per pass: 128 x 64 float32 = 32 KiB, an L1's worth
@@ -47,9 +49,17 @@ def supports(spec: ConvSpec) -> bool:
     return spec.stride == (1, 1) or spec.dilation == (1, 1)
 
 
-def _target(spec: ConvSpec) -> ConvSpec:
-    """The stride-1 layer that is computed: the layer itself, or its space-to-depth form."""
-    return phase_spec(spec) if phased(spec) else spec
+class Plan(NamedTuple):
+    """What a layer's run needs, worked out once per spec and thread count."""
+    target: ConvSpec  # the stride-1 layer computed: the layer, or its space-to-depth form
+    band: int  # output rows per task
+    plane: int  # distance between channels in B's source (input image or staged band)
+    positions: int  # wide-row positions per band, padded to whole blocks
+    stage_len: int  # per-thread staging buffer
+    offsets: np.ndarray  # B's row r = (c, i, j) starts at b_off + offsets[r]
+    rows: int  # micro-kernel block height (output channels per block)
+    n_r: int  # micro-kernel block width (positions per block)
+    k_pad: int  # output channels per group, padded to whole blocks
 
 
 def _k_padded(spec: ConvSpec) -> int:
@@ -76,35 +86,39 @@ def reads_input(spec: ConvSpec) -> bool:
 
 
 @lru_cache(maxsize=256)
-def _plan(spec: ConvSpec, threads: int) -> tuple[int, int, int, int, np.ndarray]:
-    """(band rows, plane, positions per band padded to whole blocks, stage length, the offset
-    table of B's rows) for a stride-1 ``spec``. The plane is the image's (H*W) when B is read
-    from the input; otherwise a staged band's (band + halo rows of pitch Wp)."""
-    band = band_rows(spec, threads)
-    (ekh, ekw), (dh, dw) = spec.effective_kernel, spec.dilation
-    pitch = spec.padded_size[1]
-    plane = spec.h * spec.w if reads_input(spec) else (band + ekh - 1) * pitch
-    n_r = nr(spec.dtype, best_rows(spec.kg))
+def plan(spec: ConvSpec, threads: int) -> Plan:
+    """The plan of ``spec``. The plane is the image's (H*W) when B is read from the input,
+    otherwise a staged band's (band + halo rows of pitch Wp). A strided layer runs on its
+    phases, but only over its own taps: tap (i, j) of input channel c reads phase
+    (i mod sh, j mod sw) of c at (i div sh, j div sw), so the zero taps that the phase kernel
+    would add (7 of 16 for 3x3 at stride 2) cost nothing."""
+    target = phase_spec(spec) if phased(spec) else spec
+    band = band_rows(target, threads)
+    (ekh, ekw), (dh, dw) = target.effective_kernel, target.dilation
+    pitch = target.padded_size[1]
+    plane = target.h * target.w if reads_input(target) else (band + ekh - 1) * pitch
+    rows = best_rows(target.kg)
+    n_r = nr(spec.dtype, rows)
     positions = ceil_div(band * pitch, n_r) * n_r
+    (sh, sw) = spec.stride if phased(spec) else (1, 1)
     c, i, j = np.meshgrid(np.arange(spec.cg), np.arange(spec.kh), np.arange(spec.kw),
                           indexing="ij")
-    offsets = (c * plane + i * dh * pitch + j * dw).reshape(-1).astype(np.int64)
+    channel = (c * sh + i % sh) * sw + j % sw
+    offsets = (channel * plane + (i // sh) * dh * pitch + (j // sw) * dw).reshape(-1)
+    offsets = offsets.astype(np.int64)
     offsets.setflags(write=False)
-    return band, plane, positions, spec.cg * plane + ekw + n_r, offsets
+    return Plan(target, band, plane, positions, target.cg * plane + ekw + n_r, offsets, rows,
+                n_r, _k_padded(target))
 
 
 def pack_weights(w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """(groups, C/groups*kh*kw, Kp): A's columns, output channels contiguous, zero past K/groups
-    (the kernel rotated for true convolution; on the phases for a strided layer)."""
-    target = _target(spec)
-    if phased(spec):
-        w = phase_weights(w, spec, target)
-    elif spec.flip:
+    (the kernel rotated for true convolution)."""
+    if spec.flip:
         w = w[:, :, ::-1, ::-1]
-    groups, kg = target.groups, target.kg
-    packed = workspace.zeros((groups, target.cg * target.kh * target.kw, _k_padded(target)),
-                             w.dtype)
-    packed[:, :, :kg] = w.reshape(groups, kg, -1).transpose(0, 2, 1)
+    k_pad = plan(spec, numba.config.NUMBA_NUM_THREADS).k_pad
+    packed = workspace.zeros((spec.groups, spec.cg * spec.kh * spec.kw, k_pad), w.dtype)
+    packed[:, :, :spec.kg] = w.reshape(spec.groups, spec.kg, -1).transpose(0, 2, 1)
     return packed
 
 
@@ -182,24 +196,20 @@ def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, band, halo, plane,
 
 def _scratch_shapes(spec: ConvSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Per thread: the staged band and the accumulator rows (Kp x positions)."""
-    target = _target(spec)
     threads = numba.config.NUMBA_NUM_THREADS
-    _, _, positions, stage_len, _ = _plan(target, threads)
-    return (threads, stage_len), (threads, _k_padded(target), positions)
+    layer = plan(spec, threads)
+    return (threads, layer.stage_len), (threads, layer.k_pad, layer.positions)
 
 
 def implicit_gemm_workspace_bytes(spec: ConvSpec) -> int:
     """Packed weights, per-thread staging and accumulators; for a strided layer also its
-    phases and phase kernel."""
-    target = _target(spec)
+    phases."""
     stage, acc = _scratch_shapes(spec)
-    packed = (target.groups, target.cg * target.kh * target.kw, _k_padded(target))
+    k_pad = plan(spec, numba.config.NUMBA_NUM_THREADS).k_pad
+    packed = (spec.groups, spec.cg * spec.kh * spec.kw, k_pad)
     total = sum(workspace.nbytes(shape, spec.dtype) for shape in (stage, acc, packed))
     if phased(spec):
-        sh, sw = spec.stride
-        grown = (spec.k, spec.cg, target.kh * sh, target.kw * sw)
-        total += sum(workspace.nbytes(shape, spec.dtype)
-                     for shape in (target.x_shape, target.w_shape, grown))
+        total += workspace.nbytes(phase_spec(spec).x_shape, spec.dtype)
     return total
 
 
@@ -213,19 +223,19 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
         return out
     if packed is None:
         packed = pack_weights(w, spec)
-    target = _target(spec)
+    layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
+    target = layer.target
     pt, pl = spec.pad[0], spec.pad[2]
     if phased(spec):
         xs = workspace.empty(target.x_shape, x.dtype)
         split_phases(x, xs, spec.stride[0], spec.stride[1], pt, pl)
         x, pt, pl = xs, 0, 0
-    band, plane, _, _, offsets = _plan(target, numba.config.NUMBA_NUM_THREADS)
     stage_shape, acc_shape = _scratch_shapes(spec)
     stage, acc = workspace.empty(stage_shape, x.dtype), workspace.empty(acc_shape, x.dtype)
-    _implicit_gemm(np.ascontiguousarray(x), packed, offsets, out, kernel_bias(b, x.dtype), pt,
-                   pl, target.padded_size[1], band, target.effective_kernel[0] - 1, plane,
-                   reads_input(target), stage, acc, best_rows(target.kg),
-                   nr(x.dtype, best_rows(target.kg)), REDUCTION_SLICE)
+    _implicit_gemm(np.ascontiguousarray(x), packed, layer.offsets, out, kernel_bias(b, x.dtype),
+                   pt, pl, target.padded_size[1], layer.band, target.effective_kernel[0] - 1,
+                   layer.plane, reads_input(target), stage, acc, layer.rows, layer.n_r,
+                   REDUCTION_SLICE)
     return out
 
 
@@ -237,22 +247,19 @@ def _prepared(w: np.ndarray, spec: ConvSpec, b: np.ndarray | None = None):
 
 def implicit_gemm_cost_features(spec: ConvSpec) -> list[float]:
     """The micro-kernel's multiply-adds as computed (output channels padded to whole blocks,
-    positions to whole blocks of the wide rows), the staged input values, the micro-kernel calls,
-    the outputs copied out, and the phases' copy for a strided layer."""
-    target = _target(spec)
-    band, _, positions, _, _ = _plan(target, numba.config.NUMBA_NUM_THREADS)
-    ho = target.out_size[0]
-    tasks = target.n * target.groups * ceil_div(ho, band)
-    reduction = target.cg * target.kh * target.kw
-    k_pad = _k_padded(target)
-    rows = best_rows(target.kg)
-    calls = tasks * ceil_div(reduction, REDUCTION_SLICE) * (
-        positions // nr(spec.dtype, rows)) * (k_pad // rows)
-    staged = tasks * target.c // target.groups * (band + target.effective_kernel[0] - 1) * (
+    positions to whole blocks of the wide rows), the staged input values, the micro-kernel
+    calls, the outputs copied out, and the phases' copy for a strided layer."""
+    layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
+    target = layer.target
+    tasks = target.n * target.groups * ceil_div(target.out_size[0], layer.band)
+    reduction = spec.cg * spec.kh * spec.kw
+    calls = tasks * ceil_div(reduction, REDUCTION_SLICE) * (layer.positions // layer.n_r) * (
+        layer.k_pad // layer.rows)
+    staged = tasks * target.cg * (layer.band + target.effective_kernel[0] - 1) * (
         target.padded_size[1])
     phases = float(target.n * target.c * target.h * target.w) if phased(spec) else 0.0
-    return [1.0, float(tasks * k_pad * positions * reduction), float(staged), float(calls),
-            float(spec.n * spec.k * spec.out_size[0] * spec.out_size[1]), phases]
+    return [1.0, float(tasks * layer.k_pad * layer.positions * reduction), float(staged),
+            float(calls), float(spec.n * spec.k * spec.out_size[0] * spec.out_size[1]), phases]
 
 
 register(Algorithm(
