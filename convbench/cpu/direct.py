@@ -235,7 +235,7 @@ def _taps3_k1(acc, row, xp, base, dw, length, a0, a1, a2):
 
 
 @njit(cache=True)
-def stage_padded_rows(xp, src, h, wid, ih0, count, pitch, pl):
+def _stage_rows(xp, src, h, wid, ih0, count, pitch, pl):
     """xp[r*pitch + q] = image row ih0 + r at column q - pl (zero outside the image), for
     ``count`` rows: each row as a zeroed margin and one contiguous copy, indexed unsigned on the
     flat plane (no bounds test per element, no view per row; the copy vectorises)."""
@@ -308,7 +308,7 @@ def _direct_v3(x, w, out, pt, pl, dh, dw, flip, groups, b, band, acc_ws, stage_w
         acc[:, :length] = 0.0
         for c in range(cg):
             # stage the zero-padded input rows of this band once; every tap reads them
-            stage_padded_rows(xp, x[n, c0 + c].reshape(h * wid), h, wid, oh0 - pt,
+            _stage_rows(xp, x[n, c0 + c].reshape(h * wid), h, wid, oh0 - pt,
                         rows + dh * (kh - 1), pitch, pl)
             # the last taps of the last row read up to dw*(kw-1) cells past the rows: zeros
             for q in range((rows + dh * (kh - 1)) * pitch, stage_rows * pitch + dw * (kw - 1)):

@@ -12,16 +12,22 @@ positions in float32 on AVX-512; 4 x 96 or 8 x 48 where that pads K/groups less)
 registers across a slice of the reduction: 24 multiply-adds per 4 loads of the input and 6
 broadcast weights, where ``direct`` v3 loads and stores its accumulators every five taps.
 
-Task = (image, group, band of output rows). Without padding, B's rows are read from the input
-itself; otherwise the band's input rows are staged channel by channel, zero padding included.
-The weights are packed once per call (or once for all by the prepared form) as (groups,
-C/groups*kh*kw, K/groups rounded up to whole blocks); the reduction runs in slices of
-REDUCTION_SLICE rows so that a panel of B stays in L1 while every block of output channels
-passes over it; the band's outputs are copied out of the accumulator rows with the bias (for
-1x1 layers, whose wide rows are the output's rows, whole blocks accumulate in the output
-itself). Strided layers (dilation 1) run on their space-to-depth phases, as ``direct`` does,
-but through an offset table over the layer's own taps, so the phase kernel's zero taps cost
-nothing; strided and dilated layers are left to ``direct``.
+Without padding, B's rows are read from the input itself, a task being (image, group, band
+of output rows). Otherwise the images are staged as one tall image, stacked with shared
+padding (a row's trailing zeros are the next row's leading ones, an image's bottom padding
+the next one's top: pitch W + max(pl, pr), H + max(pt, pb) rows per image), and a task's band
+of rows may span several images: a 7x7 layer with padding 1 computes 64 positions per image
+for its 49 outputs (81 unshared), and small images share each pass over the weights. Where
+that leaves fewer than two tasks per thread, the output channels are split into chunks (if the
+weights outweigh a staged band) or the bands shortened. The weights are packed once per call
+(or once for all by the prepared form) as (groups, C/groups*kh*kw, K/groups rounded up to
+whole blocks); the reduction runs in slices of REDUCTION_SLICE rows so that a panel of B stays
+in L1 while every block of output channels passes over it; the band's outputs are copied out
+of the accumulator rows with the bias (for 1x1 layers, whose wide rows are the output's rows,
+whole blocks accumulate in the output itself). Strided layers (dilation 1) run on their
+space-to-depth phases, as ``direct`` does, but through an offset table over the layer's own
+taps, so the phase kernel's zero taps cost nothing; strided and dilated layers are left to
+``direct``.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ from ..arith import ceil_div
 from ..bias import kernel_bias
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from .direct import phase_spec, phased, split_phases, stage_padded_rows
+from .direct import phase_spec, phased, split_phases
 from .microkernel import best_rows, block_indexed, nr
 
 REDUCTION_SLICE = 128  # rows of B per pass: 128 x 64 float32 = 32 KiB, an L1's worth
@@ -52,7 +58,12 @@ def supports(spec: ConvSpec) -> bool:
 class Plan(NamedTuple):
     """What a layer's run needs, worked out once per spec and thread count."""
     target: ConvSpec  # the stride-1 layer computed: the layer, or its space-to-depth form
+    read_input: bool  # B read from the input itself (bands inside each image), else staged
+    pitch: int  # wide-row pitch: W + max(pl, pr) staged (rows share their padding), W read
+    slot: int  # rows per image in the stacked images: H + max(pt, pb) staged, H read
     band: int  # output rows per task
+    bands: int  # tasks per (image when read, else all images) and group, before the K split
+    k_chunk: int  # output channels per task (a whole number of blocks)
     plane: int  # distance between channels in B's source (input image or staged band)
     positions: int  # wide-row positions per band, padded to whole blocks
     stage_len: int  # per-thread staging buffer
@@ -68,36 +79,52 @@ def _k_padded(spec: ConvSpec) -> int:
     return ceil_div(spec.kg, rows) * rows
 
 
-def band_rows(spec: ConvSpec, threads: int) -> int:
-    """Output rows per task (``spec`` at stride 1): about BAND_TARGET positions, but enough
-    tasks for every thread."""
-    ho = spec.out_size[0]
-    pitch = spec.padded_size[1]
-    band = max(1, min(ho, BAND_TARGET // pitch))
-    while band > 1 and spec.n * spec.groups * ceil_div(ho, band) < 2 * threads:
-        band = (band + 1) // 2
-    return band
-
-
 def reads_input(spec: ConvSpec) -> bool:
     """Whether B's rows are read from the input itself (a stride-1 ``spec`` without padding:
     its wide rows are the image's rows), not from a staged copy."""
     return spec.pad == (0, 0, 0, 0)
 
 
+def _shared(size: int, before: int, after: int, out: int) -> int:
+    """Pitch of padded lines that share their padding (a line's trailing zeros are the next
+    one's leading ones): size + max(before, after), where the output line still fits."""
+    shared = size + max(before, after)
+    return shared if out <= shared else size + before + after
+
+
 @lru_cache(maxsize=256)
 def plan(spec: ConvSpec, threads: int) -> Plan:
-    """The plan of ``spec``. The plane is the image's (H*W) when B is read from the input,
-    otherwise a staged band's (band + halo rows of pitch Wp). A strided layer runs on its
-    phases, but only over its own taps: tap (i, j) of input channel c reads phase
-    (i mod sh, j mod sw) of c at (i div sh, j div sw), so the zero taps that the phase kernel
-    would add (7 of 16 for 3x3 at stride 2) cost nothing."""
+    """The plan of ``spec`` (see the module docstring). Staged layers stack their images (with
+    shared padding) into one tall image whose bands may span several images, so small images
+    share each pass over the weights; where that leaves fewer tasks than 2 per thread, the
+    output channels are split into chunks too. A strided layer runs on its phases, but only
+    over its own taps: tap (i, j) of input channel c reads phase (i mod sh, j mod sw) of c at
+    (i div sh, j div sw), so the zero taps that the phase kernel would add (7 of 16 for 3x3 at
+    stride 2) cost nothing."""
     target = phase_spec(spec) if phased(spec) else spec
-    band = band_rows(target, threads)
     (ekh, ekw), (dh, dw) = target.effective_kernel, target.dilation
-    pitch = target.padded_size[1]
-    plane = target.h * target.w if reads_input(target) else (band + ekh - 1) * pitch
+    (ho, wo), read = target.out_size, reads_input(target)
+    pt, pb, pl, pr = target.pad
+    pitch = target.w if read else _shared(target.w, pl, pr, wo)
+    slot = target.h if read else _shared(target.h, pt, pb, ho)
+    lines = ho if read else (target.n - 1) * slot + ho  # output rows a band may start in
+    band = max(1, min(lines, BAND_TARGET // pitch))
+    units = target.n * target.groups if read else target.groups
     rows = best_rows(target.kg)
+    k_pad = _k_padded(target)
+    # too few tasks: split the output channels where the weights outweigh the staged band
+    # (each chunk restages the band), else the rows (each band re-reads the weights)
+    weights_first = spec.cg * spec.kh * spec.kw * k_pad > target.cg * (band + ekh - 1) * pitch
+    chunks = 1
+    while units * ceil_div(lines, band) * chunks < 2 * threads:
+        if weights_first and chunks < k_pad // rows:
+            chunks += 1
+        elif band > 1:
+            band = (band + 1) // 2
+        else:
+            break
+    k_chunk = ceil_div(k_pad // rows, chunks) * rows
+    plane = target.h * target.w if read else (band + ekh - 1) * pitch
     n_r = nr(spec.dtype, rows)
     positions = ceil_div(band * pitch, n_r) * n_r
     (sh, sw) = spec.stride if phased(spec) else (1, 1)
@@ -107,8 +134,8 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
     offsets = (channel * plane + (i // sh) * dh * pitch + (j // sw) * dw).reshape(-1)
     offsets = offsets.astype(np.int64)
     offsets.setflags(write=False)
-    return Plan(target, band, plane, positions, target.cg * plane + ekw + n_r, offsets, rows,
-                n_r, _k_padded(target))
+    return Plan(target, read, pitch, slot, band, ceil_div(lines, band), k_chunk, plane,
+                positions, target.cg * plane + ekw + n_r, offsets, rows, n_r, k_pad)
 
 
 def pack_weights(w: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -123,75 +150,107 @@ def pack_weights(w: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 
 @njit(cache=True)
-def _stage_band(stage, x, n, c0, cg, ih0, rows, plane, pitch, pl):
-    """stage[c*plane + r*pitch + q] = zero-padded x[n, c0 + c, ih0 + r, q - pl], channel by
-    channel through direct's row stager (flat, unsigned: a view or a slice assignment per row
-    made this copy a tenth of the convolution's time)."""
-    h, wid = x.shape[2], x.shape[3]
+def _stage_stacked(stage, x, c0, cg, first, count, plane, pitch, slot, pt, pl):
+    """stage[c*plane + r*pitch + q]: row ``first + r`` of channel c0 + c of the stacked image
+    (image n's row ih at n*slot + pt + ih, column iw at pl + iw; zeros around), flat and at
+    unsigned offsets (a view or slice assignment per row made staging a tenth of the time)."""
+    n_img, _, h, wid = x.shape
+    src = x.reshape(-1)
     for c in range(cg):
-        stage_padded_rows(stage[c * plane:], x[n, c0 + c].reshape(h * wid), h, wid, ih0, rows,
-                          pitch, pl)
+        for r in range(count):
+            row = np.uint64(c * plane + r * pitch)
+            n, ih = (first + r) // slot, (first + r) % slot - pt
+            if n >= n_img or ih < 0 or ih >= h:
+                for q in range(pitch):
+                    stage[row + np.uint64(q)] = 0.0
+                continue
+            for q in range(pl):
+                stage[row + np.uint64(q)] = 0.0
+            for q in range(pl + wid, pitch):
+                stage[row + np.uint64(q)] = 0.0
+            origin = np.uint64(((n * x.shape[1] + c0 + c) * h + ih) * wid)
+            to = row + np.uint64(pl)
+            for q in range(wid):
+                stage[to + np.uint64(q)] = src[origin + np.uint64(q)]
 
 
 @njit(parallel=True, cache=True)
-def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, band, halo, plane, read_input,
-                   stage_ws, acc_ws, mr, n_r, slice_rows):
-    """Each task: its band of input (staged, or the input itself), the micro-kernel over
-    (reduction slice, block of positions, block of output channels), then the outputs copied out of the
-    accumulator rows with the bias. Where the wide rows are the output's rows (pitch = Wo),
-    whole blocks are accumulated in the output itself and only the edges go through the
-    accumulator rows."""
+def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, slot, band, bands, k_chunk,
+                   halo, plane, read_input, stage_ws, acc_ws, mr, n_r, slice_rows):
+    """Each task: a band of output rows and a chunk of output channels of one group. B is the
+    input itself (bands inside one image) or the band staged from the stacked images; the
+    micro-kernel runs over (reduction slice, block of positions, block of output channels);
+    the band's rows are copied out of the accumulator rows with the bias. Where the wide rows
+    are the output's rows (1x1 layers read in place), whole blocks accumulate in the output
+    itself and only the edges go through the accumulator rows."""
     n_img, c_in, h, wid = x.shape
     groups, reduction, k_pad = packed.shape
     _, k_out, ho, wo = out.shape
     kg, cg = k_out // groups, c_in // groups
-    n_bands = (ho + band - 1) // band
+    chunks = (k_pad + k_chunk - 1) // k_chunk
+    units = n_img * groups if read_input else groups
     ldc = acc_ws.shape[2]
     weights, source, dst = packed.reshape(-1), x.reshape(-1), out.reshape(-1)
-    in_place = pitch == wo
-    for task in prange(n_img * groups * n_bands):
-        n = task // (groups * n_bands)
-        g = (task // n_bands) % groups
-        oh0 = (task % n_bands) * band
-        rows = min(band, ho - oh0)
+    in_place = read_input and pitch == wo
+    lines = ho if read_input else (n_img - 1) * slot + ho
+    for task in prange(units * bands * chunks):
+        kc0 = (task % chunks) * k_chunk
+        kc1 = min(k_pad, kc0 + k_chunk)
+        line0 = (task // chunks % bands) * band  # first output row, in its image or stacked
+        unit = task // (chunks * bands)
+        g = unit % groups
+        rows = min(band, lines - line0)
+        first = line0 + unit // groups * slot if read_input else line0  # stacked row
         length = rows * pitch
         positions = (length + n_r - 1) // n_r * n_r
         me = get_thread_id()
         stage, acc = stage_ws[me], acc_ws[me]
-        b_off = ((n * c_in + g * cg) * h + oh0) * wid
+        n = unit // groups
+        b_off = ((n * c_in + g * cg) * h + line0) * wid
         if read_input and b_off + offsets[-1] + positions <= source.shape[0]:
             rows_from = source
         else:  # staged: padded, or the image's last block would read past the input
             rows_from = stage
             b_off = 0
-            _stage_band(stage, x, n, g * cg, cg, oh0 - pt, rows + halo, plane, pitch, pl)
+            _stage_stacked(stage, x, g * cg, cg, first, rows + halo, plane, pitch, slot, pt, pl)
             stage[cg * plane:] = 0.0  # the last blocks' reach past the last plane
         c_flat = acc.reshape(-1)
-        out_base = ((n * k_out + g * kg) * ho + oh0) * wo
+        out_base = ((n * k_out + g * kg) * ho + line0) * wo
         a_base = g * reduction * k_pad
         for r0 in range(0, reduction, slice_rows):
             count = min(slice_rows, reduction - r0)
             rows_at = offsets[r0:r0 + count]
             for t0 in range(0, positions, n_r):
-                for k0 in range(0, k_pad, mr):
+                for k0 in range(kc0, kc1, mr):
                     a_at = a_base + r0 * k_pad + k0
                     if in_place and k0 + mr <= kg and t0 + n_r <= length:
-                        block_indexed(mr, weights, a_at, 1, k_pad, rows_from, b_off + t0, rows_at,
-                                      dst, out_base + k0 * ho * wo + t0, ho * wo, count, r0 > 0)
+                        block_indexed(mr, weights, a_at, 1, k_pad, rows_from, b_off + t0,
+                                      rows_at, dst, out_base + k0 * ho * wo + t0, ho * wo,
+                                      count, r0 > 0)
                     else:
-                        block_indexed(mr, weights, a_at, 1, k_pad, rows_from, b_off + t0, rows_at,
-                                      c_flat, k0 * ldc + t0, ldc, count, r0 > 0)
-        for k in range(kg):
-            done = length // n_r * n_r if in_place and k // mr * mr + mr <= kg else 0
-            plane_out = out[n, g * kg + k].reshape(-1)[oh0 * wo:]
-            if b.shape[0]:  # (in the array's type: a 0.0 default would widen every sum)
-                plane_out[:done] += b[g * kg + k]
-                acc[k, done:length] += b[g * kg + k]
+                        block_indexed(mr, weights, a_at, 1, k_pad, rows_from, b_off + t0,
+                                      rows_at, c_flat, k0 * ldc + t0, ldc, count, r0 > 0)
+        for k in range(kc0, min(kc1, kg)):
+            channel = g * kg + k
             if in_place:
+                done = length // n_r * n_r if k // mr * mr + mr <= kg else 0
+                plane_out = out[n, channel].reshape(-1)[line0 * wo:]
+                if b.shape[0]:  # (in the array's type: a 0.0 default would widen every sum)
+                    plane_out[:done] += b[channel]
+                    acc[k, done:length] += b[channel]
                 plane_out[done:length] = acc[k, done:length]
-            else:
-                for r in range(rows):
-                    plane_out[r * wo:(r + 1) * wo] = acc[k, r * pitch:r * pitch + wo]
+                continue
+            for r in range(rows):
+                image, oh = (first + r) // slot, (first + r) % slot
+                if oh >= ho:  # a row of the padding between stacked images
+                    continue
+                line, values = out[image, channel, oh], acc[k, r * pitch:r * pitch + wo]
+                if b.shape[0]:
+                    bias = b[channel]
+                    for ow in range(wo):
+                        line[ow] = values[ow] + bias
+                else:
+                    line[:] = values
 
 
 def _scratch_shapes(spec: ConvSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -233,9 +292,9 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     stage_shape, acc_shape = _scratch_shapes(spec)
     stage, acc = workspace.empty(stage_shape, x.dtype), workspace.empty(acc_shape, x.dtype)
     _implicit_gemm(np.ascontiguousarray(x), packed, layer.offsets, out, kernel_bias(b, x.dtype),
-                   pt, pl, target.padded_size[1], layer.band, target.effective_kernel[0] - 1,
-                   layer.plane, reads_input(target), stage, acc, layer.rows, layer.n_r,
-                   REDUCTION_SLICE)
+                   pt, pl, layer.pitch, layer.slot, layer.band, layer.bands, layer.k_chunk,
+                   target.effective_kernel[0] - 1, layer.plane, layer.read_input, stage, acc,
+                   layer.rows, layer.n_r, REDUCTION_SLICE)
     return out
 
 
@@ -247,19 +306,23 @@ def _prepared(w: np.ndarray, spec: ConvSpec, b: np.ndarray | None = None):
 
 def implicit_gemm_cost_features(spec: ConvSpec) -> list[float]:
     """The micro-kernel's multiply-adds as computed (output channels padded to whole blocks,
-    positions to whole blocks of the wide rows), the staged input values, the micro-kernel
-    calls, the outputs copied out, and the phases' copy for a strided layer."""
+    positions to whole blocks of the wide rows, the rows of padding between stacked images),
+    the staged input values, the micro-kernel calls, the outputs copied out, and the phases'
+    copy for a strided layer."""
     layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
     target = layer.target
-    tasks = target.n * target.groups * ceil_div(target.out_size[0], layer.band)
+    units = target.n * target.groups if layer.read_input else target.groups
+    chunks = ceil_div(layer.k_pad, layer.k_chunk)
+    tasks = units * layer.bands * chunks
     reduction = spec.cg * spec.kh * spec.kw
-    calls = tasks * ceil_div(reduction, REDUCTION_SLICE) * (layer.positions // layer.n_r) * (
-        layer.k_pad // layer.rows)
-    staged = tasks * target.cg * (layer.band + target.effective_kernel[0] - 1) * (
-        target.padded_size[1])
+    calls = units * layer.bands * ceil_div(reduction, REDUCTION_SLICE) * (
+        layer.positions // layer.n_r) * (layer.k_pad // layer.rows)
+    staged = 0 if layer.read_input else tasks * target.cg * (
+        layer.band + target.effective_kernel[0] - 1) * layer.pitch
     phases = float(target.n * target.c * target.h * target.w) if phased(spec) else 0.0
-    return [1.0, float(tasks * layer.k_pad * layer.positions * reduction), float(staged),
-            float(calls), float(spec.n * spec.k * spec.out_size[0] * spec.out_size[1]), phases]
+    return [1.0, float(units * layer.bands * layer.k_pad * layer.positions * reduction),
+            float(staged), float(calls),
+            float(spec.n * spec.k * spec.out_size[0] * spec.out_size[1]), phases]
 
 
 register(Algorithm(

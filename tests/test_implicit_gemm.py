@@ -1,0 +1,57 @@
+"""The CPU implicit GEMM's own paths against float64 direct convolution: images stacked into
+bands that span several of them (with padding shared between rows and between images),
+output channels split into chunks, B read from the input itself (and staged for the block
+that would read past it), 1x1 layers accumulating in the output, strided layers over their
+own taps on the phases."""
+import numpy as np
+import pytest
+
+import convbench as cb
+from convbench.cpu import implicit_gemm
+from convbench.spec import conv_spec
+
+CASES = [  # (x shape, w shape, keywords, what the plan must do)
+    ((8, 16, 7, 7), (32, 16, 3, 3), dict(padding=1), "stacked"),
+    ((8, 64, 5, 5), (96, 64, 3, 3), dict(padding=1), "chunked"),
+    ((5, 6, 5, 4), (8, 3, 3, 3), dict(padding=(2, 1, 0, 3), groups=2), "stacked"),
+    ((3, 4, 6, 6), (4, 4, 3, 3), dict(padding=4), "unshared"),
+    ((2, 5, 8, 8), (6, 5, 3, 3), dict(padding=2, dilation=2), "staged"),
+    ((6, 4, 10, 10), (5, 4, 3, 3), dict(stride=2, padding=1), "read"),
+    ((2, 70, 30, 30), (20, 70, 1, 1), {}, "in place"),
+    ((3, 5, 17, 9), (13, 5, 3, 1), {}, "read"),
+    ((1, 3, 20, 20), (9, 3, 5, 5), dict(stride=(2, 3)), "read"),
+]
+
+
+def _check_plan(layer, spec, expect):
+    if expect in ("stacked", "staged"):
+        assert not layer.read_input
+        assert expect == "staged" or layer.band > spec.out_size[0]
+        assert layer.pitch == spec.w + max(spec.pad[2:]) and layer.slot == spec.h + max(
+            spec.pad[:2])
+    elif expect == "chunked":
+        assert layer.k_chunk < layer.k_pad
+    elif expect == "unshared":
+        assert layer.pitch == spec.padded_size[1]
+    else:
+        assert layer.read_input
+        if expect == "in place":
+            assert layer.pitch == spec.out_size[1]
+
+
+@pytest.mark.parametrize("xs,ws,kw,expect", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("biased", [False, True])
+def test_implicit_gemm_paths_match_direct(xs, ws, kw, expect, dtype, biased):
+    spec = conv_spec(xs, ws, **kw)
+    _check_plan(implicit_gemm.plan(spec, 2), spec, expect)
+    rng = np.random.default_rng(len(xs) + ws[0])
+    x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype) if biased else None
+    ref = cb.conv2d(x.astype(np.float64), w.astype(np.float64), algorithm="direct",
+                    bias=None if b is None else b.astype(np.float64), **kw)
+    for got in (cb.conv2d(x, w, bias=b, algorithm="implicit_gemm", **kw),
+                cb.Conv2d(w, bias=b, algorithm="implicit_gemm", **kw)(x)):
+        assert got.dtype == dtype
+        tol = 1e-5 if dtype == np.float32 else 1e-13
+        assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
