@@ -255,8 +255,9 @@ def _rough_cost(m: int):
     return cost
 
 
-for _name, _m, _desc in (("winograd", 4, "F(4x4,3x3): 4x fewer multiplies, stages fused per block of tiles"),
-                         ("winograd_f2", 2, "F(2x2,3x3): 2.25x fewer multiplies, more accurate")):
+for _name, _m, _desc in (
+        ("winograd", 4, "F(4x4,3x3): 4x fewer multiplies, stages fused per block of tiles"),
+        ("winograd_f2", 2, "F(2x2,3x3): 2.25x fewer multiplies, more accurate")):
     register(Algorithm(
         name=_name, op="conv2d", device="cpu",
         run=lambda x, w, spec, b=None, _m=_m: winograd_conv2d(x, w, spec, _m, b),
