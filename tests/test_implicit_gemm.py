@@ -1,8 +1,8 @@
 """The CPU implicit GEMM's own paths against float64 direct convolution: images stacked into
-bands that span several of them (with padding shared between rows and between images),
-output channels split into chunks, B read from the input itself (and staged for the block
-that would read past it), 1x1 layers accumulating in the output, strided layers over their
-own taps on the phases."""
+bands that span several of them (with padding shared between rows and between images), output
+channels split into chunks, B read from the input itself (and staged for the block that would
+read past it), 1x1 layers accumulating in the output, strided layers over their own taps on
+the phases; and Winograd's tasks split by output channels on a deep layer."""
 import numpy as np
 import pytest
 
@@ -55,3 +55,25 @@ def test_implicit_gemm_paths_match_direct(xs, ws, kw, expect, dtype, biased):
         assert got.dtype == dtype
         tol = 1e-5 if dtype == np.float32 else 1e-13
         assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("algorithm", ["winograd", "winograd_f2"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_chunked_output_channels(algorithm, dtype):
+    """A deep layer whose transformed kernels outgrow L2 runs as (share of tiles, chunk of
+    output channels) tasks: every chunk, the padded columns and the bias land where they
+    should."""
+    from convbench.cpu import winograd
+
+    xs, ws, pad = (2, 128, 9, 8), (130, 128, 3, 3), 1
+    spec = conv_spec(xs, ws, padding=pad, dtype=dtype)
+    _, k_chunk = winograd.blocking(spec, 4 if algorithm == "winograd" else 2)
+    assert k_chunk < winograd.padded_k(spec)
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    ref = cb.conv2d(x.astype(np.float64), w.astype(np.float64), bias=b.astype(np.float64),
+                    padding=pad, algorithm="direct")
+    got = cb.conv2d(x, w, bias=b, padding=pad, algorithm=algorithm)
+    tol = (2e-5 if algorithm == "winograd" else 2e-6) if dtype == np.float32 else 1e-13
+    assert np.abs(got - ref).max() <= tol * np.abs(ref).max()

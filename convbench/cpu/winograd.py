@@ -43,6 +43,7 @@ from .microkernel import MR, gemm, nr
 from .winograd_tiles import transform
 
 BLOCK_BYTES = 1 << 20  # V and M of one thread's block of tiles, at most (but MR tiles)
+CHUNKS_PER_THREAD = 2  # output-channel chunks a thread's share of tiles is split into (deep layers)
 
 _INPUT = {m: transform(matrices(m)[0], scatter=False, biased=False) for m in (2, 4)}
 _OUTPUT = {m: transform(matrices(m)[2], scatter=True, biased=True) for m in (2, 4)}
@@ -50,11 +51,12 @@ _input_f2, _input_f4, _output_f2, _output_f4 = _INPUT[2], _INPUT[4], _OUTPUT[2],
 
 
 @njit(parallel=True, cache=True)
-def _winograd_blocks(xp, u, out, bias, m, tiles_h, tiles_w, vb, mb, n_r):
-    """Every block of tiles in turn, all three stages while the block is in cache: the input
-    transform of the padded channel-last input xp into vb (a*a x block x C), the a*a products
-    on the micro-kernel into mb (a*a x block x Kp, against u: a*a x C x Kp), the output
-    transform (with the bias) into out."""
+def _winograd_blocks(xp, u, out, bias, m, tiles_h, tiles_w, vb, mb, n_r, k_chunk):
+    """Every (block of tiles, chunk of output channels) in turn, all three stages while the
+    block is in cache: the input transform of the padded channel-last input xp into vb
+    (a*a x block x C), the a*a products on the micro-kernel into mb (a*a x block x Kp, against
+    u: a*a x C x Kp) for the chunk's columns, the output transform of the chunk's channels
+    (with the bias) into out."""
     n_img, hp, wp, c_in = xp.shape
     _, k_out, ho, wo = out.shape
     a = m + 2
@@ -62,12 +64,15 @@ def _winograd_blocks(xp, u, out, bias, m, tiles_h, tiles_w, vb, mb, n_r):
     block = vb.shape[2]
     tiles = tiles_h * tiles_w
     total = n_img * tiles
+    chunks = (k_pad + k_chunk - 1) // k_chunk
     src, uf, dst = xp.reshape(-1), u.reshape(-1), out.reshape(-1)
-    for blk in prange((total + block - 1) // block):
+    for task in prange((total + block - 1) // block * chunks):
         me = get_thread_id()
         v, mm = vb[me].reshape(-1), mb[me].reshape(-1)
-        first = blk * block
+        first = task // chunks * block
         count = min(block, total - first)
+        kc0 = task % chunks * k_chunk
+        kc1 = min(k_pad, kc0 + k_chunk)
         for r in range(count):
             p = first + r
             n, th, tw = p // tiles, (p % tiles) // tiles_w, p % tiles_w
@@ -83,19 +88,23 @@ def _winograd_blocks(xp, u, out, bias, m, tiles_h, tiles_w, vb, mb, n_r):
                 for c in range(c_in):
                     vb[me, xi, r, c] = 0.0
         for xi in range(a * a):
-            gemm(v, xi * block * c_in, c_in, 1, uf, xi * c_in * k_pad, k_pad,
-                 mm, xi * block * k_pad, k_pad, block, k_pad, c_in, n_r)
+            gemm(v, xi * block * c_in, c_in, 1, uf, xi * c_in * k_pad + kc0, k_pad,
+                 mm, xi * block * k_pad + kc0, k_pad, block, kc1 - kc0, c_in, n_r)
+        channels = min(kc1, k_out) - kc0
+        if channels <= 0:
+            continue
+        chunk_bias = bias[kc0:]
         for r in range(count):
             p = first + r
             n, th, tw = p // tiles, (p % tiles) // tiles_w, p % tiles_w
-            at = (n * k_out * ho + th * m) * wo + tw * m
+            at = ((n * k_out + kc0) * ho + th * m) * wo + tw * m
             rows, cols = min(m, ho - th * m), min(m, wo - tw * m)
             if m == 4:
-                _output_f4(mm, r * k_pad, a * block * k_pad, block * k_pad, dst, at, wo, 1,
-                           ho * wo, bias, rows, cols, k_out)
+                _output_f4(mm, r * k_pad + kc0, a * block * k_pad, block * k_pad, dst, at, wo,
+                           1, ho * wo, chunk_bias, rows, cols, channels)
             else:
-                _output_f2(mm, r * k_pad, a * block * k_pad, block * k_pad, dst, at, wo, 1,
-                           ho * wo, bias, rows, cols, k_out)
+                _output_f2(mm, r * k_pad + kc0, a * block * k_pad, block * k_pad, dst, at, wo,
+                           1, ho * wo, chunk_bias, rows, cols, channels)
 
 
 def _tiles(spec: ConvSpec, m: int) -> tuple[int, int]:
@@ -103,16 +112,28 @@ def _tiles(spec: ConvSpec, m: int) -> tuple[int, int]:
     return ceil_div(ho, m), ceil_div(wo, m)
 
 
-def tiles_per_block(spec: ConvSpec, m: int) -> int:
-    """Tiles a thread carries through all three stages at once: V and M of the block within
-    BLOCK_BYTES (so they stay in L2), a whole number of micro-kernel rows, and no more than
-    a thread's share of the tiles (so every thread has work)."""
+def blocking(spec: ConvSpec, m: int) -> tuple[int, int]:
+    """(tiles per block, output channels per chunk) of a thread's task. Where U (the
+    transformed kernels) fits beside a block in L2, blocks keep V and M within BLOCK_BYTES and
+    every task takes all output channels. Deeper layers (U of N8 C256 14x14: 9.4 MB) would
+    stream U once per small block; there a thread takes its whole share of the tiles and the
+    tasks split the output channels instead, so U crosses memory about once per thread."""
     a = m + 2
     th, tw = _tiles(spec, m)
-    per_tile = a * a * (spec.c + padded_k(spec)) * spec.itemsize
-    fit = max(MR, BLOCK_BYTES // per_tile // MR * MR)
-    share = ceil_div(ceil_div(spec.n * th * tw, numba.config.NUMBA_NUM_THREADS), MR) * MR
-    return max(MR, min(fit, share))
+    threads = numba.config.NUMBA_NUM_THREADS
+    k_pad, n_r = padded_k(spec), nr(spec.dtype)
+    share = ceil_div(ceil_div(spec.n * th * tw, threads), MR) * MR
+    if a * a * spec.c * k_pad * spec.itemsize <= BLOCK_BYTES:
+        per_tile = a * a * (spec.c + k_pad) * spec.itemsize
+        fit = max(MR, BLOCK_BYTES // per_tile // MR * MR)
+        return max(MR, min(fit, share)), k_pad
+    chunks = min(k_pad // n_r, CHUNKS_PER_THREAD)
+    return max(MR, share), ceil_div(k_pad // n_r, chunks) * n_r
+
+
+def tiles_per_block(spec: ConvSpec, m: int) -> int:
+    """Tiles a thread carries through all three stages at once (see :func:`blocking`)."""
+    return blocking(spec, m)[0]
 
 
 def padded_k(spec: ConvSpec) -> int:
@@ -213,7 +234,7 @@ def winograd_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec, m: int = 4,
     vb, mb = (workspace.empty(*part) for part in _workspace_parts(spec, m)[2:])
     bias = np.zeros(spec.k, x.dtype) if b is None else np.ascontiguousarray(b, x.dtype)
     th, tw = _tiles(spec, m)
-    _winograd_blocks(xp, u, out, bias, m, th, tw, vb, mb, nr(x.dtype))
+    _winograd_blocks(xp, u, out, bias, m, th, tw, vb, mb, nr(x.dtype), blocking(spec, m)[1])
     return out
 
 
@@ -232,11 +253,13 @@ def _cost_features(m: int):
     def features(spec: ConvSpec) -> list[float]:
         """Transform work (a*a values per tile and input or output channel, and the kernels),
         the micro-kernel's FLOPs (K padded to its columns) and the operand bytes, the
-        transposed copy and the output, and the blocks of tiles."""
+        transposed copy and the output, and the tasks (blocks of tiles x chunks of output
+        channels)."""
         a = m + 2
         th, tw = _tiles(spec, m)
         tiles = spec.n * th * tw
-        blocks = ceil_div(tiles, tiles_per_block(spec, m))
+        block, k_chunk = blocking(spec, m)
+        blocks = ceil_div(tiles, block) * ceil_div(padded_k(spec), k_chunk)
         return [1.0, tiles * a * a * spec.c, tiles * a * a * spec.k, spec.k * spec.c * a * a,
                 2.0 * a * a * tiles * spec.c * padded_k(spec),
                 a * a * (tiles * (spec.c + spec.k) + spec.c * spec.k),
