@@ -102,8 +102,7 @@ def _resolve(op: str, spec, algorithm: str, device: str, measure: bool | None = 
         raise TypeError(f"algorithm must be a string, got {algorithm!r}")
     check_device(device)
     if algorithm == "auto":
-        algo = choose(spec, device, measure, x, w).algorithm
-        need = algo.workspace_bytes(spec)
+        algo, need = _checked(choose(spec, device, measure, x, w).algorithm, spec)
     else:
         algo, need = _named(op, device, algorithm, spec)
     if need:
