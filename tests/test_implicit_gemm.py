@@ -15,6 +15,7 @@ CASES = [  # (x shape, w shape, keywords, what the plan must do)
     ((8, 64, 5, 5), (96, 64, 3, 3), dict(padding=1), "chunked"),
     ((5, 6, 5, 4), (8, 3, 3, 3), dict(padding=(2, 1, 0, 3), groups=2), "stacked"),
     ((3, 4, 6, 6), (4, 4, 3, 3), dict(padding=4), "unshared"),
+    ((2, 9, 14, 1), (6, 3, 2, 5), dict(padding=(3, 0, 3, 1), groups=3, flip=True), "staged"),
     ((2, 5, 8, 8), (6, 5, 3, 3), dict(padding=2, dilation=2), "staged"),
     ((6, 4, 10, 10), (5, 4, 3, 3), dict(stride=2, padding=1), "read"),
     ((2, 70, 30, 30), (20, 70, 1, 1), {}, "in place"),
@@ -39,10 +40,21 @@ def _check_plan(layer, spec, expect):
             assert layer.pitch == spec.out_size[1]
 
 
+@pytest.fixture
+def stale_workspace(monkeypatch):
+    """Workspace arrays full of NaN, as memory left by an earlier call may be: a kernel that
+    reads scratch it did not write spreads the NaN into its output. (A row's right padding
+    shared with the next row's left once read a row beyond the staged band this way, on one
+    call in 30.)"""
+    from convbench import workspace
+
+    monkeypatch.setattr(workspace, "empty", lambda shape, dtype: np.full(shape, np.nan, dtype))
+
+
 @pytest.mark.parametrize("xs,ws,kw,expect", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("biased", [False, True])
-def test_implicit_gemm_paths_match_direct(xs, ws, kw, expect, dtype, biased):
+def test_implicit_gemm_paths_match_direct(xs, ws, kw, expect, dtype, biased, stale_workspace):
     spec = conv_spec(xs, ws, **kw)
     _check_plan(implicit_gemm.plan(spec, 2), spec, expect)
     rng = np.random.default_rng(len(xs) + ws[0])
@@ -59,7 +71,7 @@ def test_implicit_gemm_paths_match_direct(xs, ws, kw, expect, dtype, biased):
 
 @pytest.mark.parametrize("algorithm", ["winograd", "winograd_f2"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_winograd_chunked_output_channels(algorithm, dtype):
+def test_winograd_chunked_output_channels(algorithm, dtype, stale_workspace):
     """A deep layer whose transformed kernels outgrow L2 runs as (share of tiles, chunk of
     output channels) tasks: every chunk, the padded columns and the bias land where they
     should."""
@@ -77,3 +89,18 @@ def test_winograd_chunked_output_channels(algorithm, dtype):
     got = cb.conv2d(x, w, bias=b, padding=pad, algorithm=algorithm)
     tol = (2e-5 if algorithm == "winograd" else 2e-6) if dtype == np.float32 else 1e-13
     assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("xs,ws,kw,expect", CASES)
+def test_one_task_reads_only_what_it_staged(xs, ws, kw, expect, stale_workspace, monkeypatch):
+    """Planned as a single task (no split for threads), every band is the first its thread
+    stages, so scratch it did not write still holds NaN: the output must be NaN-free."""
+    planned = implicit_gemm.plan
+    monkeypatch.setattr(implicit_gemm, "plan", lambda spec, threads: planned(spec, 0))
+    spec = conv_spec(xs, ws, **kw)
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
+    got = implicit_gemm.implicit_gemm_conv2d(x, w, spec)
+    ref = cb.conv2d(x.astype(np.float64), w.astype(np.float64), algorithm="direct", **kw)
+    assert np.isfinite(got).all()
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()

@@ -28,6 +28,7 @@ from ..bias import kernel_bias
 from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec, conv_spec
+from .staging import stage_row
 
 K_BLOCK = 4  # output channels per task: 4 rows of accumulators stay in L1 and reuse each x load
 
@@ -237,25 +238,15 @@ def _taps3_k1(acc, row, xp, base, dw, length, a0, a1, a2):
 @njit(cache=True)
 def _stage_rows(xp, src, h, wid, ih0, count, pitch, pl):
     """xp[r*pitch + q] = image row ih0 + r at column q - pl (zero outside the image), for
-    ``count`` rows: each row as a zeroed margin and one contiguous copy, indexed unsigned on the
-    flat plane (no bounds test per element, no view per row; the copy vectorises)."""
+    ``count`` rows of the flat plane ``src``."""
     first = max(0, pl)  # staged columns before the image are padding
     cols = max(0, min(wid, pitch - pl))  # image columns that land in the row
     for r in range(count):
         ih = ih0 + r
-        start = np.uint64(r * pitch)
         if ih < 0 or ih >= h:
-            for q in range(pitch):
-                xp[start + np.uint64(q)] = 0.0
-            continue
-        for q in range(first):
-            xp[start + np.uint64(q)] = 0.0
-        for q in range(first + cols, pitch):
-            xp[start + np.uint64(q)] = 0.0
-        dst = start + np.uint64(first)
-        origin = np.uint64(ih * wid)
-        for q in range(cols):
-            xp[dst + np.uint64(q)] = src[origin + np.uint64(q)]
+            stage_row(xp, r * pitch, pitch, pitch, pitch, src, 0, 1)
+        else:
+            stage_row(xp, r * pitch, pitch, first, first + cols, src, ih * wid, 1)
 
 
 @njit(cache=True)
@@ -401,20 +392,12 @@ def split_phases(x, xs, sh, sw, pt, pl):
                 hi = max(lo, min(ws, (wid - 1 - pj + pl) // sw + 1))
                 out0 = ((n * c_in + c) * phases + pi * sw + pj) * hs * ws
                 for r in range(hs):
-                    row = np.uint64(out0 + r * ws)
                     ih = r * sh + pi - pt
                     if ih < 0 or ih >= h:
-                        for q in range(ws):
-                            dst[row + np.uint64(q)] = 0.0
-                        continue
-                    for q in range(lo):
-                        dst[row + np.uint64(q)] = 0.0
-                    for q in range(hi, ws):
-                        dst[row + np.uint64(q)] = 0.0
-                    first = np.uint64(((n * c_in + c) * h + ih) * wid + lo * sw + pj - pl)
-                    step = np.uint64(sw)
-                    for q in range(hi - lo):
-                        dst[row + np.uint64(lo + q)] = src[first + np.uint64(q) * step]
+                        stage_row(dst, out0 + r * ws, ws, ws, ws, src, 0, 1)
+                    else:
+                        stage_row(dst, out0 + r * ws, ws, lo, hi, src,
+                                  ((n * c_in + c) * h + ih) * wid + lo * sw + pj - pl, sw)
 
 
 def phase_weights(w: np.ndarray, spec: ConvSpec, target: ConvSpec) -> np.ndarray:

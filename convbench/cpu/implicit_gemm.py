@@ -45,6 +45,7 @@ from ..registry import Algorithm, register
 from ..spec import ConvSpec
 from .direct import phase_spec, phased, split_phases
 from .microkernel import best_rows, block_indexed, nr
+from .staging import stage_row
 
 REDUCTION_SLICE = 128  # rows of B per pass: 128 x 64 float32 = 32 KiB, an L1's worth
 BAND_TARGET = 512  # positions per task: the accumulator rows (Kp x positions) stay in L2
@@ -64,6 +65,7 @@ class Plan(NamedTuple):
     band: int  # output rows per task
     bands: int  # tasks per (image when read, else all images) and group, before the K split
     k_chunk: int  # output channels per task (a whole number of blocks)
+    halo: int  # input rows staged beyond a band's output rows
     plane: int  # distance between channels in B's source (input image or staged band)
     positions: int  # wide-row positions per band, padded to whole blocks
     stage_len: int  # per-thread staging buffer
@@ -124,7 +126,10 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
         else:
             break
     k_chunk = ceil_div(k_pad // rows, chunks) * rows
-    plane = target.h * target.w if read else (band + ekh - 1) * pitch
+    # the kernel's reach, and with shared row padding one row more: the last row's right
+    # padding is the leading zeros of the row after it
+    halo = ekh - 1 + (0 if read or pitch == target.padded_size[1] else 1)
+    plane = target.h * target.w if read else (band + halo) * pitch
     n_r = nr(spec.dtype, rows)
     positions = ceil_div(band * pitch, n_r) * n_r
     (sh, sw) = spec.stride if phased(spec) else (1, 1)
@@ -134,7 +139,7 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
     offsets = (channel * plane + (i // sh) * dh * pitch + (j // sw) * dw).reshape(-1)
     offsets = offsets.astype(np.int64)
     offsets.setflags(write=False)
-    return Plan(target, read, pitch, slot, band, ceil_div(lines, band), k_chunk, plane,
+    return Plan(target, read, pitch, slot, band, ceil_div(lines, band), k_chunk, halo, plane,
                 positions, target.cg * plane + ekw + n_r, offsets, rows, n_r, k_pad)
 
 
@@ -158,20 +163,13 @@ def _stage_stacked(stage, x, c0, cg, first, count, plane, pitch, slot, pt, pl):
     src = x.reshape(-1)
     for c in range(cg):
         for r in range(count):
-            row = np.uint64(c * plane + r * pitch)
             n, ih = (first + r) // slot, (first + r) % slot - pt
+            at = c * plane + r * pitch
             if n >= n_img or ih < 0 or ih >= h:
-                for q in range(pitch):
-                    stage[row + np.uint64(q)] = 0.0
-                continue
-            for q in range(pl):
-                stage[row + np.uint64(q)] = 0.0
-            for q in range(pl + wid, pitch):
-                stage[row + np.uint64(q)] = 0.0
-            origin = np.uint64(((n * x.shape[1] + c0 + c) * h + ih) * wid)
-            to = row + np.uint64(pl)
-            for q in range(wid):
-                stage[to + np.uint64(q)] = src[origin + np.uint64(q)]
+                stage_row(stage, at, pitch, pitch, pitch, src, 0, 1)
+            else:
+                stage_row(stage, at, pitch, pl, pl + wid, src,
+                          ((n * x.shape[1] + c0 + c) * h + ih) * wid, 1)
 
 
 @njit(parallel=True, cache=True)
@@ -212,7 +210,8 @@ def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, slot, band, bands,
         else:  # staged: padded, or the image's last block would read past the input
             rows_from = stage
             b_off = 0
-            _stage_stacked(stage, x, g * cg, cg, first, rows + halo, plane, pitch, slot, pt, pl)
+            # every row of the plane, also past a short last band: no stale row is read
+            _stage_stacked(stage, x, g * cg, cg, first, band + halo, plane, pitch, slot, pt, pl)
             stage[cg * plane:] = 0.0  # the last blocks' reach past the last plane
         c_flat = acc.reshape(-1)
         out_base = ((n * k_out + g * kg) * ho + line0) * wo
@@ -293,7 +292,7 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     stage, acc = workspace.empty(stage_shape, x.dtype), workspace.empty(acc_shape, x.dtype)
     _implicit_gemm(np.ascontiguousarray(x), packed, layer.offsets, out, kernel_bias(b, x.dtype),
                    pt, pl, layer.pitch, layer.slot, layer.band, layer.bands, layer.k_chunk,
-                   target.effective_kernel[0] - 1, layer.plane, layer.read_input, stage, acc,
+                   layer.halo, layer.plane, layer.read_input, stage, acc,
                    layer.rows, layer.n_r, REDUCTION_SLICE)
     return out
 
@@ -317,8 +316,8 @@ def implicit_gemm_cost_features(spec: ConvSpec) -> list[float]:
     reduction = spec.cg * spec.kh * spec.kw
     calls = units * layer.bands * ceil_div(reduction, REDUCTION_SLICE) * (
         layer.positions // layer.n_r) * (layer.k_pad // layer.rows)
-    staged = 0 if layer.read_input else tasks * target.cg * (
-        layer.band + target.effective_kernel[0] - 1) * layer.pitch
+    staged = 0 if layer.read_input else tasks * target.cg * (layer.band + layer.halo) * (
+        layer.pitch)
     phases = float(target.n * target.c * target.h * target.w) if phased(spec) else 0.0
     return [1.0, float(units * layer.bands * layer.k_pad * layer.positions * reduction),
             float(staged), float(calls),
