@@ -159,14 +159,14 @@ def _workspace_parts(spec: ConvSpec, m: int) -> list[tuple[tuple[int, ...], str]
 
 
 @njit(parallel=True, cache=True)
-def _transform_kernels(w, g, flip, u):
+def _transform_kernels(w, g, flip, u, gk_ws):
     """u[xi*a + nu, c, k] = (G g_kc G^T)[xi, nu], summed in float64, the kernel rotated for
-    true convolution; per input channel, G g of every kernel first, then each of the a*a
-    values as one loop over the kernels (contiguous in u)."""
+    true convolution; per input channel, G g of every kernel first (into the thread's gk_ws),
+    then each of the a*a values as one loop over the kernels (contiguous in u)."""
     k_out, c_in = w.shape[0], w.shape[1]
     a = g.shape[0]
     for c in prange(c_in):
-        gk = np.empty((a, 3, k_out))
+        gk = gk_ws[get_thread_id()]
         for xi in range(a):
             for j in range(3):
                 for k in range(k_out):
@@ -188,8 +188,14 @@ def kernel_transform(w: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
     padding)."""
     u = workspace.empty(((m + 2) ** 2, spec.c, padded_k(spec)), w.dtype)
     u[:, :, spec.k:] = 0.0
-    _transform_kernels(w, matrices(m)[1], spec.flip, u)
+    gk = workspace.empty(_kernel_scratch_shape(spec, m), np.float64)
+    _transform_kernels(w, matrices(m)[1], spec.flip, u, gk)
     return u
+
+
+def _kernel_scratch_shape(spec: ConvSpec, m: int) -> tuple[int, ...]:
+    """G g of one input channel's kernels, per thread, in float64."""
+    return numba.config.NUMBA_NUM_THREADS, m + 2, 3, spec.k
 
 
 @njit(parallel=True, cache=True)
@@ -239,8 +245,11 @@ def winograd_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec, m: int = 4,
 
 
 def winograd_workspace_bytes(spec: ConvSpec, m: int = 4) -> int:
-    """U, the padded channel-last input, V and M of one block per thread."""
-    return sum(workspace.nbytes(shape, dtype) for shape, dtype in _workspace_parts(spec, m))
+    """U, the padded channel-last input, V and M of one block per thread; while U is
+    computed, U and a per-thread row of G g in float64 (freed before the rest)."""
+    parts = [workspace.nbytes(shape, dtype) for shape, dtype in _workspace_parts(spec, m)]
+    return max(sum(parts), parts[0] + workspace.nbytes(_kernel_scratch_shape(spec, m),
+                                                       np.float64))
 
 
 def _prepared(w: np.ndarray, spec: ConvSpec, m: int, b: np.ndarray | None = None):
