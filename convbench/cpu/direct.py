@@ -400,7 +400,7 @@ def split_phases(x, xs, sh, sw, pt, pl):
                                   ((n * c_in + c) * h + ih) * wid + lo * sw + pj - pl, sw)
 
 
-def phase_weights(w: np.ndarray, spec: ConvSpec, target: ConvSpec) -> np.ndarray:
+def _phase_weights(w: np.ndarray, spec: ConvSpec, target: ConvSpec) -> np.ndarray:
     """The kernel on the phases: tap (a, b) of phase (pi, pj) is tap (a*sh + pi, b*sw + pj) of
     the (rotated, for true convolution) kernel, zero past its edge."""
     sh, sw = spec.stride
@@ -459,7 +459,7 @@ def direct_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
         xs = workspace.empty(target.x_shape, x.dtype)
         split_phases(x, xs, sh, sw, pt, pl)
         band = band_rows(target, numba.config.NUMBA_NUM_THREADS)
-        _direct_v3(xs, phase_weights(w, spec, target), out, 0, 0, 1, 1, False, spec.groups,
+        _direct_v3(xs, _phase_weights(w, spec, target), out, 0, 0, 1, 1, False, spec.groups,
                    b, band, acc, stage)
     elif spec.stride == (1, 1):
         band = band_rows(spec, numba.config.NUMBA_NUM_THREADS)

@@ -75,12 +75,6 @@ class Plan(NamedTuple):
     k_pad: int  # output channels per group, padded to whole blocks
 
 
-def _k_padded(spec: ConvSpec) -> int:
-    """Output channels per group rounded up to whole micro-kernel blocks."""
-    rows = best_rows(spec.kg)
-    return ceil_div(spec.kg, rows) * rows
-
-
 def reads_input(spec: ConvSpec) -> bool:
     """Whether B's rows are read from the input itself (a stride-1 ``spec`` without padding:
     its wide rows are the image's rows), not from a staged copy."""
@@ -113,7 +107,7 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
     band = max(1, min(lines, BAND_TARGET // pitch))
     units = target.n * target.groups if read else target.groups
     rows = best_rows(target.kg)
-    k_pad = _k_padded(target)
+    k_pad = ceil_div(target.kg, rows) * rows  # output channels per group, whole blocks
     # too few tasks: split the output channels where the weights outweigh the staged band
     # (each chunk restages the band), else the rows (each band re-reads the weights)
     weights_first = spec.cg * spec.kh * spec.kw * k_pad > target.cg * (band + ekh - 1) * pitch
@@ -252,19 +246,18 @@ def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, slot, band, bands,
                     line[:] = values
 
 
-def _scratch_shapes(spec: ConvSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _scratch_shapes(layer: Plan) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Per thread: the staged band and the accumulator rows (Kp x positions)."""
     threads = numba.config.NUMBA_NUM_THREADS
-    layer = plan(spec, threads)
     return (threads, layer.stage_len), (threads, layer.k_pad, layer.positions)
 
 
 def implicit_gemm_workspace_bytes(spec: ConvSpec) -> int:
     """Packed weights, per-thread staging and accumulators; for a strided layer also its
     phases."""
-    stage, acc = _scratch_shapes(spec)
-    k_pad = plan(spec, numba.config.NUMBA_NUM_THREADS).k_pad
-    packed = (spec.groups, spec.cg * spec.kh * spec.kw, k_pad)
+    layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
+    stage, acc = _scratch_shapes(layer)
+    packed = (spec.groups, spec.cg * spec.kh * spec.kw, layer.k_pad)
     total = sum(workspace.nbytes(shape, spec.dtype) for shape in (stage, acc, packed))
     if phased(spec):
         total += workspace.nbytes(phase_spec(spec).x_shape, spec.dtype)
@@ -288,7 +281,7 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
         xs = workspace.empty(target.x_shape, x.dtype)
         split_phases(x, xs, spec.stride[0], spec.stride[1], pt, pl)
         x, pt, pl = xs, 0, 0
-    stage_shape, acc_shape = _scratch_shapes(spec)
+    stage_shape, acc_shape = _scratch_shapes(layer)
     stage, acc = workspace.empty(stage_shape, x.dtype), workspace.empty(acc_shape, x.dtype)
     _implicit_gemm(np.ascontiguousarray(x), packed, layer.offsets, out, kernel_bias(b, x.dtype),
                    pt, pl, layer.pitch, layer.slot, layer.band, layer.bands, layer.k_chunk,

@@ -45,9 +45,31 @@ from .winograd_tiles import transform
 BLOCK_BYTES = 1 << 20  # V and M of one thread's block of tiles, at most (but MR tiles)
 CHUNKS_PER_THREAD = 2  # output-channel chunks a thread's share of tiles is split into (deep layers)
 
-_INPUT = {m: transform(matrices(m)[0], scatter=False, biased=False) for m in (2, 4)}
-_OUTPUT = {m: transform(matrices(m)[2], scatter=True, biased=True) for m in (2, 4)}
-_input_f2, _input_f4, _output_f2, _output_f4 = _INPUT[2], _INPUT[4], _OUTPUT[2], _OUTPUT[4]
+_input_f2, _input_f4 = (transform(matrices(m)[0], scatter=False, biased=False) for m in (2, 4))
+_output_f2, _output_f4 = (transform(matrices(m)[2], scatter=True, biased=True) for m in (2, 4))
+
+
+@njit(inline="always")
+def _input_tile(m, src, s_off, s_row, s_col, dst, d_off, d_row, d_col, length):
+    """B^T d B of one tile, every channel (F(m x m) chosen at run time: the intrinsics are
+    compiled per matrix)."""
+    a = m + 2
+    if m == 4:
+        _input_f4(src, s_off, s_row, s_col, dst, d_off, d_row, d_col, 1, src, a, a, length)
+    else:
+        _input_f2(src, s_off, s_row, s_col, dst, d_off, d_row, d_col, 1, src, a, a, length)
+
+
+@njit(inline="always")
+def _output_tile(m, src, s_off, s_row, s_col, dst, d_off, d_row, d_chan, bias, rows, cols,
+                 length):
+    """A^T M A (+ bias) of one tile into rows x cols outputs of every channel's plane."""
+    if m == 4:
+        _output_f4(src, s_off, s_row, s_col, dst, d_off, d_row, 1, d_chan, bias, rows, cols,
+                   length)
+    else:
+        _output_f2(src, s_off, s_row, s_col, dst, d_off, d_row, 1, d_chan, bias, rows, cols,
+                   length)
 
 
 @njit(parallel=True, cache=True)
@@ -77,12 +99,8 @@ def _winograd_blocks(xp, u, out, bias, m, tiles_h, tiles_w, vb, mb, n_r, k_chunk
             p = first + r
             n, th, tw = p // tiles, (p % tiles) // tiles_w, p % tiles_w
             at = ((n * hp + th * m) * wp + tw * m) * c_in
-            if m == 4:
-                _input_f4(src, at, wp * c_in, c_in, v, r * c_in, a * block * c_in,
-                          block * c_in, 1, src, a, a, c_in)
-            else:
-                _input_f2(src, at, wp * c_in, c_in, v, r * c_in, a * block * c_in,
-                          block * c_in, 1, src, a, a, c_in)
+            _input_tile(m, src, at, wp * c_in, c_in, v, r * c_in, a * block * c_in,
+                        block * c_in, c_in)
         for xi in range(a * a):  # the last block's missing tiles: zeros, not stale values
             for r in range(count, block):
                 for c in range(c_in):
@@ -99,12 +117,8 @@ def _winograd_blocks(xp, u, out, bias, m, tiles_h, tiles_w, vb, mb, n_r, k_chunk
             n, th, tw = p // tiles, (p % tiles) // tiles_w, p % tiles_w
             at = ((n * k_out + kc0) * ho + th * m) * wo + tw * m
             rows, cols = min(m, ho - th * m), min(m, wo - tw * m)
-            if m == 4:
-                _output_f4(mm, r * k_pad + kc0, a * block * k_pad, block * k_pad, dst, at, wo,
-                           1, ho * wo, chunk_bias, rows, cols, channels)
-            else:
-                _output_f2(mm, r * k_pad + kc0, a * block * k_pad, block * k_pad, dst, at, wo,
-                           1, ho * wo, chunk_bias, rows, cols, channels)
+            _output_tile(m, mm, r * k_pad + kc0, a * block * k_pad, block * k_pad, dst, at, wo,
+                         ho * wo, chunk_bias, rows, cols, channels)
 
 
 def _tiles(spec: ConvSpec, m: int) -> tuple[int, int]:
