@@ -145,11 +145,6 @@ def blocking(spec: ConvSpec, m: int) -> tuple[int, int]:
     return max(MR, share), ceil_div(k_pad // n_r, chunks) * n_r
 
 
-def tiles_per_block(spec: ConvSpec, m: int) -> int:
-    """Tiles a thread carries through all three stages at once (see :func:`blocking`)."""
-    return blocking(spec, m)[0]
-
-
 def padded_k(spec: ConvSpec) -> int:
     """Output channels rounded up to whole micro-kernel columns (U and M are padded)."""
     step = nr(spec.dtype)
@@ -164,7 +159,7 @@ def _padded_input_shape(spec: ConvSpec, m: int) -> tuple[int, int, int, int]:
 
 def _workspace_parts(spec: ConvSpec, m: int) -> list[tuple[tuple[int, ...], str]]:
     a = m + 2
-    block = tiles_per_block(spec, m)
+    block = blocking(spec, m)[0]  # tiles a thread carries through all three stages at once
     threads = numba.config.NUMBA_NUM_THREADS
     return [((a * a, spec.c, padded_k(spec)), spec.dtype),  # U
             (_padded_input_shape(spec, m), spec.dtype),  # padded channel-last input
