@@ -12,6 +12,7 @@ import argparse
 import math
 import shlex
 import sys
+import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -477,7 +478,10 @@ def _run_experiments(args, experiments, options, bar, sweep_one, info: dict, env
         report = build_report(run.path, exp)
         df = run.load()
         print(terminal_table(df))
-        print(f"{exp.name}: {tables.conclusion(df)}")
+        # wrapped to the terminal's 100 columns: longer names (implicit_gemm) and more winners
+        # made this line 107 characters on the smoke run of small_cnn
+        print(textwrap.fill(f"{exp.name}: {tables.conclusion(df)}", width=100,
+                            subsequent_indent="  "))
         noisy, timed = tables.noisy_count(df)
         if noisy:
             print(f"{noisy} of {timed} results were noisy (see the report)")
