@@ -11,7 +11,10 @@ Two error models, chosen per algorithm by ``Algorithm.error_model``:
   (Higham ch. 24), so one output plane has |error| <= c * eps * log2(P*Q) * sum_c
   ||x_nc||_2 ||w_kc||_2. c = 8 covers the forward and inverse transforms and the spectral
   multiply-accumulate; it was checked on the hypothesis-drawn shapes of tests/test_algorithms.py
-  (observed errors stay below 1/10 of the bound).
+  (observed errors stay below 1/10 of the bound). The CPU algorithms make a kernel's spectrum
+  as a DFT over its kh*kw taps rather than an FFT of the zero-padded plane: a sum of kh*kw
+  terms per frequency, accurate to the same order (on layers up to 25x25 kernels, float32 and
+  float64, their largest error was 1% of this bound).
 * ``"winograd_f2"``, ``"winograd_f4"`` (F(m x m, 3x3)): Y = A^T [sum_c U_c * V_c] A with
   U = G g G^T and V = B^T d B is a chain of sums, so the same argument as for "sum" applies to
   the whole chain: |error| <= 2 * n * eps * (|A^T| [sum_c (|G||g||G^T|) * (|B^T||d||B|)] |A|)

@@ -1,11 +1,13 @@
 """The hand-vectorised building blocks against NumPy: the GEMM micro-kernel (both strides of A,
-every dtype) and Winograd's tile transforms (vector body and scalar tail, scattered stores,
-bias, the guard on an overhanging tile)."""
+every dtype), Winograd's tile transforms (vector body and scalar tail, scattered stores,
+bias, the guard on an overhanging tile) and the FFT algorithms' spectral block."""
 import numpy as np
 import pytest
 from numba import njit
 
 from convbench.cpu.microkernel import MR, ROW_CHOICES, best_rows, block_indexed, gemm, nr
+from convbench.cpu.spectral_block import mac_channels
+from convbench.cpu.vector_ir import VECTOR_BYTES
 from convbench.cpu.winograd_tiles import transform
 from convbench.winograd_transforms import matrices
 
@@ -125,3 +127,45 @@ def test_vector_width_follows_numbas_target():
 
     assert width(NUMBA_CPU_NAME="haswell") == 32
     assert width(NUMBA_CPU_NAME="generic", NUMBA_CPU_FEATURES="+avx512f,+avx2") == 64
+
+
+@njit
+def _mac(x, x_chan, w, w_off, w_chan, w_out, w_im, y, y_off, y_out, c_in, im, k_out):
+    mac_channels(x, 0, x_chan, w, w_off, w_chan, w_out, w_im, y, y_off, y_out, c_in, im, k_out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k_out", [1, 3, 8, 15])
+@pytest.mark.parametrize("c_in", [1, 6])
+def test_spectral_block_sums_x_times_conjugate_w(dtype, k_out, c_in):
+    """Every block size of NK_CHOICES (15 = 8 + 4 + 2 + 1), real and imaginary parts at their
+    own distances in X, W and Y, W starting inside its array."""
+    rng = np.random.default_rng(k_out * 10 + c_in)
+    width = VECTOR_BYTES // np.dtype(dtype).itemsize
+    x = rng.standard_normal((c_in, width)) + 1j * rng.standard_normal((c_in, width))
+    w = rng.standard_normal((k_out, c_in, width)) + 1j * rng.standard_normal((k_out, c_in, width))
+    # X: channel c at c*x_chan, imaginary parts `width` later; W: rows of 3 vectors, the
+    # imaginary part two vectors after the real one; Y: blocks of (re, im), then a gap
+    x_chan = 2 * width + 5
+    x_flat = np.zeros(c_in * x_chan, dtype)
+    for c in range(c_in):
+        x_flat[c * x_chan:c * x_chan + width] = x[c].real
+        x_flat[c * x_chan + width:c * x_chan + 2 * width] = x[c].imag
+    w_off, w_chan, w_im = 7, 3 * width, 2 * width
+    w_flat = np.zeros(w_off + k_out * c_in * w_chan, dtype)
+    for k in range(k_out):
+        for c in range(c_in):
+            at = w_off + (k * c_in + c) * w_chan
+            w_flat[at:at + width], w_flat[at + w_im:at + w_im + width] = w[k, c].real, w[k, c].imag
+    y_off, y_out = 2, 2 * width + 1
+    y_flat = np.full(y_off + k_out * y_out, np.nan, dtype)
+    _mac(x_flat, x_chan, w_flat, w_off, w_chan, c_in * w_chan, w_im, y_flat, y_off, y_out, c_in,
+         width, k_out)
+    expected = (x[None] * np.conj(w)).sum(axis=1)  # (k_out, lanes)
+    got = np.array([y_flat[y_off + k * y_out:y_off + k * y_out + width]
+                    + 1j * y_flat[y_off + k * y_out + width:y_off + k * y_out + 2 * width]
+                    for k in range(k_out)])
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * c_in)
+    gaps = [y_flat[y_off + k * y_out + 2 * width] for k in range(k_out - 1)]
+    assert np.isnan(y_flat[:y_off]).all() and np.isnan(gaps).all()  # nothing else written

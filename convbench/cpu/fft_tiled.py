@@ -4,9 +4,11 @@ The image is cut into B x B' blocks; each block's full correlation with the kern
 FFTs of size P x Q = B + ek - 1 (chosen per axis from the dilated kernel extent ek, a fast length
 near 2x-8x ek minimising transform work per output), and the overlapping tails of neighbouring
 blocks are added. Blocks are processed a few block-rows at a time, so the workspace is the kernel
-spectra plus one chunk of tiles instead of whole-image spectra: far less than ``fft`` for small
-kernels on large images. Stride, padding and flip are handled as in ``fft`` (strided sampling of
-the stride-1 result, padding as an index shift, the kernel rotated once while staged).
+spectra's factors plus one chunk of tiles instead of whole-image spectra: far less than ``fft``
+for small kernels on large images. The transforms and products are ``fft``'s (``spectra``), the
+tiles being further planes of each image. Stride, padding and flip are handled as in ``fft``
+(strided sampling of the stride-1 result, padding as an index shift, the kernel rotated before
+its DFT).
 """
 from __future__ import annotations
 
@@ -16,12 +18,13 @@ import numpy as np
 from numba import njit, prange
 
 from .. import workspace
+from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from ..arith import ceil_div
-from .spectral import (complex_dtype, fast_len, fft_cost_features, fft_growth, fft_rough_cost,
-                       irfft2, kernel_spectra, kernel_spectra_peak, rfft2, spectral_mac,
-                       ungrouped)
+from .spectra import (Layout, image_spectra, image_spectra_peak, kernel_spectra,
+                      kernel_spectra_bytes, layout, output_planes, output_planes_peak,
+                      scratch_bytes, spectral_products)
+from .spectral import fast_len, fft_cost_features, fft_growth, fft_rough_cost, ungrouped
 
 CHUNK_ELEMS = 1 << 16  # real elements of staged tiles per chunk (256 KiB in float32: L2-sized)
 
@@ -59,7 +62,8 @@ def plan(spec: ConvSpec) -> tuple[int, int, int, int, int]:
 
 @njit(parallel=True, cache=True)
 def _stage_tiles(x, buf, r0_tile, bh, bw):
-    """buf[n, c, t] = block t of the chunk starting at block-row ``r0_tile``, zero-extended."""
+    """buf[n, c, t] = block t of the chunk starting at block-row ``r0_tile`` (zeros past the
+    image; the transform zero-extends the block to P x Q)."""
     n_img, c_in, h, wid = x.shape
     n_tiles = buf.shape[2]
     tiles_w = ceil_div(wid, bw)
@@ -69,10 +73,9 @@ def _stage_tiles(x, buf, r0_tile, bh, bw):
         n = task // (n_tiles * c_in)
         r0 = (r0_tile + t // tiles_w) * bh
         c0 = (t % tiles_w) * bw
+        rows, cols = min(bh, h - r0), min(bw, wid - c0)
         buf[n, c, t, :, :] = 0.0
-        for u in range(min(bh, h - r0)):
-            for v in range(min(bw, wid - c0)):
-                buf[n, c, t, u, v] = x[n, c, r0 + u, c0 + v]
+        buf[n, c, t, :rows, :cols] = x[n, c, r0:r0 + rows, c0:c0 + cols]
 
 
 @njit(parallel=True, cache=True)
@@ -109,47 +112,48 @@ def _overlap_add(z, out, r0_tile, n_tile_rows, tiles_w, bh, bw, ekh, ekw, sh, sw
                     out[n, k, oh, ow] += z[n, k, t, zr, (v - (ekw - 1)) % q]
 
 
+def _layout(spec: ConvSpec) -> Layout:
+    p, q = plan(spec)[:2]
+    return layout(p, q, spec.dtype)
+
+
 def fft_tiled_workspace_bytes(spec: ConvSpec) -> int:
-    """Kernel spectra (and their staging buffer) plus the peak of one chunk of tiles."""
+    """The kernel spectra's factors plus the peak of one chunk of tiles."""
     p, q, bh, bw, rows = plan(spec)
-    qh = q // 2 + 1
+    lay = _layout(spec)
     tiles = rows * ceil_div(spec.w, bw)
-    real = lambda *s: workspace.nbytes(s, spec.dtype)  # noqa: E731
-    cplx = lambda *s: workspace.nbytes(s, complex_dtype(spec.dtype))  # noqa: E731
     n, c, k = spec.n, spec.c, spec.k
-    kernels = kernel_spectra_peak(spec, p, q)
+    making, kept = kernel_spectra_bytes(spec, lay)
+    packed = lambda planes: planes * lay.qh * lay.pitch * 2 * lay.dtype.itemsize  # noqa: E731
     chunk = max(
-        real(n, c, tiles, p, q) + cplx(n, c, tiles, p, qh),
-        cplx(n, c, tiles, p, qh) + cplx(n, k, tiles, p, qh),
-        cplx(n, k, tiles, p, qh) + real(n, k, tiles, p, q),
+        workspace.nbytes((n, c, tiles, bh, bw), spec.dtype) + image_spectra_peak(n, c, tiles, lay),
+        packed(n * c * tiles) + packed(n * k * tiles) + scratch_bytes(spec, lay),
+        packed(n * k * tiles) + output_planes_peak(n, k, tiles, lay),
     )
-    return max(kernels, cplx(k, c, p, qh) + chunk)
+    return max(making, kept + chunk)
 
 
-def fft_tiled_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
-                     wf: np.ndarray | None = None) -> np.ndarray:
-    """Overlap-add FFT convolution over chunks of tile rows (``wf``: the kernel spectra,
+def fft_tiled_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec, ws=None) -> np.ndarray:
+    """Overlap-add FFT convolution over chunks of tile rows (``ws``: the kernel spectra,
     when prepared beforehand)."""
     p, q, bh, bw, rows = plan(spec)
-    qh = q // 2 + 1
+    lay = _layout(spec)
     ekh, ekw = spec.effective_kernel
     tiles_w, tiles_h = ceil_div(spec.w, bw), ceil_div(spec.h, bh)
     out = np.zeros(spec.out_shape, dtype=x.dtype)  # first, so the measured peak is out + workspace
-    if wf is None:
-        wf = kernel_spectra(w, spec, p, q)
-    wf = wf.reshape(spec.k, spec.c, p * qh)
+    if ws is None:
+        ws = kernel_spectra(w, spec, lay)
     for r0 in range(0, tiles_h, rows):
         n_rows = min(rows, tiles_h - r0)
         tiles = n_rows * tiles_w
-        buf = workspace.empty((spec.n, spec.c, tiles, p, q), x.dtype)
+        buf = workspace.empty((spec.n, spec.c, tiles, bh, bw), x.dtype)
         _stage_tiles(x, buf, r0, bh, bw)
-        xf = rfft2(buf)
+        xs = image_spectra(buf, lay)
         del buf
-        yf = workspace.empty((spec.n, spec.k, tiles, p * qh), xf.dtype)
-        spectral_mac(xf.reshape(spec.n, spec.c, tiles, p * qh), wf, yf)
-        del xf
-        z = irfft2(yf.reshape(spec.n, spec.k, tiles, p, qh), (p, q))
-        del yf
+        ys = spectral_products(xs, ws, spec.k, lay)
+        del xs
+        z = output_planes(ys, lay)
+        del ys
         _overlap_add(z, out, r0, n_rows, tiles_w, bh, bw, ekh, ekw, spec.stride[0],
                      spec.stride[1], spec.pad[0], spec.pad[2])
         del z
@@ -166,15 +170,14 @@ def _tiling(spec: ConvSpec) -> tuple[int, int, int, int]:
 def fft_tiled_cost_features(spec: ConvSpec) -> list[float]:
     """The FFT family's features, per tile, with two passes over the outputs (zeroing, then
     overlap-add)."""
-    p, q, tiles, chunks = _tiling(spec)
-    return fft_cost_features(spec, p, q, tiles, chunks, read_out=2)
+    tiles, chunks = _tiling(spec)[2:]
+    return fft_cost_features(spec, _layout(spec), tiles, chunks, read_out=2)
 
 
 def prepare_fft_tiled(w: np.ndarray, spec: ConvSpec):
-    """The kernel spectra of the tile size computed once."""
-    p, q = plan(spec)[:2]
-    wf = kernel_spectra(w, spec, p, q)
-    return lambda x: fft_tiled_conv2d(x, w, spec, wf)
+    """The kernel spectra of the tile size computed and stored once."""
+    ws = kernel_spectra(w, spec, _layout(spec), store=True)
+    return lambda x: fft_tiled_conv2d(x, w, spec, ws)
 
 
 register(Algorithm(
