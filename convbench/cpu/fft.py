@@ -45,13 +45,23 @@ def _read_out(z, out, sh, sw, pt, pl):
         oh = task % ho
         k = (task // ho) % k_out
         n = task // (ho * k_out)
-        r = (oh * sh - pt) % p
-        col = (-pl) % q  # walk the columns without a modulo per element
-        for ow in range(wo):
-            out[n, k, oh, ow] = z[n, k, 0, r, col]
+        source, target = z[n, k, 0, (oh * sh - pt) % p], out[n, k, oh]
+        col = (-pl) % q
+        if col + (wo - 1) * sw < q:  # the row does not wrap around: one vector loop
+            _take(source, col, sw, target)
+            continue
+        for ow in range(wo):  # walk the columns without a modulo per element
+            target[ow] = source[col]
             col += sw
             if col >= q:
                 col -= q
+
+
+@njit(cache=True)
+def _take(source, first, step, target):
+    """target[i] = source[first + i*step]."""
+    for i in range(target.shape[0]):
+        target[i] = source[first + i * step]
 
 
 def fft_workspace_bytes(spec: ConvSpec) -> int:

@@ -3,12 +3,13 @@
 A layer's FFT convolution is three groups of transforms and one product:
 
 * **Images.** pocketfft's 2-D real FFT (``scipy.fft``, zero-extended to P x Q). A row
-  transform by GEMM (below) measured no faster inside the whole call: the data of a layer's
-  images is not mostly zeros, and every change between Numba's, OpenBLAS's and pocketfft's
-  threads costs tens of microseconds on two cores.
+  transform by GEMM, as for the kernels below, measured no faster inside the whole call: an
+  image plane is not mostly zeros, and every change between Numba's, OpenBLAS's and
+  pocketfft's threads costs tens of microseconds on two cores.
 * **Kernels.** A kh x kw kernel in a P x Q transform is almost all zeros, so its spectrum is a
-  DFT over its taps: W = E_p w E_q^T, the row factor one small GEMM per call (``a2``), the
-  column factor a constant (``e2``). The product of the two is never stored per call: each
+  DFT over its taps: W = E_p w E_q^T, the row factor one small GEMM per call
+  (``KernelSpectra.row``), the column factor a cached constant (``KernelSpectra.column``).
+  The product of the two is never stored per call: each
   task of the products makes the block of kernel spectra it needs (all K*C kernels at a few
   vectors of frequencies) with the GEMM micro-kernel into a per-thread scratch that stays in
   L2, and uses it at once for every image. (The kernel spectra of a K=C=16 layer are 4.3 MB:
@@ -82,6 +83,8 @@ class Layout(NamedTuple):
 
 
 def layout(p: int, q: int, dtype) -> Layout:
+    """The layout of a P x Q transform: a block of kernel spectra is one micro-kernel block
+    (``nr`` columns), so it holds nr / (2 * lanes) spectrum vectors."""
     dtype = np.dtype(dtype)
     lanes = VECTOR_BYTES // dtype.itemsize
     group = max(1, nr(dtype) // (2 * lanes))
