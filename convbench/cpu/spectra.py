@@ -276,9 +276,8 @@ def spectral_products(xs: np.ndarray, ws: KernelSpectra, k_out: int, lay: Layout
     vectors, qh, n_img, tiles, c_in = xs.shape[:5]
     ys = workspace.empty((vectors, qh, n_img, tiles, k_out, 2, lay.lanes), lay.dtype)
     prepared = ws.full.size > 0
-    scratch = workspace.empty(
-        (1 if prepared else numba.config.NUMBA_NUM_THREADS, ws.row.shape[1] * lay.block_cols),
-        lay.dtype)
+    scratch = workspace.empty((1, 0) if prepared else (
+        numba.config.NUMBA_NUM_THREADS, ws.row.shape[1] * lay.block_cols), lay.dtype)
     _products(xs.reshape(-1), ws.row, ws.column, ws.full.reshape(-1), prepared,
               scratch, ys.reshape(-1), n_img * tiles, c_in, k_out, lay.group, lay.lanes)
     return ys
