@@ -20,9 +20,8 @@ from numba import njit, prange
 
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from .spectra import (Layout, image_spectra, image_spectra_peak, kernel_spectra,
-                      kernel_spectra_bytes, layout, output_planes, output_planes_peak,
-                      scratch_bytes, spectral_products)
+from .spectra import (Layout, image_spectra, kernel_spectra, kernel_spectra_bytes, layout,
+                      output_planes, pipeline_peak, spectral_products)
 from .spectral import fast_len, fft_cost_features, fft_growth, fft_rough_cost, ungrouped
 
 
@@ -68,13 +67,8 @@ def fft_workspace_bytes(spec: ConvSpec) -> int:
     """Peak of the buffers alive together, step by step as in :func:`fft_conv2d`: the kernel
     spectra's factors are made first and kept throughout."""
     lay = _layout(spec)
-    n, c, k = spec.n, spec.c, spec.k
     making, kept = kernel_spectra_bytes(spec, lay)
-    packed = lambda planes: planes * lay.qh * lay.pitch * 2 * lay.dtype.itemsize  # noqa: E731
-    images = image_spectra_peak(n, c, 1, lay)
-    products = packed(n * c) + packed(n * k) + scratch_bytes(spec, lay)
-    outputs = packed(n * k) + output_planes_peak(n, k, 1, lay)
-    return max(making, kept + max(images, products, outputs))
+    return max(making, kept + pipeline_peak(spec, lay))
 
 
 def fft_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec, ws=None) -> np.ndarray:

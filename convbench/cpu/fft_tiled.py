@@ -21,9 +21,8 @@ from .. import workspace
 from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from .spectra import (Layout, image_spectra, image_spectra_peak, kernel_spectra,
-                      kernel_spectra_bytes, layout, output_planes, output_planes_peak,
-                      scratch_bytes, spectral_products)
+from .spectra import (Layout, image_spectra, kernel_spectra, kernel_spectra_bytes, layout,
+                      output_planes, pipeline_peak, spectral_products)
 from .spectral import fast_len, fft_cost_features, fft_growth, fft_rough_cost, ungrouped
 
 CHUNK_ELEMS = 1 << 16  # real elements of staged tiles per chunk (256 KiB in float32: L2-sized)
@@ -118,25 +117,20 @@ def _layout(spec: ConvSpec) -> Layout:
 
 
 def fft_tiled_workspace_bytes(spec: ConvSpec) -> int:
-    """The kernel spectra's factors plus the peak of one chunk of tiles."""
-    p, q, bh, bw, rows = plan(spec)
+    """The kernel spectra's factors plus the peak of one chunk of tiles (its staged blocks
+    beside the transforms)."""
+    bh, bw, rows = plan(spec)[2:]
     lay = _layout(spec)
     tiles = rows * ceil_div(spec.w, bw)
-    n, c, k = spec.n, spec.c, spec.k
     making, kept = kernel_spectra_bytes(spec, lay)
-    packed = lambda planes: planes * lay.qh * lay.pitch * 2 * lay.dtype.itemsize  # noqa: E731
-    chunk = max(
-        workspace.nbytes((n, c, tiles, bh, bw), spec.dtype) + image_spectra_peak(n, c, tiles, lay),
-        packed(n * c * tiles) + packed(n * k * tiles) + scratch_bytes(spec, lay),
-        packed(n * k * tiles) + output_planes_peak(n, k, tiles, lay),
-    )
-    return max(making, kept + chunk)
+    staged = workspace.nbytes((spec.n, spec.c, tiles, bh, bw), spec.dtype)
+    return max(making, kept + pipeline_peak(spec, lay, tiles, staged))
 
 
 def fft_tiled_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec, ws=None) -> np.ndarray:
     """Overlap-add FFT convolution over chunks of tile rows (``ws``: the kernel spectra,
     when prepared beforehand)."""
-    p, q, bh, bw, rows = plan(spec)
+    bh, bw, rows = plan(spec)[2:]
     lay = _layout(spec)
     ekh, ekw = spec.effective_kernel
     tiles_w, tiles_h = ceil_div(spec.w, bw), ceil_div(spec.h, bh)

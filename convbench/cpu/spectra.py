@@ -318,6 +318,18 @@ def output_planes(ys: np.ndarray, lay: Layout) -> np.ndarray:
     return scipy.fft.irfft2(spectra, s=(lay.p, lay.q), workers=workers(), overwrite_x=True)
 
 
+def pipeline_peak(spec, lay: Layout, tiles: int = 1, staged: int = 0) -> int:
+    """Peak bytes of one pass over ``tiles`` planes per image, beside the kernel spectra's
+    kept factor: the ``staged`` bytes of real planes with :func:`image_spectra`'s peak, then
+    the packed image and output spectra with the products' scratch, then the packed output
+    spectra with :func:`output_planes`' peak."""
+    n, c, k = spec.n, spec.c, spec.k
+    packed = lambda planes: planes * lay.qh * lay.pitch * 2 * lay.dtype.itemsize  # noqa: E731
+    return max(staged + image_spectra_peak(n, c, tiles, lay),
+               packed(n * c * tiles) + packed(n * k * tiles) + scratch_bytes(spec, lay),
+               packed(n * k * tiles) + output_planes_peak(n, k, tiles, lay))
+
+
 def output_planes_peak(n_img: int, k_out: int, tiles: int, lay: Layout) -> int:
     """Peak bytes of :func:`output_planes` past its input: the complex planes beside the
     real result."""
