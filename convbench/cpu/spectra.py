@@ -158,9 +158,10 @@ def _unpack(src, dst):
     """dst[a, b, t, i, v] = src[i // lanes, v, a, t, b, :, i % lanes] as a complex number."""
     n_a, n_b, n_t, p, qh = dst.shape
     lanes = src.shape[6]
-    for task in prange(n_a * n_b * n_t * ceil_div(p, lanes)):
-        j = task % ceil_div(p, lanes)
-        plane = task // ceil_div(p, lanes)
+    vectors = ceil_div(p, lanes)  # those holding frequencies below P (the rest are padding)
+    for task in prange(n_a * n_b * n_t * vectors):
+        j = task % vectors
+        plane = task // vectors
         t = plane % n_t
         b = (plane // n_t) % n_b
         a = plane // (n_t * n_b)
