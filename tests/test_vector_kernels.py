@@ -1,13 +1,18 @@
 """The hand-vectorised building blocks against NumPy: the GEMM micro-kernel (both strides of A,
 every dtype), Winograd's tile transforms (vector body and scalar tail, scattered stores,
-bias, the guard on an overhanging tile) and the FFT algorithms' spectral block."""
+bias, the guard on an overhanging tile), the FFT algorithms' spectral block, the in-register
+block transpose and the channel-last staging built on it, and the cache-line alignment of large
+workspace."""
 import numpy as np
 import pytest
 from numba import njit
 
+from convbench import workspace
+from convbench.cpu import transpose
 from convbench.cpu.microkernel import MR, ROW_CHOICES, best_rows, block_indexed, gemm, nr
 from convbench.cpu.spectral_block import mac_channels
 from convbench.cpu.vector_ir import VECTOR_BYTES
+from convbench.cpu.winograd import _stage_rows
 from convbench.cpu.winograd_tiles import transform
 from convbench.winograd_transforms import matrices
 
@@ -169,3 +174,51 @@ def test_spectral_block_sums_x_times_conjugate_w(dtype, k_out, c_in):
     np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * c_in)
     gaps = [y_flat[y_off + k * y_out + 2 * width] for k in range(k_out - 1)]
     assert np.isnan(y_flat[:y_off]).all() and np.isnan(gaps).all()  # nothing else written
+
+
+@njit
+def _transpose_block(src, s_off, s_pitch, dst, d_off, d_pitch):
+    transpose.block(src, s_off, s_pitch, dst, d_off, d_pitch)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose_block_swaps_rows_and_columns(dtype):
+    lanes = transpose.width(dtype)
+    rng = np.random.default_rng(lanes)
+    src = rng.standard_normal((lanes + 2, lanes + 5)).astype(dtype)
+    dst = np.full((lanes + 3, lanes + 4), np.nan, dtype)
+    _transpose_block(src.reshape(-1), 2 * src.shape[1] + 5, src.shape[1],
+                     dst.reshape(-1), 3 * dst.shape[1] + 4, dst.shape[1])
+    np.testing.assert_array_equal(dst[3:, 4:], src[2:, 5:].T)
+    outside = np.ones(dst.shape, bool)
+    outside[3:, 4:] = False
+    assert np.isnan(dst[outside]).all()  # nothing written outside the block
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 64, 20, 37), (1, 19, 5, 40), (1, 3, 21, 21),
+                                   (1, 40, 17, 16)])
+def test_channel_last_staging_pads_and_transposes(dtype, shape):
+    """Whole blocks, the last block moved back over its neighbour, and the element-by-element
+    copy of layers narrower than a block: every value where it belongs, zeros around."""
+    n, c, h, w = shape
+    x = np.random.default_rng(c).standard_normal(shape).astype(dtype)
+    pt, pl = 1, 2
+    xp = np.full((n, h + 3, w + 5, c), np.nan, dtype)
+    _stage_rows(x, pt, pl, xp, transpose.width(dtype))
+    expected = np.zeros_like(xp)
+    expected[:, pt:pt + h, pl:pl + w, :] = x.transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(xp, expected)
+
+
+@pytest.mark.parametrize("make", [workspace.empty, workspace.zeros])
+def test_large_workspace_starts_on_a_cache_line(make):
+    for count in (workspace.ALIGN_FROM_BYTES // 4, 300_001, 1 << 20):
+        arrays = [make((count,), np.float32) for _ in range(4)]  # several, as a call holds
+        for arr in arrays:
+            assert arr.ctypes.data % workspace.ALIGN_BYTES == 0
+            assert arr.shape == (count,) and arr.flags.c_contiguous and arr.flags.writeable
+        if make is workspace.zeros:
+            assert not any(arr.any() for arr in arrays)
+    shaped = make((3, 7, 1001), np.float64)
+    assert shaped.shape == (3, 7, 1001) and shaped.dtype == np.float64

@@ -90,3 +90,24 @@ def splat(builder, scalar, vtype):
     mask = ir.Constant(ir.VectorType(ir.IntType(32), vtype.count), None)
     return builder.shuffle_vector(
         builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0)), undef, mask)
+
+
+def transpose(builder, vectors: list) -> list:
+    """The n vectors of n lanes transposed in registers (lane j of vector i becomes lane i of
+    vector j): log2(n) butterfly stages, each swapping the off-diagonal step x step blocks of
+    every pair of vectors ``step`` apart (n shuffles per stage)."""
+    vectors = list(vectors)
+    count = len(vectors)
+    mask_type = ir.VectorType(ir.IntType(32), count)
+    step = count // 2
+    while step:
+        for i in range(count):
+            if i & step:
+                continue
+            low, high = vectors[i], vectors[i + step]
+            vectors[i] = builder.shuffle_vector(low, high, ir.Constant(
+                mask_type, [j if not j & step else count + j - step for j in range(count)]))
+            vectors[i + step] = builder.shuffle_vector(low, high, ir.Constant(
+                mask_type, [j + step if not j & step else count + j for j in range(count)]))
+        step //= 2
+    return vectors

@@ -40,6 +40,7 @@ from ..registry import Algorithm, register
 from ..spec import ConvSpec
 from ..winograd_transforms import growth, matrices, supports
 from .microkernel import MR, gemm, nr
+from .transpose import block, width
 from .winograd_tiles import transform
 
 BLOCK_BYTES = 1 << 20  # V and M of one thread's block of tiles, at most (but MR tiles)
@@ -207,12 +208,21 @@ def _kernel_scratch_shape(spec: ConvSpec, m: int) -> tuple[int, ...]:
     return numba.config.NUMBA_NUM_THREADS, m + 2, 3, spec.k
 
 
+@njit(inline="always")
+def _block_starts(extent, step):
+    """Starts of the whole blocks that cover 0..extent (the last one moved back to end at
+    extent, overlapping its neighbour: rewriting a few values is cheaper than a scalar edge)."""
+    return max(1, (extent + step - 1) // step), max(0, extent - step)
+
+
 @njit(parallel=True, cache=True)
-def _stage_rows(x, pt, pl, xp):
+def _stage_rows(x, pt, pl, xp, lanes):
     """xp[n, pt + ih, pl + iw, c] = x[n, c, ih, iw], the rest of xp zero: one padded row of
-    the channel-last copy per task."""
+    the channel-last copy per task, in lanes x lanes blocks (channels x pixels) transposed in
+    registers; layers with fewer channels or pixels than a block copy element by element."""
     n_img, c_in, h, wid = x.shape
-    hp = xp.shape[1]
+    hp, wp = xp.shape[1], xp.shape[2]
+    src, dst = x.reshape(-1), xp.reshape(-1)
     for task in prange(n_img * hp):
         n, r = task // hp, task % hp
         row = xp[n, r]
@@ -222,17 +232,27 @@ def _stage_rows(x, pt, pl, xp):
             continue
         row[:pl, :] = 0.0
         row[pl + wid:, :] = 0.0
-        plane = x[n]
-        for iw in range(wid):  # contiguous stores, loads one plane apart (as fast as a copy)
-            pixel = row[pl + iw]
-            for c in range(c_in):
-                pixel[c] = plane[c, ih, iw]
+        if c_in < lanes or wid < lanes:
+            plane = x[n]
+            for iw in range(wid):  # contiguous stores, loads one plane apart
+                pixel = row[pl + iw]
+                for c in range(c_in):
+                    pixel[c] = plane[c, ih, iw]
+            continue
+        c_blocks, c_last = _block_starts(c_in, lanes)
+        w_blocks, w_last = _block_starts(wid, lanes)
+        for cb in range(c_blocks):
+            c0 = min(cb * lanes, c_last)
+            for wb in range(w_blocks):
+                w0 = min(wb * lanes, w_last)
+                block(src, ((n * c_in + c0) * h + ih) * wid + w0, h * wid,
+                      dst, ((n * hp + r) * wp + pl + w0) * c_in + c0, c_in)
 
 
 def _stage_input(x: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
     """The zero-padded, channel-last copy of the input every tile reads without bounds."""
     xp = workspace.empty(_padded_input_shape(spec, m), x.dtype)
-    _stage_rows(x, spec.pad[0], spec.pad[2], xp)
+    _stage_rows(x, spec.pad[0], spec.pad[2], xp, width(x.dtype))
     return xp
 
 

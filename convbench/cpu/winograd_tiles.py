@@ -25,7 +25,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .vector_ir import I64, bits, const, data_at, int64, is_float_array, lanes, load, muladd, store
+from .vector_ir import (I64, bits, const, data_at, int64, is_float_array, lanes, load, muladd,
+                        store, transpose)
 
 
 def _combine(builder, coefs, values, fma):
@@ -78,20 +79,7 @@ def _store_transposed(builder, values, dst, targets, chan, d_chan, nbits):
     tile row is stored as one m-wide store: a quarter of the stores of lane-by-lane scattering,
     and no lane extracts."""
     out_rows = len(values)
-    vectors = [values[r][s] for r in range(out_rows) for s in range(out_rows)]
-    count = len(vectors)
-    mask_type = ir.VectorType(ir.IntType(32), count)
-    step = count // 2
-    while step:  # butterfly: swap the off-diagonal step x step blocks of each pair
-        for i in range(count):
-            if i & step:
-                continue
-            low, high = vectors[i], vectors[i + step]
-            vectors[i] = builder.shuffle_vector(low, high, ir.Constant(
-                mask_type, [j if not j & step else count + j - step for j in range(count)]))
-            vectors[i + step] = builder.shuffle_vector(low, high, ir.Constant(
-                mask_type, [j + step if not j & step else count + j for j in range(count)]))
-        step //= 2
+    vectors = transpose(builder, [values[r][s] for r in range(out_rows) for s in range(out_rows)])
     row_mask = ir.VectorType(ir.IntType(32), out_rows)
     for lane, tile in enumerate(vectors):  # vectors[lane]: the tile of channel c + lane
         undef = ir.Constant(tile.type, ir.Undefined)
