@@ -1,14 +1,16 @@
 """The hand-vectorised building blocks against NumPy: the GEMM micro-kernel (both strides of A,
 every dtype), Winograd's tile transforms (vector body and scalar tail, scattered stores,
 bias, the guard on an overhanging tile), the FFT algorithms' spectral block, the in-register
-block transpose and the channel-last staging built on it, and the cache-line alignment of large
-workspace."""
+block transpose and the channel-last staging built on it, the own FFT's vector pieces, and the
+cache-line alignment of large workspace."""
 import numpy as np
 import pytest
 from numba import njit
 
 from convbench import workspace
 from convbench.cpu import transpose
+from convbench.cpu.lane_fft import butterfly_dif, butterfly_dit, lane_dft, lane_idft
+from convbench.cpu.line_fft import bit_reversal
 from convbench.cpu.microkernel import MR, ROW_CHOICES, best_rows, block_indexed, gemm, nr
 from convbench.cpu.spectral_block import mac_channels
 from convbench.cpu.vector_ir import VECTOR_BYTES
@@ -222,3 +224,46 @@ def test_large_workspace_starts_on_a_cache_line(make):
             assert not any(arr.any() for arr in arrays)
     shaped = make((3, 7, 1001), np.float64)
     assert shaped.shape == (3, 7, 1001) and shaped.dtype == np.float64
+
+
+@njit
+def _lane_pair(x, tw, y, z):
+    lane_dft(x, 0, tw, 0, y, 0)
+    lane_idft(y, 0, tw, 0, z, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lane_dft_transforms_across_lanes_and_back(dtype):
+    """DFT across a vector's lanes after a lane-wise twiddle, bit-reversed out; the inverse
+    takes that order back to natural lanes and removes the twiddle (times the lane count)."""
+    lanes = transpose.width(dtype)
+    rng = np.random.default_rng(lanes)
+    values = rng.standard_normal(lanes) + 1j * rng.standard_normal(lanes)
+    twiddle = np.exp(1j * rng.uniform(0, 2 * np.pi, lanes))
+    split = lambda z: np.concatenate([z.real, z.imag]).astype(dtype)  # noqa: E731
+    y, z = np.zeros(2 * lanes, dtype), np.zeros(2 * lanes, dtype)
+    _lane_pair(split(values), split(twiddle), y, z)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    expected = np.fft.fft(values * twiddle)[bit_reversal(lanes)]
+    np.testing.assert_allclose(y[:lanes] + 1j * y[lanes:], expected, atol=tol * lanes)
+    np.testing.assert_allclose((z[:lanes] + 1j * z[lanes:]) / lanes, values, atol=tol)
+
+
+@njit
+def _butterflies(x, a, b, wr, wi):
+    butterfly_dif(x, a, b, wr, wi)
+    butterfly_dit(x, 0, 4 * x.shape[0] // 8, wr, wi)
+
+
+def test_butterflies_in_frequency_and_in_time():
+    lanes = transpose.width(np.float64)
+    x = np.random.default_rng(3).standard_normal(8 * lanes)
+    first = x.copy()
+    butterfly_at = lambda arr, at: arr[at:at + lanes] + 1j * arr[at + lanes:at + 2 * lanes]  # noqa: E731
+    w = 0.6 - 0.8j
+    a0, b0 = butterfly_at(first, 0), butterfly_at(first, 4 * lanes)
+    _butterflies(x, 0, 4 * lanes, w.real, w.imag)
+    a1, b1 = a0 + b0, (a0 - b0) * w  # the decimation-in-frequency step, then in time:
+    np.testing.assert_allclose(butterfly_at(x, 0), a1 + b1 * w, atol=1e-12)
+    np.testing.assert_allclose(butterfly_at(x, 4 * lanes), a1 - b1 * w, atol=1e-12)
+    np.testing.assert_array_equal(x[2 * lanes:4 * lanes], first[2 * lanes:4 * lanes])

@@ -2,10 +2,15 @@
 
 A layer's FFT convolution is three groups of transforms and one product:
 
-* **Images.** pocketfft's 2-D real FFT (``scipy.fft``, zero-extended to P x Q). A row
-  transform by GEMM, as for the kernels below, measured no faster inside the whole call: an
-  image plane is not mostly zeros, and every change between Numba's, OpenBLAS's and
-  pocketfft's threads costs tens of microseconds on two cores.
+* **Images.** A 2-D real FFT, zero-extended to P x Q: convbench's own (``line_fft``,
+  vectorised across lines, writing the packed layout below directly) where P and Q are powers
+  of two of at least a vector, else pocketfft's (``scipy.fft``) and a repacking. With the own
+  FFT a spectrum row's frequencies sit in the packed vectors in its own order
+  (``line_fft.frequency_order``); the kernel spectra follow the layout's order, and the
+  products never need the natural one. (A row transform by GEMM, as for the kernels below,
+  measured no faster than pocketfft inside the whole call: an image plane is not mostly
+  zeros, and every change between Numba's, OpenBLAS's and pocketfft's threads costs tens of
+  microseconds on two cores.)
 * **Kernels.** A kh x kw kernel in a P x Q transform is almost all zeros, so its spectrum is a
   DFT over its taps: W = E_p w E_q^T, the row factor one small GEMM per call
   (``KernelSpectra.row``), the column factor a cached constant (``KernelSpectra.column``).
@@ -18,7 +23,8 @@ A layer's FFT convolution is three groups of transforms and one product:
   ``spectral_block`` kernel, per task one vector of frequencies for every image and channel.
   For that the image spectra are repacked once into ``(vector, v, image, tile, channel,
   re/im, lane)`` order, so a task reads one contiguous block.
-* **Outputs.** The products are unpacked to complex planes and transformed back by pocketfft.
+* **Outputs.** The packed products are transformed back by the own inverse FFT, or unpacked
+  to complex planes and transformed back by pocketfft.
 
 The transforms run on ``workers()`` threads: pocketfft's own threads, between the Numba
 kernels' parallel regions.
@@ -35,6 +41,7 @@ from numba import get_thread_id, njit, prange
 
 from .. import settings, workspace
 from ..arith import ceil_div
+from . import line_fft
 from .microkernel import MR, gemm, nr
 from .spectral_block import mac_channels
 from .vector_ir import VECTOR_BYTES
@@ -55,7 +62,9 @@ class Layout(NamedTuple):
     ``lanes``: values per vector; ``group``: spectrum vectors per block of kernel spectra (one
     micro-kernel block is ``group`` vectors of real and imaginary parts); ``blocks``: blocks
     per spectrum row, so a row holds ``pitch`` = blocks * group * lanes >= P frequencies (the
-    padding frequencies are zero in the images and never read out).
+    padding frequencies are zero in the images and never read out); ``native``: transformed
+    by ``line_fft`` (slot s of a row holds frequency :meth:`order` [s]), else by pocketfft
+    (slot s holds frequency s).
     """
     p: int
     q: int
@@ -63,6 +72,7 @@ class Layout(NamedTuple):
     lanes: int
     group: int
     blocks: int
+    native: bool
 
     @property
     def qh(self) -> int:
@@ -81,6 +91,11 @@ class Layout(NamedTuple):
         """Columns of one block of kernel spectra: ``group`` x (re, im) x lanes."""
         return self.group * 2 * self.lanes
 
+    def order(self) -> np.ndarray:
+        """The row frequency in each of the first P slots of a spectrum row."""
+        return line_fft.frequency_order(self.p, self.lanes) if self.native else np.arange(
+            self.p)
+
 
 def layout(p: int, q: int, dtype) -> Layout:
     """The layout of a P x Q transform: a block of kernel spectra is one micro-kernel block
@@ -88,7 +103,8 @@ def layout(p: int, q: int, dtype) -> Layout:
     dtype = np.dtype(dtype)
     lanes = VECTOR_BYTES // dtype.itemsize
     group = max(1, nr(dtype) // (2 * lanes))
-    return Layout(p, q, dtype, lanes, group, ceil_div(p, group * lanes))
+    return Layout(p, q, dtype, lanes, group, ceil_div(p, group * lanes),
+                  line_fft.applies(p, q, dtype))
 
 
 def _twiddles(n_out: int, taps: int, step: int, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,6 +129,10 @@ def image_spectra(planes: np.ndarray, lay: Layout) -> np.ndarray:
     """Packed spectra (vectors, qh, A, T, B, 2, lanes) of real planes (A, B, T, rows, cols),
     rows <= P and cols <= Q, zero-extended to the transform."""
     n_a, n_b, n_t = planes.shape[:3]
+    if lay.native:
+        packed = workspace.empty((lay.vectors, lay.qh, n_a, n_t, n_b, 2, lay.lanes), lay.dtype)
+        line_fft.forward(planes, lay.p, lay.q, packed)
+        return packed
     spectra = scipy.fft.rfft2(planes, s=(lay.p, lay.q), workers=workers())
     packed = workspace.empty((lay.vectors, lay.qh, n_a, n_t, n_b, 2, lay.lanes), lay.dtype)
     _pack(spectra, packed)
@@ -123,9 +143,11 @@ def image_spectra_peak(n_a: int, n_b: int, n_t: int, lay: Layout) -> int:
     """Peak bytes of :func:`image_spectra`, its result included: the zero-extended planes
     beside their spectra, then the spectra beside the packed copy."""
     planes = n_a * n_b * n_t
+    packed = workspace.nbytes((lay.vectors, lay.qh, planes, 2, lay.lanes), lay.dtype)
+    if lay.native:
+        return packed + line_fft.forward_peak(planes, lay.p, lay.q, lay.dtype)
     spectra = workspace.nbytes((planes, lay.p, lay.qh), complex_dtype(lay.dtype))
     extended = workspace.nbytes((planes, lay.p, lay.q), lay.dtype)
-    packed = workspace.nbytes((lay.vectors, lay.qh, planes, 2, lay.lanes), lay.dtype)
     return max(extended + spectra, spectra + packed)
 
 
@@ -198,6 +220,7 @@ def _column_dft(kh: int, dh: int, lay: Layout) -> np.ndarray:
     row's (real parts; imaginary parts) to each block's (real; imaginary) spectrum vectors.
     A cached constant, never written."""
     cos, sin = _twiddles(lay.p, kh, dh, lay.p)
+    cos, sin = cos[lay.order()], sin[lay.order()]  # in the layout's order of frequencies
     column = np.zeros((2, kh, 2, lay.pitch), lay.dtype)
     column[0, :, 0, :lay.p], column[0, :, 1, :lay.p] = cos.T, sin.T
     column[1, :, 0, :lay.p], column[1, :, 1, :lay.p] = -sin.T, cos.T
@@ -314,6 +337,8 @@ def _products(x, row, column, full, prepared, scratch, y, planes, c_in, k_out, g
 def output_planes(ys: np.ndarray, lay: Layout) -> np.ndarray:
     """Real planes (N, K, T, P, Q) of the packed products (N, T, K order)."""
     _, _, n_img, tiles, k_out = ys.shape[:5]
+    if lay.native:
+        return line_fft.inverse(ys, lay.p, lay.q)
     spectra = workspace.empty((n_img, k_out, tiles, lay.p, lay.qh), complex_dtype(lay.dtype))
     _unpack(ys, spectra)
     return scipy.fft.irfft2(spectra, s=(lay.p, lay.q), workers=workers(), overwrite_x=True)
@@ -333,6 +358,8 @@ def pipeline_peak(spec, lay: Layout, tiles: int = 1, staged: int = 0) -> int:
 
 def output_planes_peak(n_img: int, k_out: int, tiles: int, lay: Layout) -> int:
     """Peak bytes of :func:`output_planes` past its input: the complex planes beside the
-    real result."""
+    real result (the own inverse: its row spectra and line blocks beside the result)."""
+    if lay.native:
+        return line_fft.inverse_peak(n_img * k_out * tiles, lay.p, lay.q, lay.dtype)
     return (workspace.nbytes((n_img, k_out, tiles, lay.p, lay.qh), complex_dtype(lay.dtype))
             + workspace.nbytes((n_img, k_out, tiles, lay.p, lay.q), lay.dtype))
