@@ -18,6 +18,11 @@ def fast_len(n: int) -> int:
     return scipy.fft.next_fast_len(int(n), real=True)
 
 
+def power_of_two(n: int) -> int:
+    """Smallest power of two >= n."""
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
 def _log2(n: float) -> float:
     return math.log2(max(2.0, n))
 
@@ -26,9 +31,11 @@ def fft_cost_features(spec, lay, tiles: int = 1, chunks: int = 1,
                       read_out: int = 1) -> list[float]:
     """An FFT convolution's work (``lay``: its ``spectra.Layout``, ``tiles`` planes per
     image): a fixed cost; the FFTs of the image and output planes (P*Q*log2(P*Q) each) and
-    their number of 1-D lines (each has a fixed cost too); the kernels' spectra, a DFT over
-    their taps made block by block (multiply-adds); the spectral multiply-accumulates; the
-    outputs read out (``read_out`` passes each); and the chunks of tiles processed."""
+    their number of 1-D lines (each has a fixed cost too) when pocketfft makes them, or the
+    same P*Q*log2(P*Q) as a feature of its own when convbench's FFT does (``lay.native``: a
+    different speed, and no per-line cost); the kernels' spectra, a DFT over their taps made
+    block by block (multiply-adds); the spectral multiply-accumulates; the outputs read out
+    (``read_out`` passes each); and the chunks of tiles processed."""
     n, c, k = spec.n, spec.c, spec.k
     p, q, qh = lay.p, lay.q, lay.qh
     ho, wo = spec.out_size
@@ -37,7 +44,9 @@ def fft_cost_features(spec, lay, tiles: int = 1, chunks: int = 1,
     lines = planes * (p + qh)
     kernels = k * c * qh * lay.pitch * 2 * spec.kh * chunks
     mac = n * k * c * tiles * qh * lay.pitch
-    return [1.0, ffts, lines, kernels, mac, n * k * ho * wo * read_out, chunks]
+    own = 1.0 if lay.native else 0.0
+    return [1.0, ffts * (1.0 - own), lines * (1.0 - own), ffts * own, kernels, mac,
+            n * k * ho * wo * read_out, chunks]
 
 
 def fft_rough_cost(spec, p: int, q: int, tiles: int = 1) -> float:
