@@ -1,8 +1,8 @@
 """Tiled FFT convolution on the CPU by overlap-add (the cuDNN FFT_TILING idea).
 
 The image is cut into B x B' blocks; each block's full correlation with the kernel is taken by
-FFTs of size P x Q = B + ek - 1 (chosen per axis from the dilated kernel extent ek, a fast length
-near 2x-8x ek minimising transform work per output), and the overlapping tails of neighbouring
+FFTs of size P x Q = B + ek - 1 (chosen per axis from the dilated kernel extent ek: a power of
+two, for convbench's own FFT, near 2x-16x ek minimising the axis's transform work), and the overlapping tails of neighbouring
 blocks are added. Blocks are processed a few block-rows at a time, so the workspace is the kernel
 spectra's factors plus one chunk of tiles instead of whole-image spectra: far less than ``fft``
 for small kernels on large images. The transforms and products are ``fft``'s (``spectra``), the
@@ -23,28 +23,29 @@ from ..registry import Algorithm, register
 from ..spec import ConvSpec
 from .spectra import (Layout, image_spectra, kernel_spectra, kernel_spectra_bytes, layout,
                       output_planes, pipeline_peak, spectral_products)
-from .spectral import fast_len, fft_cost_features, fft_growth, fft_rough_cost, ungrouped
+from .spectral import fft_cost_features, fft_growth, fft_rough_cost, power_of_two, ungrouped
 
 CHUNK_ELEMS = 1 << 16  # real elements of staged tiles per chunk (256 KiB in float32: L2-sized)
 
 
-TRANSFORM_OVERHEAD = 64  # per-transform cost in units of P*log2(P): chosen so that the plan
-# picks the fastest measured tile length on one 512x512 channel (scipy 1.17's pocketfft)
+TRANSFORM_OVERHEAD = 200  # per-transform cost in units of P*log2(P): with it the plan picks the
+# fastest of the measured tile lengths (2-core Xeon: 128 of 64/128/256 for 11x11 on one 512x512
+# channel, 64 of 64/128 for 7x7 on N2 C8 128x128, 32 of 32/64 for 9x9 on N4 C16 64x64)
 
 
 def tile_length(ek: int, size: int) -> int:
-    """FFT length for one axis: minimises (P*log2(P) + overhead) / (P - ek + 1), the transform
-    work per output sample, over fast lengths in [max(16, 2*ek), 16*ek]; never longer than one
-    tile covering the whole axis."""
-    whole = fast_len(size + ek - 1)
-    cost = lambda p: (p * math.log2(p) + TRANSFORM_OVERHEAD) / (p - ek + 1)  # noqa: E731
+    """FFT length for one axis, a power of two (convbench's own FFT: 1.3-2x faster than
+    pocketfft's fast lengths on the measured layers): minimises the axis's transform work,
+    tiles x (P*log2(P) + overhead), over [max(16, 2*ek), 16*ek] and the length that covers
+    the whole axis in one tile."""
+    whole = power_of_two(size + ek - 1)
+    cost = lambda p: ceil_div(size, p - ek + 1) * (p * math.log2(p) + TRANSFORM_OVERHEAD)  # noqa: E731
     best = whole
-    for m in range(max(16, 2 * ek), 16 * ek + 1):
-        p = fast_len(m)
-        if p >= whole:
-            break
+    p = power_of_two(max(16, 2 * ek))
+    while p < whole and p <= 16 * ek:
         if cost(p) < cost(best):
             best = p
+        p *= 2
     return best
 
 
