@@ -15,6 +15,7 @@ at the edges (channels or pixels short of a whole block) element by element.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 from numba.core import types
 from numba.extending import intrinsic
 from llvmlite import ir
@@ -53,3 +54,31 @@ def block(typingctx, src, s_off, s_pitch, dst, d_off, d_pitch):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def transpose_into(src: np.ndarray, dst: np.ndarray) -> None:
+    """dst[j, i] = src[i, j] for every (i, j) of the C-contiguous 2-D ``src``; ``dst``
+    (C-contiguous) may be wider than src is tall: its other columns are left as they are."""
+    _transpose_into(src, dst, width(src.dtype))
+
+
+@njit(parallel=True, cache=True)
+def _transpose_into(src, dst, lanes):
+    """Whole lanes x lanes blocks in registers, in parallel over the source's column blocks;
+    the edges element by element."""
+    rows, cols = src.shape
+    pitch_s, pitch_d = cols, dst.shape[1]
+    flat_s, flat_d = src.reshape(-1), dst.reshape(-1)
+    whole_rows, whole_cols = rows - rows % lanes, cols - cols % lanes
+    for jb in prange((cols + lanes - 1) // lanes):
+        j0 = jb * lanes
+        if j0 < whole_cols:
+            for i0 in range(0, whole_rows, lanes):
+                block(flat_s, i0 * pitch_s + j0, pitch_s, flat_d, j0 * pitch_d + i0, pitch_d)
+            for i in range(whole_rows, rows):
+                for j in range(j0, j0 + lanes):
+                    dst[j, i] = src[i, j]
+        else:
+            for j in range(j0, cols):
+                for i in range(rows):
+                    dst[j, i] = src[i, j]
