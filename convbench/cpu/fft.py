@@ -114,6 +114,7 @@ register(Algorithm(
     prepare=prepare_fft, supports=ungrouped, limits="groups = 1 only",
     cost_features=lambda spec: fft_cost_features(spec, _layout(spec)),
     rough_cost=lambda spec: fft_rough_cost(spec, *transform_shape(spec)),
-    transform_growth=fft_growth, error_model="fft", bound_by="fft",
+    # bound by Numba: its transforms (own FFT), kernel DFT and products are Numba kernels
+    transform_growth=fft_growth, error_model="fft", bound_by="numba",
     description="convolution theorem: spectra once per plane and kernel, register-blocked products",
 ))

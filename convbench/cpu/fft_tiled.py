@@ -180,6 +180,7 @@ register(Algorithm(
     supports=ungrouped, limits="groups = 1 only",
     workspace_bytes=fft_tiled_workspace_bytes, cost_features=fft_tiled_cost_features,
     rough_cost=lambda spec: fft_rough_cost(spec, *_tiling(spec)[:3]),
-    transform_growth=fft_growth, error_model="fft", bound_by="fft",
-    description="overlap-add: FFT of tiles ~2-8x the kernel, tails added; small workspace",
+    transform_growth=fft_growth, error_model="fft", bound_by="numba",  # own FFT, as fft
+    description="overlap-add: power-of-two FFTs of tiles ~2-16x the kernel, tails added; small "
+                "workspace",
 ))
