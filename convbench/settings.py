@@ -32,7 +32,7 @@ VARIABLES = {v.name: v for v in (
     Variable("CONVBENCH_MAX_WORKSPACE", "bytes (or with a K/M/G suffix) of workspace an "
              "algorithm may use; default half of the memory available at the call"),
     Variable("CONVBENCH_FFT_WORKERS", "integer >= 1: threads of each scipy.fft call in the "
-             "FFT algorithms; default 1"),
+             "FFT algorithms (sizes that are not powers of two); default: Numba's threads"),
     Variable("CONVBENCH_CACHE_DIR", "folder for the calibration and the tuning cache; default "
              "$XDG_CACHE_HOME/convbench or ~/.cache/convbench"),
     Variable("CONVBENCH_STEADY_MALLOC", "boolean: configure_for_benchmarks() fixes glibc's "

@@ -8,8 +8,9 @@ another ~6. Here a vector holds ``lanes`` (16 float32 on AVX-512) image rows at 
 1. **Rows** (one task per plane and block of ``lanes`` rows): the block is transposed in
    registers (``transpose.block``) so that a vector holds one column of ``lanes`` rows; the Q
    samples of those rows are transformed as Q/2 complex samples (even + i odd) by a radix-2
-   FFT whose butterflies are whole vectors (``lane_fft.butterfly``), and split into the rows'
-   Q/2 + 1 frequencies (``real_split``).
+   FFT whose butterflies are whole vectors (``lane_fft.butterfly_dif``; decimation in
+   frequency, its bit-reversed result read through a table rather than reordered), and split
+   into the rows' Q/2 + 1 frequencies (``real_split``).
 2. **Columns** (one task per plane and row frequency v): the P = M * lanes values of column v
    are M vectors. A P-point DFT is, with u = u1 + M*u2 and row i = lanes*b + l, an M-point
    FFT across the vectors (b -> u1, the same butterflies), a twiddle W_P^(l u1), and a
