@@ -42,6 +42,17 @@ def _complex_mul(builder, fma, ar, ai, br, bi):
     return real, imag
 
 
+def _load_pair(builder, vec, ptr, nbits):
+    """The complex vector at ``ptr``: its real parts, then its imaginary parts."""
+    return (load(builder, vec, ptr, nbits),
+            load(builder, vec, builder.gep(ptr, [const(vec.count)]), nbits))
+
+
+def _store_pair(builder, re, im, ptr, nbits):
+    store(builder, re, ptr, nbits)
+    store(builder, im, builder.gep(ptr, [const(re.type.count)]), nbits)
+
+
 def _partner(builder, value, half):
     """Each lane swapped with the lane ``half`` away in its pair (lane i <-> i ^ half)."""
     count = value.type.count
@@ -78,10 +89,8 @@ def _lane_transform(inverse: bool):
             elem = context.get_data_type(x.dtype)
             vec = ir.VectorType(elem, count)
             fma = muladd(builder, vec, nbits)
-            re = load(builder, vec, x_ptr, nbits)
-            im = load(builder, vec, builder.gep(x_ptr, [const(count)]), nbits)
-            w_re = load(builder, vec, tw_ptr, nbits)
-            w_im = load(builder, vec, builder.gep(tw_ptr, [const(count)]), nbits)
+            re, im = _load_pair(builder, vec, x_ptr, nbits)
+            w_re, w_im = _load_pair(builder, vec, tw_ptr, nbits)
             if inverse:
                 w_im = builder.fneg(w_im)
             else:
@@ -104,8 +113,7 @@ def _lane_transform(inverse: bool):
                     re, im = _complex_mul(builder, fma, re, im, wr, wi)
             if inverse:
                 re, im = _complex_mul(builder, fma, re, im, w_re, w_im)
-            store(builder, re, y_ptr, nbits)
-            store(builder, im, builder.gep(y_ptr, [const(count)]), nbits)
+            _store_pair(builder, re, im, y_ptr, nbits)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -134,8 +142,7 @@ def _butterfly(frequency: bool):
                 context, builder, args[i], tys[i])) for i in (1, 2))
             w_re, w_im = (splat(builder, context.cast(builder, args[i], tys[i], x.dtype), vec)
                           for i in (3, 4))
-            ar, ai, br, bi = (load(builder, vec, builder.gep(ptr, [const(part * count)]),
-                                   nbits) for ptr in (a_ptr, b_ptr) for part in (0, 1))
+            (ar, ai), (br, bi) = (_load_pair(builder, vec, ptr, nbits) for ptr in (a_ptr, b_ptr))
             if frequency:  # X[a] + X[b], (X[a] - X[b]) w
                 sum_r, sum_i = builder.fadd(ar, br), builder.fadd(ai, bi)
                 low_r, low_i = _complex_mul(builder, fma, builder.fsub(ar, br),
@@ -144,9 +151,8 @@ def _butterfly(frequency: bool):
                 tr, ti = _complex_mul(builder, fma, br, bi, w_re, w_im)
                 sum_r, sum_i = builder.fadd(ar, tr), builder.fadd(ai, ti)
                 low_r, low_i = builder.fsub(ar, tr), builder.fsub(ai, ti)
-            for ptr, re, im in ((a_ptr, sum_r, sum_i), (b_ptr, low_r, low_i)):
-                store(builder, re, ptr, nbits)
-                store(builder, im, builder.gep(ptr, [const(count)]), nbits)
+            _store_pair(builder, sum_r, sum_i, a_ptr, nbits)
+            _store_pair(builder, low_r, low_i, b_ptr, nbits)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -176,8 +182,7 @@ def _real_step(inverse: bool):
             y_ptr = data_at(context, builder, x, args[6], int64(context, builder, args[7], tys[7]))
             w_re, w_im, f = (splat(builder, context.cast(builder, args[i], tys[i], x.dtype), vec)
                              for i in (3, 4, 5))
-            ar, ai, cr, ci = (load(builder, vec, builder.gep(ptr, [const(part * count)]), nbits)
-                              for ptr in (a_ptr, c_ptr) for part in (0, 1))
+            (ar, ai), (cr, ci) = (_load_pair(builder, vec, ptr, nbits) for ptr in (a_ptr, c_ptr))
             er = builder.fmul(f, builder.fadd(ar, cr))  # E = f (a + conj c)
             ei = builder.fmul(f, builder.fsub(ai, ci))
             if inverse:  # O = f (a - conj c) conj(w); Z = E + i O
@@ -191,8 +196,7 @@ def _real_step(inverse: bool):
                 o_i = builder.fmul(f, builder.fsub(cr, ar))
                 tr, ti = _complex_mul(builder, fma, o_r, o_i, w_re, w_im)
                 yr, yi = builder.fadd(er, tr), builder.fadd(ei, ti)
-            store(builder, yr, y_ptr, nbits)
-            store(builder, yi, builder.gep(y_ptr, [const(count)]), nbits)
+            _store_pair(builder, yr, yi, y_ptr, nbits)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -149,6 +149,15 @@ def _forward_rows(src, rows, cols, p, q, spectra, scratch, lines, reverse, split
                        split[2 * v + 1], 0.5, spectra, ((plane * qh + v) * vectors + b) * pair)
 
 
+@njit(inline="always")
+def _column_task(task, chunks, chunk, qh, n_b, n_t):
+    """A column task's plane (in (a, b, t) order), that plane's place in the packed (a, t, b)
+    order, and its range of row frequencies."""
+    plane, part = task // chunks, task % chunks
+    a, b, t = plane // (n_b * n_t), plane // n_t % n_b, plane % n_t
+    return plane, (a * n_t + t) * n_b + b, part * chunk, min(qh, (part + 1) * chunk)
+
+
 @njit(parallel=True, cache=True)
 def _forward_columns(spectra, packed, n_a, n_b, n_t, qh, vectors, slots, chunk, columns,
                      reverse, twiddles, lanes):
@@ -158,10 +167,8 @@ def _forward_columns(spectra, packed, n_a, n_b, n_t, qh, vectors, slots, chunk, 
     count, pair = n_a * n_b * n_t, 2 * lanes
     chunks = (qh + chunk - 1) // chunk
     for task in prange(count * chunks):
-        plane = task // chunks
-        a, b, t = plane // (n_b * n_t), plane // n_t % n_b, plane % n_t
-        packed_plane = (a * n_t + t) * n_b + b
-        for v in range(task % chunks * chunk, min(qh, (task % chunks + 1) * chunk)):
+        plane, packed_plane, first, stop = _column_task(task, chunks, chunk, qh, n_b, n_t)
+        for v in range(first, stop):
             at = (plane * qh + v) * vectors * pair
             _line_fft(spectra, at, vectors, columns, lanes)
             for j in range(slots):
@@ -180,10 +187,8 @@ def _inverse_columns(packed, spectra, n_a, n_t, n_b, qh, vectors, chunk, columns
     count, pair = n_a * n_b * n_t, 2 * lanes
     chunks = (qh + chunk - 1) // chunk
     for task in prange(count * chunks):
-        plane = task // chunks
-        a, b, t = plane // (n_b * n_t), plane // n_t % n_b, plane % n_t
-        packed_plane = (a * n_t + t) * n_b + b
-        for v in range(task % chunks * chunk, min(qh, (task % chunks + 1) * chunk)):
+        plane, packed_plane, first, stop = _column_task(task, chunks, chunk, qh, n_b, n_t)
+        for v in range(first, stop):
             at = (plane * qh + v) * vectors * pair
             for j in range(vectors):
                 lane_idft(packed, ((j * qh + v) * count + packed_plane) * pair, twiddles,
