@@ -9,7 +9,7 @@ import pytest
 from convbench import registry, timing
 from convbench.bench import experiments, measure, sweep
 from convbench.bench.compare import compare_runs
-from convbench.bench.rundir import RunDirectory
+from convbench.bench.rundir import PREPARED, RunDirectory
 from convbench.cli import main
 from convbench.registry import Algorithm
 
@@ -209,6 +209,19 @@ def test_compare_flags_regressions(smoke_runs, tmp_path, capsys):
     assert ((same.table["ci_low"] <= 1) & (same.table["ci_high"] >= 1)).all()
     assert (same.table["ratio"] == 1).all()
     assert main(["compare", str(run), str(run), "--fail-above", "1.5"]) == 0
+
+
+def test_prepared_calls_keep_their_rounds(smoke_runs):
+    """A prepared call is timed in the same rounds as the per-call ones, and its rounds are kept
+    beside them, so its ratio to a peer can be taken round by round."""
+    run = smoke_runs["small_cnn"]
+    rounds = RunDirectory.open(run).rounds()
+    prepared = [r for r in _rows(run) if r["prepared_median_s"]]
+    assert prepared  # implicit_gemm, fft and winograd prepare their weights
+    for row in prepared:
+        key = (row["device"], row["case_id"], row["algorithm"] + PREPARED)
+        assert len(rounds[key]) >= 1
+        assert np.median(rounds[key]) == pytest.approx(float(row["prepared_median_s"]))
 
 
 def test_compare_fails_when_nothing_could_be_compared(smoke_runs, capsys):

@@ -19,7 +19,7 @@ from ..workspace import available_memory, max_workspace_bytes
 from . import gpu_monitor, memory, noise
 from .experiments import Case, Experiment
 from .information import information_kept
-from .rundir import PARAM_COLUMNS
+from .rundir import PARAM_COLUMNS, PREPARED
 
 MEMORY_SHARE = 0.8  # a case's inputs, output and reference may use this much of free memory
 
@@ -144,7 +144,6 @@ class Admitted:
     loops: int
     prepared: Callable[[], object] | None = None  # the same call with its weights prepared
 
-PREPARED = " (prepared)"  # suffix of the timing key of an algorithm's prepared call
 
 
 def _fail(row: dict, status: str, error: str) -> None:
@@ -354,6 +353,6 @@ def run_case(case: Case, device: str, experiment: Experiment, options: SweepOpti
         for name in admitted:
             _fail(rows[name], "failed", f"while timing: {type(exc).__name__}: {exc}")
         return list(rows.values()), {}
-    rounds = {n: t.rounds for n, t in timings.items() if not n.endswith(PREPARED)}
+    rounds = {n: t.rounds for n, t in timings.items()}  # prepared calls' too (rundir.PREPARED)
     fill_figures(rows, timings, signals, spec, budget, options)
     return list(rows.values()), rounds

@@ -2,7 +2,8 @@
 
 ``results/<UTC timestamp>-<experiment>[-N]/`` holds ``results.csv`` (one row per case x
 algorithm, appended case by case and fsynced), ``rounds.jsonl`` (the per-round seconds behind
-every timed row, for ``compare``), ``run.json`` (the arguments, for ``--resume``),
+every timed row, for ``compare``, and those of its prepared call, as "<algorithm> (prepared)",
+timed in the same rounds), ``run.json`` (the arguments, for ``--resume``),
 ``environment.json`` (the machine that ran the command), ``machines.json`` (on a cluster: the
 environment of every worker machine that measured rows), ``plots/`` and ``report.md``. A directory is created exclusively (two
 runs started in the same second get two directories) and written under a lock (a second writer
@@ -41,6 +42,7 @@ COLUMNS = (
        "best_peer", "workspace_bytes", "measured_host_bytes", "measured_device_bytes",
        "transfer_s", "error_to_bound", "info_kept", "auto_pick", "auto_top",
        "auto_measured_pick", "scipy_choice"])
+PREPARED = " (prepared)"  # an algorithm's prepared call, in the timings and in rounds.jsonl
 RESULTS, ROUNDS, INFO, ENVIRONMENT, MACHINES, LOCK = (
     "results.csv", "rounds.jsonl", "run.json", "environment.json", "machines.json", ".lock")
 RENAMED = {"compile_s": "first_call_s"}  # columns of older runs, read under today's names
@@ -233,10 +235,12 @@ class RunDirectory:
                            else v for k, v in row.items()} for row in rows])
         if rounds:
             by_name = {r["algorithm"]: r for r in rows}
-            lines = "".join(json.dumps({"device": by_name[n]["device"],
-                                        "case_id": by_name[n]["case_id"], "algorithm": n,
+            row_of = {n: by_name.get(n[:-len(PREPARED)] if n.endswith(PREPARED) else n)
+                      for n in rounds}
+            lines = "".join(json.dumps({"device": row_of[n]["device"],
+                                        "case_id": row_of[n]["case_id"], "algorithm": n,
                                         "rounds": [float(v) for v in values]}) + "\n"
-                            for n, values in rounds.items() if n in by_name)
+                            for n, values in rounds.items() if row_of[n] is not None)
             _append_synced(self.path / ROUNDS, lines)
         _append_synced(self.results_path, buf.getvalue())
 
