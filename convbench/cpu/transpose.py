@@ -1,5 +1,7 @@
 """Square blocks transposed in registers: the step from channel-first (N, C, H, W) planes to a
-channel-last copy (pixels whose channels are contiguous), which Winograd's tile transforms read.
+channel-last copy (pixels whose channels are contiguous), which Winograd's tile transforms read;
+weights reordered with the output channels innermost (:func:`transpose_into`, for the implicit
+GEMM's packing and Winograd's kernel transform); and the own FFT's blocks of image lines.
 
 A plain Numba loop for that copy (``dst[pixel*C + c] = src[c*plane + pixel]``) loads one
 element at a time from C planes; LLVM leaves it scalar (or gathers), about three cycles per
