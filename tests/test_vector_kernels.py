@@ -198,6 +198,18 @@ def test_transpose_block_swaps_rows_and_columns(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 40, 53), (3, 20, 37), (256, 1, 9)])
+def test_transpose_into_transposes_every_matrix_of_a_stack(dtype, shape):
+    """Whole blocks and edges, one matrix or a stack (a grouped layer's weights); the
+    destination's extra columns are left alone."""
+    src = np.random.default_rng(shape[1]).standard_normal(shape).astype(dtype)
+    dst = np.full((shape[0], shape[2], shape[1] + 3), np.nan, dtype)
+    transpose.transpose_into(src, dst)
+    np.testing.assert_array_equal(dst[:, :, :shape[1]], src.transpose(0, 2, 1))
+    assert np.isnan(dst[:, :, shape[1]:]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(2, 64, 20, 37), (1, 19, 5, 40), (1, 3, 21, 21),
                                    (1, 40, 17, 16)])
 def test_channel_last_staging_pads_and_transposes(dtype, shape):

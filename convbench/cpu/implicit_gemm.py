@@ -146,8 +146,7 @@ def pack_weights(w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     k_pad = plan(spec, numba.config.NUMBA_NUM_THREADS).k_pad
     rows = np.ascontiguousarray(w).reshape(spec.groups, spec.kg, -1)
     packed = workspace.empty((spec.groups, rows.shape[2], k_pad), w.dtype)
-    for g in range(spec.groups):  # in registers: NumPy's strided copy took 6 ms for 9 MB
-        transpose_into(rows[g], packed[g])
+    transpose_into(rows, packed)  # in registers: NumPy's strided copy took 6 ms for 9 MB
     packed[:, :, spec.kg:] = 0.0
     return packed
 

@@ -59,28 +59,34 @@ def block(typingctx, src, s_off, s_pitch, dst, d_off, d_pitch):
 
 
 def transpose_into(src: np.ndarray, dst: np.ndarray) -> None:
-    """dst[j, i] = src[i, j] for every (i, j) of the C-contiguous 2-D ``src``; ``dst``
-    (C-contiguous) may be wider than src is tall: its other columns are left as they are."""
-    _transpose_into(src, dst, width(src.dtype))
+    """dst[..., j, i] = src[..., i, j] for every matrix of the C-contiguous ``src`` (2-D, or a
+    stack of matrices, all transposed in one parallel region); ``dst`` (C-contiguous) may be
+    wider than src is tall: its other columns are left as they are."""
+    rows, cols = src.shape[-2:]
+    _transpose_into(src.reshape(-1, rows, cols), dst.reshape(-1, cols, dst.shape[-1]),
+                    width(src.dtype))
 
 
 @njit(parallel=True, cache=True)
 def _transpose_into(src, dst, lanes):
-    """Whole lanes x lanes blocks in registers, in parallel over the source's column blocks;
-    the edges element by element."""
-    rows, cols = src.shape
-    pitch_s, pitch_d = cols, dst.shape[1]
+    """Whole lanes x lanes blocks in registers, in parallel over (matrix, column block of the
+    source); the edges element by element."""
+    count, rows, cols = src.shape
+    pitch_s, pitch_d = cols, dst.shape[2]
     flat_s, flat_d = src.reshape(-1), dst.reshape(-1)
     whole_rows, whole_cols = rows - rows % lanes, cols - cols % lanes
-    for jb in prange((cols + lanes - 1) // lanes):
-        j0 = jb * lanes
+    col_blocks = (cols + lanes - 1) // lanes
+    for task in prange(count * col_blocks):
+        m, j0 = task // col_blocks, task % col_blocks * lanes
+        s0, d0 = m * rows * cols, m * cols * pitch_d
         if j0 < whole_cols:
             for i0 in range(0, whole_rows, lanes):
-                block(flat_s, i0 * pitch_s + j0, pitch_s, flat_d, j0 * pitch_d + i0, pitch_d)
+                block(flat_s, s0 + i0 * pitch_s + j0, pitch_s, flat_d, d0 + j0 * pitch_d + i0,
+                      pitch_d)
             for i in range(whole_rows, rows):
                 for j in range(j0, j0 + lanes):
-                    dst[j, i] = src[i, j]
+                    dst[m, j, i] = src[m, i, j]
         else:
             for j in range(j0, cols):
                 for i in range(rows):
-                    dst[j, i] = src[i, j]
+                    dst[m, j, i] = src[m, i, j]
