@@ -14,6 +14,12 @@ def ceil_div(a, b):
     return (a + b - 1) // b
 
 
+@register_jitable
+def plane_index(plane, n_b, n_t):
+    """(a, b, t) of plane number ``plane`` in an (A, B, T) stack of planes, t fastest."""
+    return plane // (n_b * n_t), plane // n_t % n_b, plane % n_t
+
+
 def sampled(start: int, count: int, step: int) -> slice:
     """The slice picking ``count`` elements ``step`` apart from ``start`` (a strided output's
     rows or columns in a stride-1 result): ``start, start + step, ..., start + (count-1)*step``."""

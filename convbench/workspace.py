@@ -28,10 +28,15 @@ ALIGN_BYTES = 64  # a cache line, and one AVX-512 vector
 ALIGN_FROM_BYTES = 1 << 16  # arrays this large or larger start on a cache line
 
 
+def _placed(arr: np.ndarray) -> bool:
+    """Whether NumPy's own allocation will do: small, or already on a cache line."""
+    return arr.nbytes < ALIGN_FROM_BYTES or arr.ctypes.data % ALIGN_BYTES == 0
+
+
 def empty(shape, dtype) -> np.ndarray:
     """Uninitialised workspace array (counted by tracemalloc), on a cache line if large."""
     arr = np.empty(shape, dtype=dtype)
-    if arr.nbytes < ALIGN_FROM_BYTES or arr.ctypes.data % ALIGN_BYTES == 0:
+    if _placed(arr):
         return arr
     shape = arr.shape
     del arr  # before the padded block, so the peak does not hold both
@@ -50,7 +55,7 @@ def aligned_empty(shape, dtype) -> np.ndarray:
 def zeros(shape, dtype) -> np.ndarray:
     """Zero-filled workspace array (counted by tracemalloc), on a cache line if large."""
     arr = np.zeros(shape, dtype=dtype)  # calloc: pages zeroed by the system as first touched
-    if arr.nbytes < ALIGN_FROM_BYTES or arr.ctypes.data % ALIGN_BYTES == 0:
+    if _placed(arr):
         return arr
     shape = arr.shape
     del arr

@@ -33,6 +33,7 @@ import numpy as np
 from numba import get_thread_id, njit, prange
 
 from .. import workspace
+from ..arith import plane_index
 from .lane_fft import butterfly_dif, butterfly_dit, lane_dft, lane_idft, real_merge, real_split
 from .transpose import block, width
 
@@ -154,7 +155,7 @@ def _column_task(task, chunks, chunk, qh, n_b, n_t):
     """A column task's plane (in (a, b, t) order), that plane's place in the packed (a, t, b)
     order, and its range of row frequencies."""
     plane, part = task // chunks, task % chunks
-    a, b, t = plane // (n_b * n_t), plane // n_t % n_b, plane % n_t
+    a, b, t = plane_index(plane, n_b, n_t)
     return plane, (a * n_t + t) * n_b + b, part * chunk, min(qh, (part + 1) * chunk)
 
 

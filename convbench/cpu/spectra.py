@@ -40,7 +40,7 @@ import scipy.fft
 from numba import get_thread_id, njit, prange
 
 from .. import settings, workspace
-from ..arith import ceil_div
+from ..arith import ceil_div, plane_index
 from . import line_fft
 from .microkernel import MR, gemm, nr
 from .spectral_block import mac_channels
@@ -158,10 +158,7 @@ def _pack(src, dst):
     vectors, lanes = dst.shape[0], dst.shape[6]
     for task in prange(n_a * n_b * n_t * vectors):
         j = task % vectors
-        plane = task // vectors
-        t = plane % n_t
-        b = (plane // n_t) % n_b
-        a = plane // (n_t * n_b)
+        a, b, t = plane_index(task // vectors, n_b, n_t)
         i0 = j * lanes
         filled = min(lanes, p - i0) if i0 < p else 0
         for v in range(qh):
@@ -183,10 +180,7 @@ def _unpack(src, dst):
     vectors = ceil_div(p, lanes)  # those holding frequencies below P (the rest are padding)
     for task in prange(n_a * n_b * n_t * vectors):
         j = task % vectors
-        plane = task // vectors
-        t = plane % n_t
-        b = (plane // n_t) % n_b
-        a = plane // (n_t * n_b)
+        a, b, t = plane_index(task // vectors, n_b, n_t)
         i0 = j * lanes
         for v in range(qh):
             part = src[j, v, a, t, b]
@@ -220,7 +214,8 @@ def _column_dft(kh: int, dh: int, lay: Layout) -> np.ndarray:
     row's (real parts; imaginary parts) to each block's (real; imaginary) spectrum vectors.
     A cached constant, never written."""
     cos, sin = _twiddles(lay.p, kh, dh, lay.p)
-    cos, sin = cos[lay.order()], sin[lay.order()]  # in the layout's order of frequencies
+    order = lay.order()  # the layout's order of frequencies
+    cos, sin = cos[order], sin[order]
     column = np.zeros((2, kh, 2, lay.pitch), lay.dtype)
     column[0, :, 0, :lay.p], column[0, :, 1, :lay.p] = cos.T, sin.T
     column[1, :, 0, :lay.p], column[1, :, 1, :lay.p] = -sin.T, cos.T
