@@ -1,14 +1,13 @@
 """FFT convolution on the CPU: the convolution theorem, done the way a layer needs it.
 
 Each input plane is transformed once per call (convbench's own FFT for power-of-two sizes, else
-pocketfft) and each kernel's spectrum made once,
-as a DFT over its taps (see ``spectra``); the spectra are multiplied and summed over input
-channels by our register-blocked kernel, and only the N x K output planes are transformed
-back. Input spectra
-serve all K output channels and kernel spectra all N images.
+pocketfft) and each kernel's spectrum made once, as a DFT over its taps (see ``spectra``); the
+spectra are multiplied and summed over input channels by our register-blocked kernel, and only
+the N x K output planes are transformed back. Input spectra serve all K output channels and
+kernel spectra all N images.
 
-Sizes: P x Q >= the padded image (:func:`transform_shape`), so the circular correlation of the unpadded
-image equals the linear one on every output we keep. Cross-correlation is the product with the
+Sizes: P x Q >= the padded image (:func:`transform_shape`), so the circular correlation of the
+unpadded image equals the linear one on every output we keep. Cross-correlation is the product with the
 conjugate kernel spectrum; true convolution rotates the kernel first. Padding is a cyclic shift
 of the read-out (out[t] = z[(t*s - pad) mod P]), so the input is never padded; dilation places
 the taps d apart in the kernel's DFT; stride reads every s-th output (the stride-1 result is

@@ -2,8 +2,8 @@
 
 The image is cut into B x B' blocks; each block's full correlation with the kernel is taken by
 FFTs of size P x Q = B + ek - 1 (chosen per axis from the dilated kernel extent ek: a power of
-two, for convbench's own FFT, near 2x-16x ek minimising the axis's transform work), and the overlapping tails of neighbouring
-blocks are added. Blocks are processed a few block-rows at a time, so the workspace is the kernel
+two, for convbench's own FFT, near 2x-16x ek minimising the axis's transform work), and the
+overlapping tails of neighbouring blocks are added. Blocks are processed a few block-rows at a time, so the workspace is the kernel
 spectra's factors plus one chunk of tiles instead of whole-image spectra: far less than ``fft``
 for small kernels on large images. The transforms and products are ``fft``'s (``spectra``), the
 tiles being further planes of each image. Stride, padding and flip are handled as in ``fft``
@@ -39,7 +39,9 @@ def tile_length(ek: int, size: int) -> int:
     tiles x (P*log2(P) + overhead), over [max(16, 2*ek), 16*ek] and the length that covers
     the whole axis in one tile."""
     whole = power_of_two(size + ek - 1)
-    cost = lambda p: ceil_div(size, p - ek + 1) * (p * math.log2(p) + TRANSFORM_OVERHEAD)  # noqa: E731
+    def cost(p: int) -> float:
+        return ceil_div(size, p - ek + 1) * (p * math.log2(p) + TRANSFORM_OVERHEAD)
+
     best = whole
     p = power_of_two(max(16, 2 * ek))
     while p < whole and p <= 16 * ek:

@@ -35,19 +35,16 @@ from numba import get_thread_id, njit, prange
 from .. import workspace
 from ..arith import plane_index
 from .lane_fft import butterfly_dif, butterfly_dit, lane_dft, lane_idft, real_merge, real_split
+from .spectral import power_of_two
 from .transpose import block, width
 
 TASKS_PER_THREAD = 8  # column tasks per thread at least, for load balance
 
 
-def _power_of_two(n: int) -> bool:
-    return n >= 1 and n & (n - 1) == 0
-
-
 def applies(p: int, q: int, dtype) -> bool:
     """Whether this P x Q transform runs here: powers of two, each at least a vector."""
     lanes = width(dtype)
-    return _power_of_two(p) and _power_of_two(q) and p >= lanes and q >= lanes
+    return p == power_of_two(p) and q == power_of_two(q) and p >= lanes and q >= lanes
 
 
 def frequency_order(p: int, lanes: int) -> np.ndarray:
