@@ -1,4 +1,4 @@
-"""Command line: ``python -m convbench run|list|report|compare|check|calibrate|explain|
+"""Command line: ``python -m convbench run|bench|list|report|compare|check|calibrate|explain|
 baseline|gate|cache``.
 
 Exit codes: 0 success, 1 a regression (``gate``) or a comparison over ``--fail-above``, 2 a
@@ -87,6 +87,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--min-time", type=_positive_seconds, default=None,
                      help="seconds each timed repeat lasts at least (default: the preset's)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    own = run.add_mutually_exclusive_group()
+    own.add_argument("--layers", metavar="FILE",
+                     help="networks: run this layer file (or shipped network) instead")
+    own.add_argument("--model", metavar="NAME",
+                     help="networks: run the convolutions of this torchvision model "
+                          "(needs torchvision)")
+    run.add_argument("--input-size", type=_at_least(1), default=224, metavar="S",
+                     help="with --model: the input is S x S (default 224)")
+    run.add_argument("--batch", type=_at_least(1), nargs="+", metavar="N",
+                     help="networks: these batch sizes (default: the preset's)")
     where = run.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="run the cases on this Dask cluster (e.g. tcp://host:8786)")
@@ -95,6 +105,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resources", nargs="+", metavar="NAME=AMOUNT",
                      help="worker resources every case needs on the cluster, besides bench=1 "
                           "(e.g. gpu=1)")
+    one = sub.add_parser("bench", help="time every algorithm on layers given as benchdnn "
+                                       "descriptors, in seconds")
+    one.add_argument("descriptors", nargs="+", metavar="DESCRIPTOR",
+                     help='e.g. mb1ic64ih56oc64oh56kh3ph1 (quote it: n"name" holds quotes)')
+    one.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    one.add_argument("--algorithms", nargs="+", metavar="NAME",
+                     help="only these (peers by name; default: ours, auto and torch)")
+    one.add_argument("--max-seconds", type=_positive_seconds, default=2.0,
+                     help="skip an algorithm whose timing would take longer (default 2)")
     sub.add_parser("list", help="algorithms by device, experiments, devices found")
     rep = sub.add_parser("report", help="rebuild plots and report.md of a run")
     rep.add_argument("run_dir", type=Path)
@@ -188,10 +207,27 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args, argv) -> int:
     commands = {"list": cmd_list, "report": cmd_report, "compare": cmd_compare,
                 "check": cmd_check, "calibrate": cmd_calibrate, "explain": cmd_explain,
-                "baseline": cmd_baseline, "gate": cmd_gate, "cache": cmd_cache}
+                "baseline": cmd_baseline, "gate": cmd_gate, "cache": cmd_cache,
+                "bench": cmd_bench}
     if args.command == "run":
         return cmd_run(args, argv)
     return commands[args.command](args)
+
+
+def cmd_bench(args) -> int:
+    from .bench.oneoff import bench, parse
+    from .bench.rundir import AUTO
+
+    parse(args.descriptors)  # every descriptor checked before anything runs
+    if args.algorithms:
+        known = {a.name for a in registry.algorithms("conv2d", args.device)} | {AUTO}
+        unknown = [n for n in args.algorithms if n not in known]
+        if unknown:
+            raise UserError(f"--algorithms: unknown {', '.join(unknown)}; known: "
+                            f"{', '.join(sorted(known))}")
+    _devices(args.device)
+    bench(args.descriptors, args.device, args.algorithms, args.max_seconds)
+    return 0
 
 
 def cmd_report(args) -> int:
@@ -359,38 +395,85 @@ def _resume_plan(args):
     for key in ("experiment_file", "preset", "devices"):
         if key not in info:
             raise UserError(f"--resume {args.resume}: run.json has no {key!r}")
+    if args.layers or args.model or args.batch:
+        raise UserError("--resume continues a run as it was started: leave --layers, --model "
+                        "and --batch out")
     return (info["preset"], info["devices"], info.get("algorithms"),
             info.get("max_case_seconds"), info.get("repeats"), info.get("min_time"),
             [(info["experiment_file"], run.path)])
+
+
+def _own_network(args):
+    """(label, layers) of --layers or --model, else None; a bad file or model is a user error."""
+    from . import networks
+
+    if args.layers:
+        layers = networks.load(args.layers)
+        return networks.title(Path(args.layers).stem), layers
+    if args.model:
+        layers = networks.from_torchvision(args.model, args.input_size)
+        return f"{networks.title(args.model)} {args.input_size}x{args.input_size}", layers
+    if args.input_size != 224:
+        raise UserError("--input-size: only with --model")
+    return None
+
+
+def _with_network(experiments, own, batches, resumed_info=None):
+    """The experiments with the caller's network and batch sizes applied (or, resuming, the
+    ones the run recorded)."""
+    from .layerfile import read_layers
+
+    if resumed_info is not None:
+        if resumed_info.get("layers_file"):
+            own = (resumed_info["network_label"], read_layers(resumed_info["layers_file"]))
+        batches = resumed_info.get("batches")
+    if own is None and not batches:
+        return experiments
+    out = []
+    for exp, run_dir in experiments:
+        if not exp.has_layers:
+            raise UserError(f"--layers, --model and --batch apply to experiments of networks "
+                            f"(networks); {exp.name} has none")
+        exp = exp.with_layers(own[0], own[1], batches) if own else exp.with_batches(batches)
+        out.append((exp, run_dir))
+    return out
 
 
 def cmd_run(args, argv) -> int:
     from .bench import environment, progress
     from .bench.experiments import available, load
     from .bench.measure import SweepOptions
-    from .bench.rundir import RunDirectory
+    from .bench.rundir import AUTO, RunDirectory
     from .bench import noise
     from . import auto, machine
 
     command = "python -m convbench " + shlex.join(argv if argv is not None else sys.argv[1:])
+    own = None
     if args.resume:
         preset, devices, names, max_s, repeats, min_time, plan = _resume_plan(args)
     else:
         preset, devices = args.preset or "quick", _devices(args.device)
         names, max_s, repeats, min_time = (args.algorithms, args.max_case_seconds, args.repeats,
                                            args.min_time)
-        plan = [(e, None) for e in (args.experiments or list(available()))]
+        own = _own_network(args)
+        default = ["networks"] if own or args.batch else list(available())
+        plan = [(e, None) for e in (args.experiments or default)]
         if not plan:
             raise UserError("no experiments to run: none are shipped with this installation "
                             "and none were named")
         RunDirectory.check_out(args.out)  # before any work
     if names:
-        known = {a.name for a in registry.algorithms()}
+        known = {a.name for a in registry.algorithms()} | {AUTO}
         unknown = [n for n in names if n not in known]
         if unknown:
             raise UserError(f"--algorithms: unknown {', '.join(unknown)}; "
                             f"known: {', '.join(sorted(known))}")
     experiments = [(load(e, preset), d) for e, d in plan]  # validate all before running any
+    resumed = RunDirectory.open(args.resume).info() if args.resume else None
+    experiments = _with_network(experiments, None if args.resume else own,
+                                None if args.resume else args.batch, resumed)
+    custom = {} if args.resume or own is None else {"network_label": own[0],
+                                                    "layers": own[1]}
     if names:
         ops = {c.spec.op for exp, _ in experiments for c in exp.cases()}
         if not any(a.name in names for op in ops for d in devices
@@ -425,7 +508,8 @@ def cmd_run(args, argv) -> int:
             "preset": preset, "devices": devices, "algorithms": names,
             "max_case_seconds": max_s, "repeats": repeats, "min_time": min_time,
             "command": command, "scheduler": args.scheduler,
-            "local_workers": args.local_workers, "calibration_note": note}, env)
+            "local_workers": args.local_workers, "calibration_note": note,
+            "batches": None if args.resume else args.batch}, env, custom)
 
 
 @contextmanager
@@ -448,19 +532,30 @@ def _runner(args, experiments):
             client, exp, run, options, needed[exp.name], bar)
 
 
-def _run_experiments(args, experiments, options, bar, sweep_one, info: dict, env: dict) -> int:
-    """Sweep each experiment into its run directory, then report it."""
+def _run_experiments(args, experiments, options, bar, sweep_one, info: dict, env: dict,
+                     custom: dict | None = None) -> int:
+    """Sweep each experiment into its run directory, then report it. A network of the
+    caller's (``custom``) is written into the run directory as layers.txt, so that the run
+    says what it measured and ``--resume`` finds it."""
     from .bench import tables
     from .bench.report import build_report, terminal_table
     from .bench.rundir import RunDirectory
+    from .layerfile import write_layers
 
     for i, (exp, run_dir) in enumerate(experiments):
         options.measured_auto = "auto_regret" in exp.plots
         run = RunDirectory.open(run_dir) if run_dir else RunDirectory.create(args.out, exp.name)
         if run_dir is None:
+            extra = {}
+            if custom:
+                layers_file = write_layers(run.path / "layers.txt", custom["layers"],
+                                           f"{custom['network_label']}, as run by: "
+                                           f"{info['command']}")
+                extra = {"layers_file": str(layers_file.resolve()),
+                         "network_label": custom["network_label"]}
             run.write_info({"experiment": exp.name, "experiment_file": str(exp.path),
                             "description": exp.description, "plots": exp.plots, "x": exp.x,
-                            "pipeline_keys": exp.pipeline_keys, **info})
+                            "pipeline_keys": exp.pipeline_keys, **info, **extra})
             run.write_environment(env)
         bar.start(i, exp)
         try:

@@ -9,6 +9,7 @@ schema below (types, unknown keys, names as safe slugs) before anything runs.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ from ..spec import ConvSpec, PoolSpec, conv_spec, pool_spec
 
 PRESETS = ("smoke", "quick", "full")
 OPS = ("conv2d", "max_pool2d", "avg_pool2d")
-PLOTS = ("time_vs_x", "pareto", "pooling_tradeoff", "layers_bar", "auto_regret", "pipelines")
+PLOTS = ("time_vs_x", "pareto", "pooling_tradeoff", "layers_bar", "auto_regret", "pipelines",
+         "network_totals", "network_map")
+LAYER_SERIES_KEYS = ("batch", "dtype")  # what applies to a series of layers from a file
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 Number = Union[StrictInt, float]
 
@@ -88,6 +91,8 @@ class SeriesFile(_Strict):
     fixed: dict[str, Scalar] = {}
     sweep: dict[str, list[Scalar]] = {}
     random: Optional[RandomLayers] = None
+    # a network's layers: a shipped network's name or a layer file (relative to this file)
+    layers: Optional[str] = None
 
 
 class PresetFile(_Strict):
@@ -99,13 +104,15 @@ class PresetFile(_Strict):
     fixed: dict[str, Scalar] = {}
     sweep: dict[str, list[Scalar]] = {}
     random: RandomOverride = RandomOverride()
+    # series of layers from a file: only the N layers of fewest FLOPs of each (smoke runs)
+    layers_per_network: Optional[StrictInt] = Field(None, ge=1)
 
 
 class ExperimentFile(_Strict):
     name: str = Field(pattern=SLUG)
     description: str
     plots: list[Literal["time_vs_x", "pareto", "pooling_tradeoff", "layers_bar",
-                        "auto_regret", "pipelines"]] = []
+                        "auto_regret", "pipelines", "network_totals", "network_map"]] = []
     # parameters that name one sweep point across pipelines (series groups) compared
     pipeline_keys: list[str] = []
     x: Optional[str] = None
@@ -119,6 +126,8 @@ class ExperimentFile(_Strict):
     resources: dict[str, Annotated[Number, Field(gt=0)]] = {}
     # GPU timing with the L2 as the previous call left it, or overwritten before every call
     cache: Literal["warm", "cold"] = "warm"
+    # also time algorithm="auto" per call (cb.conv2d) and prepared (cb.Conv2d), as row "auto"
+    time_auto: StrictBool = False
     series: list[SeriesFile] = Field(min_length=1)
     presets: dict[Literal["smoke", "quick", "full"], PresetFile] = {}
 
@@ -129,17 +138,22 @@ class ExperimentError(ValueError):
 
 @dataclass(frozen=True)
 class Case:
-    """One problem of one series, with a stable id used by --resume."""
+    """One problem of one series, with a stable id used by --resume. A layer of a network
+    also has its name, how often the network runs it and its place in the network."""
 
     experiment: str
     series: str
     group: str
     params: dict
     spec: ConvSpec | PoolSpec
+    layer: str = ""
+    count: int = 1
+    index: int = -1
 
     @property
     def case_id(self) -> str:
-        return f"{self.series}|{self.spec.label()}|{self.spec.dtype}"
+        named = f"{self.index}:{self.layer}|" if self.index >= 0 else ""
+        return f"{self.series}|{named}{self.spec.label()}|{self.spec.dtype}"
 
 
 @dataclass
@@ -160,6 +174,8 @@ class Experiment:
     pipeline_keys: list[str] = field(default_factory=list)
     resources: dict[str, float] = field(default_factory=dict)  # on a cluster, besides bench=1
     cache: str = "warm"  # "cold": the GPU's L2 overwritten before every timed call
+    time_auto: bool = False  # auto per call and prepared timed as the row "auto"
+    layers_per_network: int | None = None  # layer series: only the N cheapest layers
 
     def selects(self, name: str) -> bool:
         """Whether the experiment times the algorithm ``name``."""
@@ -168,6 +184,9 @@ class Experiment:
     def cases(self) -> list[Case]:
         out = []
         for s in self.series:
+            if s.get("layers") is not None:
+                out += self._layer_cases(s)
+                continue
             if s["random"]:  # a seeded random set of layers (suite.random_layers)
                 from .suite import random_layers
 
@@ -186,6 +205,55 @@ class Experiment:
                 if spec is not None:
                     out.append(Case(self.name, s["label"], s["group"], params, spec))
         return out
+
+
+    def _layer_cases(self, s: dict) -> list[Case]:
+        """A network's layers, at each batch size of the series (the file's own mb when it
+        names none), batch by batch in the network's order."""
+        layers = list(enumerate(s["layers"]))
+        if self.layers_per_network:
+            cheapest = sorted(layers, key=lambda il: il[1].spec.flops)[:self.layers_per_network]
+            layers = sorted(cheapest, key=lambda il: il[0])
+        batches = s["sweep"].get("batch") or ([s["fixed"]["batch"]] if "batch" in s["fixed"]
+                                               else [None])
+        dtype = s["fixed"].get("dtype")
+        out = []
+        for batch in batches:
+            for index, layer in layers:
+                spec = layer.spec if batch is None else layer.at_batch(batch).spec
+                if dtype is not None and dtype != spec.dtype:
+                    spec = dataclasses.replace(spec, dtype=dtype)
+                params = {"batch": spec.n, "in_channels": spec.c, "out_channels": spec.k,
+                          "image_size": spec.h, "kernel_size": spec.kh,
+                          "stride": spec.stride[0], "padding": spec.pad[0],
+                          "dilation": spec.dilation[0], "flip": spec.flip,
+                          "groups": spec.groups, "bias": spec.bias, "dtype": spec.dtype}
+                out.append(Case(self.name, s["label"], s["group"], params, spec, layer.name,
+                                layer.count, index))
+        return out
+
+    def with_layers(self, label: str, layers: list, batches: list[int] | None = None
+                    ) -> "Experiment":
+        """This experiment on one network of the caller's (``--layers``, ``--model``)
+        instead of its own series; ``batches`` (None: the first series') sets the batch
+        sizes."""
+        first = next((s for s in self.series if s.get("layers") is not None), None)
+        sweep = {"batch": list(batches)} if batches else (
+            dict(first["sweep"]) if first else {})
+        series = {"label": label, "op": "conv2d", "group": "", "fixed": {}, "sweep": sweep,
+                  "random": None, "layers": list(layers), "source": label}
+        return dataclasses.replace(self, series=[series], layers_per_network=None)
+
+    def with_batches(self, batches: list[int]) -> "Experiment":
+        """This experiment with every series of layers at these batch sizes (``--batch``)."""
+        series = [dict(s, sweep={**s["sweep"], "batch": list(batches)})
+                  if s.get("layers") is not None else s for s in self.series]
+        return dataclasses.replace(self, series=series)
+
+    @property
+    def has_layers(self) -> bool:
+        """Whether a series takes its layers from a layer file (a network)."""
+        return any(s.get("layers") is not None for s in self.series)
 
 
 def build_spec(op: str, params: dict, where: str) -> ConvSpec | PoolSpec | None:
@@ -273,6 +341,39 @@ def _params(path: Path, where: str, op: str, values: dict) -> dict:
                               ) from None
 
 
+def _layer_series(path: Path, where: str, raw: SeriesFile, override: PresetFile,
+                  index: int) -> dict:
+    """A series of a network's layers: the file read now (an error names it and the line),
+    only batch and dtype taken from the series and the preset."""
+    from .. import networks
+
+    if raw.op != "conv2d" or raw.random is not None:
+        raise ExperimentError(f"{path}: key '{where}.layers': only for op = 'conv2d', "
+                              "without random")
+    for table, given in (("fixed", raw.fixed), ("sweep", raw.sweep)):
+        extra = [k for k in given if k not in LAYER_SERIES_KEYS]
+        if extra:
+            raise ExperimentError(
+                f"{path}: key '{where}.{table}.{extra[0]}': a series of layers takes its "
+                f"problems from the file; only {' and '.join(LAYER_SERIES_KEYS)} apply")
+    fixed = {**raw.fixed, **{k: v for k, v in override.fixed.items() if k in LAYER_SERIES_KEYS}}
+    sweep = dict(raw.sweep)
+    sweep.update({k: v for k, v in override.sweep.items() if k in sweep})
+    for key, values in sweep.items():
+        if not values:
+            raise ExperimentError(f"{path}: key '{where}.sweep.{key}': must be a non-empty list")
+        for value in values:
+            _params(path, f"{where}.sweep", "conv2d", {**fixed, key: value})
+    _params(path, f"{where}.fixed", "conv2d", fixed)
+    try:
+        layers = networks.load(raw.layers, relative_to=path.parent)
+    except ValueError as exc:
+        raise ExperimentError(f"{path}: key '{where}.layers': {exc}") from None
+    return {"label": raw.label or networks.title(raw.layers), "op": "conv2d",
+            "group": raw.group, "fixed": fixed, "sweep": sweep, "random": None,
+            "layers": layers, "source": raw.layers}
+
+
 def _build(path: Path, data: ExperimentFile, preset: str) -> Experiment:
     override = data.presets.get(preset, PresetFile())
     for table in ("fixed", "sweep"):
@@ -283,6 +384,9 @@ def _build(path: Path, data: ExperimentFile, preset: str) -> Experiment:
     series = []
     for i, raw in enumerate(data.series):
         where = f"series.{i}"
+        if raw.layers is not None:
+            series.append(_layer_series(path, where, raw, override, i))
+            continue
         names = PARAMS[raw.op].model_fields
         for key, values in raw.sweep.items():
             if not values:
@@ -312,7 +416,8 @@ def _build(path: Path, data: ExperimentFile, preset: str) -> Experiment:
                             float(pick("max_case_seconds")), float(pick("noise")), series,
                             data.algorithms, preset, list(pick("exclude")),
                             list(data.pipeline_keys),
-                            {k: float(v) for k, v in data.resources.items()}, data.cache)
+                            {k: float(v) for k, v in data.resources.items()}, data.cache,
+                            data.time_auto, override.layers_per_network)
     for key in experiment.pipeline_keys:
         if key not in ALL_PARAMS:
             raise ExperimentError(f"{path}: key 'pipeline_keys': {key!r} is not a parameter")

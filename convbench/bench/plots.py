@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from . import tables  # noqa: E402
+from . import network_plots, tables  # noqa: E402
 
 MS = 1e3
 PALETTE = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]
@@ -233,46 +233,62 @@ def bar_groups(df: pd.DataFrame) -> dict[str, str]:
 
 
 def plot_layers(df: pd.DataFrame, path: Path, style: Style) -> None:
-    """Grouped bars: time per case (one group each) for each algorithm, log scale; a case an
-    algorithm could not run is marked with an x at the base of its slot."""
-    labels = bar_groups(df)
+    """One small panel per case: a horizontal bar per algorithm (median time, log), fastest
+    at the top, each of ours labelled with the fastest peer's time over its own (> 1: ours
+    faster); algorithms that could not run the case are listed under the panel."""
+    labels = bar_groups(tables.algorithms_only(df))
     cases = list(labels)
-    algos = list(dict.fromkeys(df["algorithm"]))
-    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(cases) + 3), 4.8))
+    cols = 3 if len(cases) > 2 else max(1, len(cases))
+    heights = [max(1, len(df[(df["case_id"] == c) & (df["status"] == "ok")])) for c in cases]
+    rows = -(-max(len(cases), 1) // cols)
+    tallest = max(heights, default=1)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, (0.22 * tallest + 1.3) * rows),
+                             squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[len(cases):]:
+        ax.set_visible(False)
     if not cases:
-        _no_data(ax)
+        flat[0].set_visible(True)
+        _no_data(flat[0])
         _save(fig, path)
         return
-    width = 0.8 / max(1, len(algos))
-    for i, algo in enumerate(algos):
-        st = style(algo)
-        a = df[df["algorithm"] == algo].set_index("case_id")
-        for j, case_id in enumerate(cases):
-            xpos = j + i * width
-            if case_id not in a.index:
-                continue
-            r = a.loc[case_id]
-            r = r.iloc[0] if isinstance(r, pd.DataFrame) else r
-            if r["status"] == "ok":
-                ax.bar(xpos, r["median_s"] * MS, width, color=st["color"],
-                       hatch="//" if st["linestyle"] == "--" else None,
-                       edgecolor="white" if not r["noisy"] else "red")
-            else:
-                ax.scatter(xpos, 0.02, transform=ax.get_xaxis_transform(), marker="x",
-                           color=st["color"], clip_on=False)
-    for algo in algos:  # one legend entry per algorithm
-        st = style(algo)
-        ax.bar(0, 0, 0, color=st["color"], hatch="//" if st["linestyle"] == "--" else None,
-               label=style.label(algo))
-    ax.set_xticks(np.arange(len(cases)) + width * (len(algos) - 1) / 2)
-    ax.set_xticklabels([labels.get(c, c) for c in cases], fontsize=7, rotation=20, ha="right")
-    _log_ms_axis(ax.yaxis)
-    ax.set_ylabel("median time (ms, log)")
-    ax.set_title("Time per case by algorithm (hatched: peers; red edge: noisy; x: not timed)",
-                 fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    ax.grid(True, axis="y", which="both", alpha=0.3)
-    fig.tight_layout()
+    ok_all = tables.algorithms_only(df)
+    for ax, case_id in zip(flat, cases):
+        g = ok_all[ok_all["case_id"] == case_id]
+        ok = g[g["status"] == "ok"].sort_values("median_s")
+        if ok.empty:
+            _no_data(ax, "nothing timed")
+            ax.set_title(labels[case_id], fontsize=8)
+            continue
+        peers = ok[ok["is_peer"]]
+        best_peer = peers["median_s"].min() if len(peers) else np.nan
+        y = np.arange(len(ok))[::-1]
+        for yy, (_, r) in zip(y, ok.iterrows()):
+            st = style(r["algorithm"])
+            ax.barh(yy, r["median_s"] * MS, color=st["color"], height=0.7,
+                    hatch="//" if r["is_peer"] else None, alpha=0.45 if r["noisy"] else 1.0,
+                    edgecolor="white")
+            text = f" {r['median_s'] * MS:.3g} ms"
+            if not r["is_peer"] and np.isfinite(best_peer):
+                text += f"  {best_peer / r['median_s']:.2f}x"
+            ax.text(r["median_s"] * MS, yy, text, va="center", fontsize=6.5)
+        ax.set_yticks(y)
+        ax.set_yticklabels(ok["algorithm"], fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlim(ok["median_s"].min() * MS / 1.5, ok["median_s"].max() * MS * 15)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("median time (ms, log)", fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(labels[case_id].replace("\n", ": "), fontsize=8)
+        missing = g[g["status"].isin(NOT_TIMED)]["algorithm"].tolist()
+        if missing:
+            ax.text(0.0, -0.32, "not run: " + ", ".join(missing), transform=ax.transAxes,
+                    fontsize=6, color="grey", va="top")
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+    fig.suptitle("Time per case (hatched: peers; faint: noisy; the ratio is the fastest peer's "
+                 "time over ours, > 1: ours faster)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     _save(fig, path)
 
 
@@ -361,6 +377,8 @@ def plot_pipelines(df: pd.DataFrame, path: Path, style: Style, keys: list[str]) 
 
 PLOTTERS = {"auto_regret": plot_auto, "pareto": plot_pareto,
             "pooling_tradeoff": plot_pooling, "layers_bar": plot_layers}
+MULTI_PLOTTERS = {"network_totals": network_plots.plot_totals,
+                  "network_map": network_plots.plot_map}  # each returns the files it drew
 
 
 def draw(df: pd.DataFrame, plots: list[str], x: str | None, plot_dir: Path,
@@ -377,6 +395,9 @@ def draw(df: pd.DataFrame, plots: list[str], x: str | None, plot_dir: Path,
             plot_time_vs_x(df, x, path, style)
         elif name == "pipelines":
             plot_pipelines(df, path, style, pipeline_keys or [])
+        elif name in MULTI_PLOTTERS:
+            drawn += MULTI_PLOTTERS[name](df, path, style)
+            continue
         else:
             PLOTTERS[name](df, path, style)
         drawn.append(path)

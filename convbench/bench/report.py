@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from . import plots, tables
+from . import network_tables, plots, tables
 from .experiments import Experiment
 from ..machine import machine_slug
 from .rundir import RunDirectory
@@ -60,6 +60,7 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
               "transform included (kernel spectra, Winograd's kernel transform); `prepared_ms` "
               "is the fastest of ours with its weights prepared once (`cb.Conv2d`), timed in "
               "the same rounds.\n")
+    md += network_section(df)
     md.append(f"**Conclusion:** {tables.conclusion(df)}.\n")
     md.append(f"Noisy results: {noisy} of {timed} timed rows (never settled, or the machine "
               "was busy while they were timed); no conclusion above is drawn from them.\n")
@@ -103,6 +104,43 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
     return report
 
 
+def network_section(df: pd.DataFrame) -> list[str]:
+    """Per network and batch: the totals table, auto's quality, where ours lose to torch, and
+    the per-layer table (empty for a run without network layers)."""
+    keys = network_tables.networks(df)
+    if not keys:
+        return []
+    md = ["## Networks\n",
+          "Total convolution time of each network, every layer counted as often as the network "
+          "runs it; `vs_torch` is torch's total over the same layers divided by this one "
+          "(> 1: faster than torch). `auto` is `cb.conv2d(x, w, ...)` as a user calls it, "
+          "choice included; `auto (prepared)` is `cb.Conv2d(w, ...)(x)`; `best of ours` "
+          "takes the fastest of our algorithms on each layer.\n",
+          md_table(network_tables.summary(df))]
+    for key in keys:
+        layers = network_tables.per_layer(df, key)
+        quality = network_tables.auto_quality(layers)
+        md.append(f"### {network_tables.title(key)}\n")
+        md.append(md_table(network_tables.totals(df, key)))
+        if "within_10" in quality:
+            md.append(f"auto's pick was within 10% of the fastest of ours on "
+                      f"{quality['within_10']:.0%} of the layers (counted with their repeats); "
+                      f"mean regret {quality['mean_regret']:.0%}, worst "
+                      f"{quality['worst_regret']:.0%}.\n")
+        lost = network_tables.losses(layers)
+        if "layers_counted" in quality:
+            md.append(f"auto per call was at least as fast as torch on "
+                      f"{quality['layers_at_least_torch']} of {quality['layers_counted']} "
+                      f"layers (worst {quality['worst_vs_torch']:.2f}x)"
+                      + ("; where ours lose most:\n" if len(lost) else ".\n"))
+        if len(lost):
+            md.append(md_table(lost[["layer", "count", "case", "torch_ms", "auto_ms",
+                                     "auto_vs_torch", "auto_pick", "fastest", "lost_ms"]]))
+        md.append("<details><summary>every layer</summary>\n\n" + md_table(layers)
+                  + "\n</details>\n")
+    return md
+
+
 def _machines_section(run: RunDirectory, df: pd.DataFrame, plot_names: list[str],
                       x: str | None, keys: list[str]) -> list[str]:
     """With several measuring machines (a cluster run): each machine's environment, the
@@ -128,7 +166,17 @@ def _machines_section(run: RunDirectory, df: pd.DataFrame, plot_names: list[str]
 
 
 def terminal_table(df: pd.DataFrame, width: int = 100) -> str:
-    """The fastest-per-case table for the terminal, within ``width`` columns."""
+    """The fastest-per-case table for the terminal, within ``width`` columns (for a run of
+    networks: one line per network and batch)."""
+    if network_tables.networks(df):
+        view = network_tables.summary(df)
+        view = view[[c for c in view if not c.endswith(" ms") or c == "torch ms"]]
+        view.columns = [c.replace(" vs torch", "") for c in view.columns]
+        caption = ("ratios: torch's conv time / ours (> 1: ours faster); >= torch: layers, "
+                   "counted, where auto is")
+        return "\n".join(line[:width] for line in tabulate(
+            view.astype(object).where(view.notna(), ""), headers="keys", showindex=False,
+            floatfmt=".3g").splitlines() + [caption[:width]])
     table = tables.fastest_per_case(df)
     if table.empty:
         return "(nothing timed)"

@@ -31,8 +31,8 @@ SPEC_COLUMNS = ["n", "c", "h", "w", "k", "kh", "kw", "stride_h", "stride_w", "pa
                 "pool_w"]
 PARAM_COLUMNS = list(ALL_PARAMS)  # flip and dtype are parameters, so not repeated above
 COLUMNS = (
-    ["experiment", "series", "group", "case_id", "label", "op", "device", "machine", "worker",
-     "algorithm", "is_peer", "library", "family", "status", "error", "seed"]
+    ["experiment", "series", "group", "case_id", "label", "layer", "count", "layer_index", "op",
+     "device", "machine", "worker", "algorithm", "is_peer", "library", "family", "status", "error", "seed"]
     + PARAM_COLUMNS + SPEC_COLUMNS
     + ["flops", "min_bytes", "first_call_s", "warm_call_s", "median_s", "prepared_median_s",
        "min_s", "iqr_s",
@@ -42,6 +42,7 @@ COLUMNS = (
        "best_peer", "workspace_bytes", "measured_host_bytes", "measured_device_bytes",
        "transfer_s", "error_to_bound", "info_kept", "auto_pick", "auto_top",
        "auto_measured_pick", "scipy_choice"])
+AUTO = "auto"  # the row of algorithm="auto" itself (experiments with time_auto): not one of ours
 PREPARED = " (prepared)"  # an algorithm's prepared call, in the timings and in rounds.jsonl
 RESULTS, ROUNDS, INFO, ENVIRONMENT, MACHINES, LOCK = (
     "results.csv", "rounds.jsonl", "run.json", "environment.json", "machines.json", ".lock")
@@ -300,7 +301,7 @@ def _append_synced(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
-NUMERIC = ("median_s", "prepared_median_s", "min_s", "iqr_s", "rel_spread", "first_call_s", "warm_call_s",
+NUMERIC = ("count", "layer_index", "median_s", "prepared_median_s", "min_s", "iqr_s", "rel_spread", "first_call_s", "warm_call_s",
            "workspace_bytes", "measured_host_bytes", "measured_device_bytes",
            "speedup_vs_best_peer", "flops", "gflops", "gbps", "info_kept", "others_cpu",
            "steal", "load_avg", "control_drift", "cpu_mhz", "gpu_sm_mhz_min",
@@ -323,7 +324,7 @@ def typed(df: pd.DataFrame) -> pd.DataFrame:
     df["throttled"] = _flag(df["throttled"])
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    for col in ("group", "machine", "worker", "library", "family", "error"):
+    for col in ("group", "layer", "machine", "worker", "library", "family", "error"):
         df[col] = df[col].astype(object).where(df[col].notna(), "")
     mem = df[["workspace_bytes", "measured_host_bytes", "measured_device_bytes"]].max(axis=1)
     # a peer that declares nothing and shows nothing allocates inside a compiled library

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..peers import SCIPY_METHODS
+from .rundir import AUTO
 
 MS = 1e3
 CASE_KEYS = ["device", "machine", "series", "case_id"]
@@ -14,6 +15,17 @@ CASE_KEYS = ["device", "machine", "series", "case_id"]
 
 def timed(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
+
+
+def algorithms_only(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of algorithms (ours and peers), without the row of ``auto`` itself (an
+    experiment with time_auto), which is a choice between ours, not one of them."""
+    return df[df["algorithm"] != AUTO]
+
+
+def ours(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of our algorithms (peers and auto's own row left out)."""
+    return df[~df["is_peer"] & (df["algorithm"] != AUTO)]
 
 
 def trusted(df: pd.DataFrame) -> pd.DataFrame:
@@ -32,7 +44,8 @@ def fastest_per_case(df: pd.DataFrame) -> pd.DataFrame:
     and its declared and measured extra memory; the best peer; the median-of-rounds speedup of
     our fastest over the best peer; and whether any of these timings was noisy."""
     out = []
-    for (device, machine, series, case_id), g in timed(df).groupby(CASE_KEYS, sort=False):
+    for (device, machine, series, case_id), g in algorithms_only(timed(df)).groupby(
+            CASE_KEYS, sort=False):
         best = g.loc[g["median_s"].idxmin()]
         ours, peers = g[~g["is_peer"]], g[g["is_peer"]]
         row = {"device": device, "machine": machine, "series": series, "case": best["label"],
@@ -75,9 +88,7 @@ def pareto_front(g: pd.DataFrame) -> pd.DataFrame:
 def crossovers(df: pd.DataFrame, x: str) -> list[str]:
     """Where the fastest of our algorithms changes along ``x``, per series (settled rows only)."""
     lines = []
-    ours = trusted(df)
-    ours = ours[~ours["is_peer"]]
-    for (device, machine, series), g in ours.groupby(["device", "machine", "series"], sort=False):
+    for (device, machine, series), g in ours(trusted(df)).groupby(["device", "machine", "series"], sort=False):
         winners = g.loc[g.groupby(x)["median_s"].idxmin()].sort_values(x)
         prev = None
         where = f"{device}{', ' + machine.split('|')[0] if machine else ''}, {series}"
@@ -116,17 +127,17 @@ def auto_cases(df: pd.DataFrame) -> pd.DataFrame:
     ok = timed(df)
     rows = []
     for (device, case_id), g in ok.groupby(["device", "case_id"], sort=False):
-        ours = g[~g["is_peer"]]
+        mine = ours(g)
         picks = g["auto_pick"].dropna()
         pick = picks.iloc[0] if len(picks) else None
-        if ours.empty or pick not in set(ours["algorithm"]):
+        if mine.empty or pick not in set(mine["algorithm"]):
             continue
-        best = ours.loc[ours["median_s"].idxmin()]
-        time_of = ours.set_index("algorithm")["median_s"]
+        best = mine.loc[mine["median_s"].idxmin()]
+        time_of = mine.set_index("algorithm")["median_s"]
         row = {"device": device, "case": best["label"], "auto_pick": pick,
                "fastest": best["algorithm"], "pick_ms": time_of[pick] * MS,
                "fastest_ms": best["median_s"] * MS, "regret": time_of[pick] / best["median_s"] - 1,
-               "noisy": bool(ours["noisy"].any())}
+               "noisy": bool(mine["noisy"].any())}
         measured = g["auto_measured_pick"].dropna()
         if len(measured) and measured.iloc[0] in time_of.index:
             row["measured_pick"] = measured.iloc[0]
@@ -229,11 +240,11 @@ def pipeline_comparison(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         for pipe in pipelines:
             p = g[g["group"] == pipe]
             layers = p["case_id"].nunique()
-            ours = p[~p["is_peer"]].groupby("case_id")["median_s"].min()
+            best_ours = ours(p).groupby("case_id")["median_s"].min()
             torch_t = p[p["library"] == "torch"].groupby("case_id")["median_s"].min()
-            mem = p[~p["is_peer"]].groupby("case_id")["memory_bytes"].min()
+            mem = ours(p).groupby("case_id")["memory_bytes"].min()
             totals[pipe] = (p.drop_duplicates("case_id")["flops"].sum(),
-                            ours.sum() if len(ours) == layers else np.nan,
+                            best_ours.sum() if len(best_ours) == layers else np.nan,
                             torch_t.sum() if len(torch_t) == layers else np.nan)
             row[f"{pipe} GFLOP"] = totals[pipe][0] / 1e9
             row[f"{pipe} ours ms"] = totals[pipe][1] * MS
@@ -283,7 +294,7 @@ def machine_ranking(df: pd.DataFrame) -> pd.DataFrame:
     """With several machines in one run (a cluster's workers): one row per case, one column per
     machine listing the algorithms from fastest to slowest with their median ms (* noisy),
     and whether the machines agree on the fastest. Empty for a one-machine run."""
-    ok = timed(df)
+    ok = algorithms_only(timed(df))
     machines = [m for m in dict.fromkeys(ok["machine"]) if m]
     if len(machines) < 2:
         return pd.DataFrame()
