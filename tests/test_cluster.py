@@ -146,3 +146,16 @@ def test_resume_on_a_cluster_runs_only_the_missing_cases(tmp_path):
     again = pd.read_csv(run / "results.csv")
     assert not again.duplicated(["case_id", "algorithm"]).any()
     assert sorted(again["case_id"]) == sorted(full["case_id"])
+
+
+def test_a_network_runs_on_the_cluster_with_its_layers_and_auto(tmp_path):
+    layers = tmp_path / "tiny.txt"
+    layers.write_text('mb1ic8ih12oc8oh12kh3ph1n"conv_a"*3\ng8mb1ic8ih12oc8oh6kh3sh2ph1n"dw_b"\n')
+    out = tmp_path / "out"
+    assert main(["run", "--layers", str(layers), "--preset", "smoke", "--device", "cpu",
+                 "--no-progress", "--out", str(out), "--local-workers", "2"]) == 0
+    (run,) = out.iterdir()
+    df = pd.read_csv(run / "results.csv")
+    assert set(df["layer"]) == {"conv_a", "dw_b"} and df["worker"].str.contains("tcp://").all()
+    assert (df.loc[df["algorithm"] == "auto", "status"] == "ok").sum() == 2
+    assert "### tiny, batch 1" in (run / "report.md").read_text()
