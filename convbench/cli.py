@@ -168,6 +168,14 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--threshold", type=_fraction, default=None,
                       help="allowed slowdown, e.g. 0.25 for +25%% (default: the baseline's)")
     gate.add_argument("--repeats", type=_at_least(3), default=9)
+    gate.add_argument("--against", nargs="?", const="", metavar="REF",
+                      help="time this working tree against the commit, branch or tag REF side "
+                           "by side (default REF: the merge base with main, or HEAD~1 on main)")
+    gate.add_argument("--layers", metavar="FILE",
+                      help="with --against: these layers (a layer file or shipped network) "
+                           "instead of the suite")
+    gate.add_argument("--algorithms", nargs="+", metavar="NAME",
+                      help="with --against: only these algorithms of ours")
     cache = sub.add_parser("cache", help="show or clear the tuning cache of measure=True")
     cache.add_argument("action", choices=["show", "clear"])
     return parser
@@ -245,6 +253,7 @@ def cmd_check(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from . import costmodel
+    from .bench import costfit
     from .bench.calibrate import calibrate
 
     devices = tuple(_devices(args.device))
@@ -252,7 +261,7 @@ def cmd_calibrate(args) -> int:
     print(f"calibrated {len(doc['constants'])} algorithms in {doc['seconds']} s; saved to "
           f"{args.out or costmodel.calibration_path()}")
     if args.ship:
-        shipped = costmodel.ship(doc, devices, args.ship)
+        shipped = costfit.ship(doc, devices, args.ship)
         print(f"shipped as the default for {', '.join(devices)}: {shipped}")
     return 0
 
@@ -288,19 +297,75 @@ def cmd_baseline(args) -> int:
     return 0
 
 
+def cmd_gate_against(args) -> int:
+    from . import networks
+    from .bench import against
+    from .bench.suite import layers
+
+    if args.baseline is not None:
+        raise UserError("--against times both versions here; leave --baseline out")
+    threshold = against.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    root = against.repository()
+    ref = args.against or against.default_ref(root)
+    commit = against.resolve(root, ref)
+    if args.layers:
+        chosen = [(layer.name or layer.spec.label(), layer.spec)
+                  for layer in networks.load(args.layers)]
+    else:
+        chosen = [(layer.name, layer.spec) for layer in layers(args.subset)]
+    if args.algorithms:
+        known = {a.name for a in registry.algorithms(device="cpu", peers=False)}
+        unknown = [n for n in args.algorithms if n not in known]
+        if unknown:
+            raise UserError(f"--algorithms: unknown {', '.join(unknown)}; ours: "
+                            f"{', '.join(sorted(known))}")
+    print(f"gate: this working tree ({root}) against {ref} ({commit[:10]}), "
+          f"{len(chosen)} layers, {args.repeats} interleaved rounds")
+    with against.worktree(root, commit) as old_root:
+        verdicts = against.compare(old_root, root, chosen, args.algorithms, args.repeats,
+                                   threshold)
+    print(against.format_verdicts(verdicts, threshold))
+    failed = [v for v in verdicts if v.verdict in ("regression", "mismatch")]
+    unsettled = [v for v in verdicts if v.verdict == "unsettled"]
+    if unsettled:
+        print(f"{len(unsettled)} of {len(verdicts)} pairs never settled (not judged): the "
+              "machine was busy; rerun on a quiet one")
+    for v in failed:
+        what = (f"{v.ratio:.2f}x the old time (95% CI {v.low:.2f}-{v.high:.2f}, allowed "
+                f"+{threshold * 100:.0f}%)" if v.verdict == "regression" else v.note)
+        print(f"{v.verdict.upper()}: {v.key.replace('|', ' ')}: {what}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def cmd_gate(args) -> int:
+    from . import machine
     from .bench import gate
     from .bench.suite import layers
 
+    if args.against is not None:
+        return cmd_gate_against(args)
+    if args.layers or args.algorithms:
+        raise UserError("--layers and --algorithms go with --against")
+
     baseline = gate.load_baseline(args.baseline)
     if baseline is None:
-        print(f"no baseline for this machine ({gate.baseline_path()} does not exist): run "
-              "`python -m convbench baseline` to make one; nothing compared")
-        return 0
+        raise UserError(f"no stored baseline for this machine ({gate.baseline_path()}); compare "
+                        "with a commit instead: python -m convbench gate --against [REF] (or "
+                        "write one here: python -m convbench baseline)")
+    standing = gate.standing(baseline)
+    if standing == "foreign":
+        raise UserError(f"the baseline was recorded on {baseline.get('machine', '?')}, this is "
+                        f"{machine.machine_id()}: not comparable; use python -m convbench gate "
+                        "--against [REF]")
     results = gate.check(gate.measure(layers(args.subset), repeats=args.repeats), baseline,
                          args.threshold)
     print(gate.format_results(results))
     failed = [r for r in results if r.verdict == "regression"]
+    if standing == "advisory":
+        print(f"advisory: the baseline was recorded on another host of this kind, which can "
+              f"differ by 1.5x; {len(failed)} apparent regression(s) not counted; for a verdict "
+              "run python -m convbench gate --against [REF]")
+        return 0
     for r in failed:
         print(f"REGRESSION: {r.algorithm} on {r.layer}: {r.ratio:.2f}x the baseline "
               f"(95% CI {r.low:.2f}-{r.high:.2f}, allowed +{r.allowed * 100:.0f}%)",

@@ -1,7 +1,7 @@
 """A cost model per algorithm: predicted seconds = sum of non-negative constants x the work
 features the algorithm declares (``Algorithm.cost_features``), times a local correction.
 
-The constants are fitted per machine by ``python -m convbench calibrate`` (non-negative least
+The constants are fitted per machine by ``python -m convbench calibrate`` (``bench/costfit.py``: non-negative least
 squares on relative error over a seeded random set of layers). A linear model errs
 systematically in some regions of layer space (strided direct on tiny outputs, GEMMs with few
 output channels), so calibration also keeps each layer's log error, and a prediction is
@@ -21,8 +21,8 @@ import numpy as np
 
 from . import machine, settings
 
-__all__ = ["CostModel", "cache_dir", "calibration_path", "descriptor", "fit", "model_id",
-           "residuals"]
+__all__ = ["CostModel", "cache_dir", "calibration_path", "descriptor", "local_factor",
+           "model_id", "save_calibration"]
 
 DEFAULTS = Path(__file__).with_name("cost_defaults.json")
 MODEL_VERSION = 3  # bump when features change: calibrations and tuned picks of older ones are stale
@@ -73,7 +73,8 @@ def descriptor(spec) -> list[float]:
     """Log2 of batch, channels in and out, image, kernel and output size, with stride and padding
     flags: neighbours in this space share the model's systematic errors."""
     ho, wo = spec.out_size
-    return [math.log2(spec.n), math.log2(spec.c), math.log2(spec.k),
+    # an empty batch sits with batch 1: it computes nothing, but is still explained
+    return [math.log2(max(spec.n, 1)), math.log2(spec.c), math.log2(spec.k),
             math.log2(spec.h * spec.w) / 2, math.log2(spec.kh * spec.kw) / 2,
             math.log2(ho * wo) / 2, 2.0 * (spec.stride != (1, 1)), 1.0 * any(spec.pad)]
 
@@ -184,26 +185,6 @@ class CostModel:
         return cls(constants, source, residuals, machines)
 
 
-def ship(doc: dict, devices: tuple[str, ...], note: str) -> Path:
-    """Make a calibration the shipped default for ``devices`` (a maintainer's step: the
-    constants and errors of those devices replace the shipped ones, the others stay)."""
-    shipped = json.loads(DEFAULTS.read_text())
-    for key in [k for k in shipped["constants"] if k.split("/")[0] in devices]:
-        shipped["constants"].pop(key)
-        shipped.get("residuals", {}).pop(key, None)
-        shipped.get("quality", {}).pop(key, None)
-    for key, coeffs in doc["constants"].items():
-        shipped["constants"][key] = coeffs
-        shipped.setdefault("residuals", {})[key] = doc["residuals"][key]
-        shipped.setdefault("quality", {})[key] = doc["quality"][key]
-    for device in devices:
-        shipped.setdefault("machines", {})[device] = doc["machines"][device]
-        shipped.setdefault("sources", {})[device] = note
-    shipped["machine"] = doc["machine"]
-    DEFAULTS.write_text(json.dumps(shipped, indent=1))
-    return DEFAULTS
-
-
 def _read_calibration(path: Path) -> dict | None:
     """The calibration document at ``path``, or None (absent, or damaged: warned once)."""
     try:
@@ -245,26 +226,3 @@ def local_factor(table: np.ndarray, where: list[float], skip: int | None = None)
         return 1.0
     weights = 1.0 / (1.0 + dist[near])
     return float(np.exp(np.sum(weights * table[near, -1]) / weights.sum()))
-
-
-def residuals(coeffs: list[float], samples: list[tuple[list[float], float, list[float]]]
-              ) -> list[list[float]]:
-    """[*descriptor, log(measured / linear prediction)] per calibration sample."""
-    out = []
-    for f, t, where in samples:
-        predicted = max(float(np.dot(coeffs, f)), 1e-12)
-        out.append([round(v, 4) for v in where] + [round(math.log(t / predicted), 4)])
-    return out
-
-
-def fit(samples: list[tuple[list[float], float]]) -> list[float]:
-    """Non-negative constants minimising the relative error sum(((f.c - t) / t)^2), so a layer
-    of microseconds weighs as much as one of seconds."""
-    from scipy.optimize import nnls
-
-    a = np.array([f for f, _ in samples], dtype=float)
-    t = np.array([t for _, t in samples], dtype=float)
-    scale = a.max(axis=0)
-    scale[scale == 0] = 1.0
-    coeffs, _ = nnls((a / scale) / t[:, None], np.ones_like(t))
-    return list(coeffs / scale)

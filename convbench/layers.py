@@ -10,7 +10,6 @@ precomputes kernel transforms.
 """
 from __future__ import annotations
 
-import numpy as np
 
 from .auto import _transform_risk, choose
 from .ops import _as_array, _bias, _contiguous, _empty_batch, _resolve

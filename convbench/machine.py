@@ -36,22 +36,63 @@ def numba_threads() -> int:
     return int(config.NUMBA_NUM_THREADS)
 
 
-def machine_id() -> str:
-    """CPU model, architecture, usable cores, Numba threads and convbench's version: two
-    processes with the same id can share calibrations, tuned picks and baselines."""
+@lru_cache(maxsize=1)
+def blas_kernel() -> str:
+    """The BLAS library and the kernel set it runs (OpenBLAS's core type, e.g. SkylakeX or
+    Haswell, which ``OPENBLAS_CORETYPE`` can force): NumPy's GEMM speed follows it."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        import numpy  # noqa: F401  (loads the BLAS that threadpoolctl reports)
+
+        for lib in threadpool_info():
+            if lib.get("user_api") == "blas":
+                return f"{lib.get('internal_api', '?')} {lib.get('architecture') or '?'}"
+    except Exception:  # an odd BLAS build that threadpoolctl cannot read
+        pass
+    return "blas ?"
+
+
+def hardware_id() -> str:
+    """CPU model, architecture, usable cores, the vector target the kernels are compiled for
+    and the BLAS kernel: what timings depend on, beside the software."""
+    from .target import vector_target
+
     return (f"{cpu_model()}|{platform.machine()}|{usable_cores()} cores|"
-            f"{numba_threads()} threads|convbench {__version__}")
+            f"{vector_target().isa}|{blas_kernel()}")
+
+
+HARDWARE_FIELDS = 5  # the fields of hardware_id() at the start of every machine id
+
+
+def machine_id() -> str:
+    """The hardware (:func:`hardware_id`), Numba threads and convbench's version: two
+    processes with the same id can share calibrations, tuned picks and baselines."""
+    return f"{hardware_id()}|{numba_threads()} threads|convbench {__version__}"
+
+
+@lru_cache(maxsize=1)
+def host_id() -> str:
+    """This host, as opposed to another of the same kind: /etc/machine-id where there is one
+    (a fresh VM or CI runner gets a new one), else the host name."""
+    try:
+        text = Path("/etc/machine-id").read_text().strip()
+        if text:
+            return text[:16]
+    except OSError:
+        pass
+    return platform.node() or "?"
 
 
 def same_hardware(id_a: str, id_b: str) -> bool:
-    """Whether two machine ids name the same CPU model, architecture and core count (the
-    package version may differ)."""
-    return id_a.split("|")[:3] == id_b.split("|")[:3]
+    """Whether two machine ids name the same hardware: CPU model, architecture, core count,
+    vector target and BLAS kernel (the package version may differ)."""
+    return id_a.split("|")[:HARDWARE_FIELDS] == id_b.split("|")[:HARDWARE_FIELDS]
 
 
 def machine_slug(identity: str | None = None) -> str:
     """A file-name-safe short form of a machine id's hardware part (for per-machine files)."""
-    hardware = "-".join((identity or machine_id()).split("|")[:3])
+    hardware = "-".join((identity or machine_id()).split("|")[:HARDWARE_FIELDS])
     return re.sub(r"[^A-Za-z0-9]+", "-", hardware).strip("-").lower()[:80]
 
 

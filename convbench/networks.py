@@ -31,7 +31,7 @@ TITLES = {"resnet50": "ResNet-50", "vgg16": "VGG-16", "mobilenet_v2": "MobileNet
 
 def networks_dir() -> Path:
     """Where the shipped layer files are (package data)."""
-    return Path(str(resources.files("convbench") / "experiments" / "networks"))
+    return Path(str(resources.files("convbench.experiments") / "networks"))
 
 
 def available() -> dict[str, Path]:

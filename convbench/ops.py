@@ -183,6 +183,20 @@ def _signal_array(name: str, value) -> np.ndarray:
     return arr
 
 
+def _fill_scalar(fillvalue):
+    """A real number, or a 0-d or one-element array of one, as SciPy's ``fillvalue`` takes."""
+    if isinstance(fillvalue, np.ndarray) and fillvalue.dtype.kind in "iuf":
+        if fillvalue.size != 1:
+            raise ValueError(f"fillvalue must be a number or an array of one element, got an "
+                             f"array of shape {fillvalue.shape}")
+        fillvalue = fillvalue.reshape(-1)[0]
+    if isinstance(fillvalue, (bool, np.bool_)) or not isinstance(fillvalue, (int, float,
+                                                                             np.integer,
+                                                                             np.floating)):
+        raise TypeError(f"fillvalue must be a real number, got {fillvalue!r}")
+    return fillvalue
+
+
 def _signal_conv(a, k, mode: str, flip: bool, algorithm: str, device: str,
                  boundary: str = "fill", fillvalue=0) -> np.ndarray:
     a, k = _signal_array("in1", a), _signal_array("in2", k)
@@ -190,10 +204,7 @@ def _signal_conv(a, k, mode: str, flip: bool, algorithm: str, device: str,
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not isinstance(boundary, str) or boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
-    if isinstance(fillvalue, (bool, np.bool_)) or not isinstance(fillvalue, (int, float,
-                                                                             np.integer,
-                                                                             np.floating)):
-        raise TypeError(f"fillvalue must be a real number, got {fillvalue!r}")
+    fillvalue = _fill_scalar(fillvalue)
     if min(a.shape) < 1 or min(k.shape) < 1:
         raise ValueError(f"in1 and in2 must not be empty, got shapes {a.shape} and {k.shape}")
     if mode == "valid":

@@ -13,8 +13,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
+from .devices import DEVICES
+
 OPS = ("conv2d", "max_pool2d", "avg_pool2d")
-DEVICES = ("cpu", "cuda")
 ERROR_MODELS = ("sum", "fft", "winograd_f2", "winograd_f4")  # which bound of tolerance.py applies
 BOUND_BY = ("numba", "blas", "fft", "memory")  # the resource that limits an algorithm's speed
 

@@ -30,6 +30,7 @@ import numpy as np
 from .arith import ceil_div
 from .reference import conv2d_reference
 from .spec import ConvSpec, PoolSpec
+from .winograd_transforms import matrices
 
 FFT_SAFETY = 8.0  # c in the "fft" bound above
 ABS_FLOOR = 1e-30  # keeps an all-zero bound from rejecting exact zeros compared with -0.0
@@ -70,8 +71,6 @@ def conv_error_bound(x: np.ndarray, w: np.ndarray, spec: ConvSpec, model: str = 
 def winograd_error_bound(x: np.ndarray, w: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
     """The "winograd" bound above, computed by running F(m x m, 3x3) on |x| and |w| with the
     absolute transform matrices, in float64."""
-    from .cpu.winograd import matrices
-
     bt, g, at = (np.abs(mat) for mat in matrices(m))
     a = m + 2
     ho, wo = spec.out_size

@@ -6,6 +6,7 @@ import pytest
 
 import convbench as cb
 from convbench import auto, costmodel, registry, tuning
+from convbench.bench import costfit
 from convbench.cli import main
 from convbench.spec import conv_spec
 
@@ -130,7 +131,7 @@ def test_fit_recovers_known_constants():
     for _ in range(40):
         f = [1.0, rng.uniform(1e3, 1e6), rng.uniform(1e5, 1e8)]
         samples.append((f, float(np.dot(truth, f))))
-    np.testing.assert_allclose(costmodel.fit(samples), truth, rtol=1e-3)
+    np.testing.assert_allclose(costfit.fit(samples), truth, rtol=1e-3)
 
 
 def test_local_correction_follows_the_nearest_calibration_errors():
@@ -158,7 +159,7 @@ def test_residuals_are_the_log_errors_of_the_linear_fit():
     spec = conv_spec((2, 3, 16, 16), (4, 3, 3, 3))
     f = _algo("im2col").cost_features(spec)
     coeffs = [1e-6] + [0.0] * (len(f) - 1)  # predicts 1 us
-    (row,) = costmodel.residuals(coeffs, [(f, 4e-6, costmodel.descriptor(spec))])
+    (row,) = costfit.residuals(coeffs, [(f, 4e-6, costmodel.descriptor(spec))])
     assert row[:-1] == pytest.approx(costmodel.descriptor(spec), abs=1e-4)
     assert row[-1] == pytest.approx(np.log(4.0), abs=1e-4)
 

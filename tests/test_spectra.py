@@ -5,7 +5,7 @@ factors (dilation, rotation for true convolution), and the inverse of packed pro
 import numpy as np
 import pytest
 
-from convbench.cpu import spectra
+from convbench.cpu.fourier import spectra
 from convbench.spec import conv_spec
 
 

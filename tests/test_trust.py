@@ -3,8 +3,6 @@ judged, honest tables and plots, per-machine notes, the environment record, the 
 import csv
 import json
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from convbench import timing

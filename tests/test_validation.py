@@ -3,6 +3,7 @@ import re
 
 import numpy as np
 import pytest
+import scipy.signal
 
 import convbench as cb
 
@@ -186,3 +187,26 @@ def test_nan_in_nan_out():
     x = X.copy()
     x[0, 0, 2, 2] = np.nan
     assert np.isnan(cb.conv2d(x, W, algorithm="direct")).any()
+
+
+def test_explain_of_an_empty_batch_explains(capsys):
+    """N = 0 computes nothing, but its choice is explained (the cost model's descriptor took
+    log2 of the batch)."""
+    from convbench.cli import main
+
+    assert cb.explain((0, 3, 7, 5), (4, 3, 3, 2)).algorithm.name
+    assert main(["explain", "--x", "0,3,7,5", "--w", "4,3,3,2"]) == 0
+    assert "pick:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fill", [np.array(1.5), np.array([1.5]), np.float32(1.5), 2])
+def test_fillvalue_takes_what_scipy_takes(fill):
+    a = np.random.default_rng(0).random((6, 5))
+    k = np.random.default_rng(1).random((3, 2))
+    np.testing.assert_allclose(cb.convolve2d(a, k, fillvalue=fill),
+                               scipy.signal.convolve2d(a, k, fillvalue=fill), atol=1e-12)
+
+
+def test_fillvalue_of_several_values_is_refused():
+    with pytest.raises(ValueError, match="fillvalue must be a number or an array of one"):
+        cb.correlate2d(np.ones((4, 4)), np.ones((2, 2)), fillvalue=np.array([1.0, 2.0]))

@@ -2,20 +2,28 @@
 every dtype), Winograd's tile transforms (vector body and scalar tail, scattered stores,
 bias, the guard on an overhanging tile), the FFT algorithms' spectral block, the in-register
 block transpose and the channel-last staging built on it, the own FFT's vector pieces, and the
-cache-line alignment of large workspace."""
+cache-line alignment of large workspace; the vector target they are compiled for, and the same
+tests compiled for the other widths (AVX2, SSE) in a subprocess."""
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numba import njit
 
 from convbench import workspace
-from convbench.cpu import transpose
-from convbench.cpu.lane_fft import butterfly_dif, butterfly_dit, lane_dft, lane_idft
-from convbench.cpu.line_fft import bit_reversal
-from convbench.cpu.microkernel import MR, ROW_CHOICES, best_rows, block_indexed, gemm, nr
-from convbench.cpu.spectral_block import mac_channels
-from convbench.cpu.vector_ir import VECTOR_BYTES
+from convbench.cpu.vector import transpose
+from convbench.cpu.fourier.lane_ops import butterfly_dif, butterfly_dit, lane_dft, lane_idft
+from convbench.cpu.fourier.real_fft2 import bit_reversal
+from convbench.cpu.vector.microkernel import MR, ROW_CHOICES, best_rows, block_indexed, gemm, nr
+from convbench.cpu.vector.spectral_mac import mac_channels
+from convbench.cpu.vector.ir import TARGET
 from convbench.cpu.winograd import _stage_rows
-from convbench.cpu.winograd_tiles import transform
+from convbench.cpu.vector.winograd_tiles import transform
 from convbench.winograd_transforms import matrices
 
 
@@ -115,25 +123,76 @@ def test_indexed_block_reads_rows_through_the_table(rows, accumulate):
 
 
 def test_best_rows_pads_least():
-    assert best_rows(16) == 8 and best_rows(64) == 8 and best_rows(12) == 6
+    """On 32 registers (AVX-512) the three shapes, the taller on a tie; on 16 (AVX2) no
+    8 x 1 block, which would load B once per multiply-add."""
     assert best_rows(4) == 4 and best_rows(3) == 4 and best_rows(10) == 6
+    if TARGET.registers >= 32:
+        assert ROW_CHOICES == (4, 6, 8)
+        assert best_rows(16) == 8 and best_rows(64) == 8 and best_rows(12) == 6
+    else:
+        assert ROW_CHOICES == (4, 6) and best_rows(16) == 4 and best_rows(12) in (4, 6)
 
 
-def test_vector_width_follows_numbas_target():
-    """A kernel cached for a named CPU (NUMBA_CPU_NAME, part of Numba's cache key) never gets
-    AVX-512 vectors it may not have; features listed explicitly decide."""
-    import os
-    import subprocess
-    import sys
+def _target(**env) -> dict:
+    code = ("import dataclasses, json; from convbench.target import vector_target; "
+            "print(json.dumps(dataclasses.asdict(vector_target())))")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")
+             and k != "NUMBA_ENABLE_AVX"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**clean, **env}, check=True)
+    return json.loads(run.stdout)
 
-    def width(**env):
-        code = "from convbench.cpu.vector_ir import VECTOR_BYTES; print(VECTOR_BYTES)"
-        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env={**os.environ, **env}, check=True)
-        return int(run.stdout)
 
-    assert width(NUMBA_CPU_NAME="haswell") == 32
-    assert width(NUMBA_CPU_NAME="generic", NUMBA_CPU_FEATURES="+avx512f,+avx2") == 64
+HOST_AVX512 = "avx512f" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() \
+    else False
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 targets")
+def test_vector_target_is_the_one_numba_compiles_for():
+    """Numba compiles for NUMBA_CPU_NAME with NUMBA_CPU_FEATURES, else the host's features
+    (AVX off where NUMBA_ENABLE_AVX=0): a CPU name alone keeps the host's AVX-512, a feature
+    list decides, 'generic' is SSE."""
+    assert _target(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="-avx512f")["isa"] == "avx2"
+    assert _target(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="-avx512f")["vector_bytes"] == 32
+    assert _target(NUMBA_CPU_NAME="skylake-avx512", NUMBA_CPU_FEATURES="")["vector_bytes"] == 64
+    assert _target(NUMBA_CPU_NAME="generic")["isa"] == "sse"
+    assert _target(NUMBA_ENABLE_AVX="0")["isa"] not in ("avx512", "avx2", "avx") or (
+        _target(NUMBA_ENABLE_AVX="0")["vector_bytes"] < 64)
+    host = _target()
+    assert (host["vector_bytes"] == 64) == HOST_AVX512
+    assert _target(NUMBA_CPU_NAME="haswell")["vector_bytes"] == host["vector_bytes"]
+
+
+def test_classify_reads_the_registers_llvm_used():
+    from convbench.target import classify
+
+    assert classify("x86_64-unknown-linux-gnu", "vfmadd231ps %zmm0, %zmm1, %zmm2").isa == "avx512"
+    avx2 = classify("x86_64-unknown-linux-gnu", "vfmadd231ps (%rsi), %ymm0, %ymm0")
+    assert (avx2.isa, avx2.vector_bytes, avx2.registers, avx2.fma) == ("avx2", 32, 16, True)
+    assert classify("x86_64-unknown-linux-gnu", "vmulps %ymm0, %ymm1, %ymm1").isa == "avx"
+    assert classify("x86_64-unknown-linux-gnu", "mulps %xmm1, %xmm4").vector_bytes == 16
+    neon = classify("aarch64-unknown-linux-gnu", "fmla v0.4s, v1.4s, v2.4s")
+    assert (neon.isa, neon.vector_bytes, neon.registers, neon.fma) == ("neon", 16, 32, True)
+
+
+OTHER_WIDTHS = {"avx2": {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "-avx512f"},
+                "sse": {"NUMBA_CPU_NAME": "generic"}}
+
+
+@pytest.mark.skipif(os.environ.get("CONVBENCH_VECTOR_WIDTH_RUN") is not None,
+                    reason="this is the run at another width")
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 targets")
+@pytest.mark.parametrize("name", sorted(OTHER_WIDTHS))
+def test_vector_kernels_at_another_width(name):
+    """These tests again, compiled for AVX2 (32-byte vectors, 16 registers) and for SSE (16
+    bytes): both run on an AVX-512 host, so one machine checks every width's code."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
+    env.update(OTHER_WIDTHS[name], CONVBENCH_VECTOR_WIDTH_RUN=name)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          __file__, "-k", "not another_width"], capture_output=True,
+                         text=True, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert _target(**OTHER_WIDTHS[name])["isa"] == name
 
 
 @njit
@@ -148,7 +207,7 @@ def test_spectral_block_sums_x_times_conjugate_w(dtype, k_out, c_in):
     """Every block size of NK_CHOICES (15 = 8 + 4 + 2 + 1), real and imaginary parts at their
     own distances in X, W and Y, W starting inside its array."""
     rng = np.random.default_rng(k_out * 10 + c_in)
-    width = VECTOR_BYTES // np.dtype(dtype).itemsize
+    width = TARGET.vector_bytes // np.dtype(dtype).itemsize
     x = rng.standard_normal((c_in, width)) + 1j * rng.standard_normal((c_in, width))
     w = rng.standard_normal((k_out, c_in, width)) + 1j * rng.standard_normal((k_out, c_in, width))
     # X: channel c at c*x_chan, imaginary parts `width` later; W: rows of 3 vectors, the
@@ -185,7 +244,7 @@ def _transpose_block(src, s_off, s_pitch, dst, d_off, d_pitch):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_transpose_block_swaps_rows_and_columns(dtype):
-    lanes = transpose.width(dtype)
+    lanes = TARGET.lanes(dtype)
     rng = np.random.default_rng(lanes)
     src = rng.standard_normal((lanes + 2, lanes + 5)).astype(dtype)
     dst = np.full((lanes + 3, lanes + 4), np.nan, dtype)
@@ -219,7 +278,7 @@ def test_channel_last_staging_pads_and_transposes(dtype, shape):
     x = np.random.default_rng(c).standard_normal(shape).astype(dtype)
     pt, pl = 1, 2
     xp = np.full((n, h + 3, w + 5, c), np.nan, dtype)
-    _stage_rows(x, pt, pl, xp, transpose.width(dtype))
+    _stage_rows(x, pt, pl, xp, TARGET.lanes(dtype))
     expected = np.zeros_like(xp)
     expected[:, pt:pt + h, pl:pl + w, :] = x.transpose(0, 2, 3, 1)
     np.testing.assert_array_equal(xp, expected)
@@ -248,7 +307,7 @@ def _lane_pair(x, tw, y, z):
 def test_lane_dft_transforms_across_lanes_and_back(dtype):
     """DFT across a vector's lanes after a lane-wise twiddle, bit-reversed out; the inverse
     takes that order back to natural lanes and removes the twiddle (times the lane count)."""
-    lanes = transpose.width(dtype)
+    lanes = TARGET.lanes(dtype)
     rng = np.random.default_rng(lanes)
     values = rng.standard_normal(lanes) + 1j * rng.standard_normal(lanes)
     twiddle = np.exp(1j * rng.uniform(0, 2 * np.pi, lanes))
@@ -268,7 +327,7 @@ def _butterflies(x, a, b, wr, wi):
 
 
 def test_butterflies_in_frequency_and_in_time():
-    lanes = transpose.width(np.float64)
+    lanes = TARGET.lanes(np.float64)
     x = np.random.default_rng(3).standard_normal(8 * lanes)
     first = x.copy()
     butterfly_at = lambda arr, at: arr[at:at + lanes] + 1j * arr[at + lanes:at + 2 * lanes]  # noqa: E731

@@ -17,6 +17,7 @@ import numpy as np
 from .. import costmodel, machine, registry, timing
 from ..reference import random_inputs
 from ..workspace import max_workspace_bytes
+from . import costfit
 from .suite import random_layers
 
 CALIBRATION_SEED = 1  # the auto experiment judges on another seed (experiments/auto.toml)
@@ -67,20 +68,6 @@ def collect(count: int, device: str = "cpu", say=print) -> dict[str, list]:
     return samples
 
 
-def fit_quality(coeffs, rows, table) -> dict:
-    """Median relative error of the linear model, and of the corrected one with each layer's
-    own error left out of its correction (an honest estimate for unseen layers)."""
-    linear, corrected = [], []
-    for i, (f, t, where) in enumerate(rows):
-        base = float(np.dot(coeffs, f))
-        linear.append(abs(base - t) / t)
-        corrected.append(abs(base * costmodel.local_factor(table, where, skip=i) - t) / t)
-    return {"samples": len(rows), "linear": float(np.median(linear)),
-            "corrected": float(np.median(corrected)),
-            "linear_p90": float(np.percentile(linear, 90)),
-            "corrected_p90": float(np.percentile(corrected, 90))}
-
-
 def calibrate(count: int = 120, devices: tuple[str, ...] = ("cpu",), path: Path | None = None,
               say=print) -> dict:
     """Fit and save the constants; returns the saved document (with fit quality). ValueError
@@ -95,11 +82,11 @@ def calibrate(count: int = 120, devices: tuple[str, ...] = ("cpu",), path: Path 
             if len(rows) < MIN_LAYERS:
                 say(f"{device}/{name}: timed on {len(rows)} layers only, not fitted")
                 continue
-            coeffs = costmodel.fit([(f, t) for f, t, _ in rows])
+            coeffs = costfit.fit([(f, t) for f, t, _ in rows])
             key = costmodel.CostModel.key(device, "conv2d", name)
             constants[key] = coeffs
-            residuals[key] = costmodel.residuals(coeffs, rows)
-            quality[key] = fit_quality(coeffs, rows, np.asarray(residuals[key]))
+            residuals[key] = costfit.residuals(coeffs, rows)
+            quality[key] = costfit.fit_quality(coeffs, rows, np.asarray(residuals[key]))
             q = quality[key]
             say(f"{key:22s} {len(rows)} layers, error median/90th percentile: linear "
                 f"{q['linear']:.0%}/{q['linear_p90']:.0%}, corrected {q['corrected']:.0%}/"

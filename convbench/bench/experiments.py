@@ -284,7 +284,7 @@ def build_spec(op: str, params: dict, where: str) -> ConvSpec | PoolSpec | None:
 
 def experiments_dir() -> Path:
     """The experiments shipped inside the package (installed as package data)."""
-    return Path(str(resources.files("convbench") / "experiments"))
+    return Path(str(resources.files("convbench.experiments")))
 
 
 def available() -> dict[str, Path]:

@@ -6,8 +6,10 @@ copy for memory-bound ones: ``controls.py``), and each round gives one ratio alg
 control. Baselines of these per-round ratios are kept per machine (asv's machine concept), in
 ``tests/benchmarks/baselines/<machine>.json``; a fresh measurement regresses when the 95%
 bootstrap interval of its median ratio over the baseline's lies wholly above 1 + threshold.
-On a machine without a baseline the gate says so and how to make one, instead of comparing
-with another machine's numbers.
+A ratio to a control does not carry between hosts, even of one kind (1.5x was seen), so a
+stored baseline is strict only on the host that recorded it, advisory on another host of the
+same identity, and refused for another identity; ``gate --against`` (``against.py``), which
+times both versions here, is what holds on any machine.
 """
 from __future__ import annotations
 
@@ -92,6 +94,16 @@ def check(measured: dict[str, dict], baseline: dict, threshold: float | None = N
     return results
 
 
+def standing(baseline: dict) -> str:
+    """How a stored baseline holds here: 'strict' (recorded on this host), 'advisory' (the
+    same machine identity on another host, which can differ by 1.5x) or 'foreign' (another
+    identity: CPU, cores, vector target or BLAS kernel differ; not comparable)."""
+    recorded = baseline.get("machine", "")
+    if not machine.same_hardware(recorded, machine.machine_id()):
+        return "foreign"
+    return "strict" if baseline.get("host") == machine.host_id() else "advisory"
+
+
 def load_baseline(path: Path | None = None) -> dict | None:
     """This machine's baseline (or the file given), None when there is none."""
     path = Path(path) if path else baseline_path()
@@ -116,6 +128,7 @@ def save_baseline(samples: dict[str, list[float]], env: dict, path: Path | None 
     previous = previous or {}
     data = {
         "machine": machine.machine_id(),
+        "host": machine.host_id(),
         "controls": controls.describe(),
         "threshold": previous.get("threshold", DEFAULT_THRESHOLD),
         "layer_thresholds": previous.get("layer_thresholds", {}),

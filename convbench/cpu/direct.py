@@ -27,8 +27,9 @@ from .. import workspace
 from ..bias import kernel_bias
 from ..arith import ceil_div
 from ..registry import Algorithm, register
-from ..spec import ConvSpec, conv_spec
-from .staging import stage_row
+from ..spec import ConvSpec
+from .staging.phases import phase_spec, phase_weights, phased, split_phases
+from .staging.rows import stage_row
 
 K_BLOCK = 4  # output channels per task: 4 rows of accumulators stay in L1 and reuse each x load
 
@@ -58,15 +59,6 @@ def _direct_v1(x, w, out, sh, sw, pt, pl, dh, dw, flip, groups, b):
                                 wi, wj = (kh - 1 - i, kw - 1 - j) if flip else (i, j)
                                 acc += x[n, c0 + c, ih, iw] * w[k, c, wi, wj]
                     out[n, k, oh, ow] = acc
-
-
-@njit(inline="always")
-def _ow_range(off, sw, wid, wo):
-    """Output columns ow whose input column ow*sw + off lies inside [0, wid)."""
-    lo = 0 if off >= 0 else (-off + sw - 1) // sw
-    last = wid - 1 - off
-    hi = 0 if last < 0 else min(wo, last // sw + 1)
-    return lo, max(lo, hi)
 
 
 @njit(cache=True)
@@ -355,66 +347,6 @@ def band_rows(spec: ConvSpec, threads: int) -> int:
     return band
 
 
-def phased(spec: ConvSpec) -> bool:
-    """Whether the layer runs as its space-to-depth stride-1 form."""
-    return spec.stride != (1, 1) and spec.dilation == (1, 1)
-
-
-def phase_spec(spec: ConvSpec) -> ConvSpec:
-    """The stride-1 layer a strided one (dilation 1) equals: its padded input split into the
-    sh x sw phases x[r*sh + pi, q*sw + pj] as channels (C*sh*sw of them, group by group) and
-    its kernel's taps distributed over the phases (ceil(kh/sh) x ceil(kw/sw)). Its output
-    covers the strided layer's, which is computed directly into the right size."""
-    sh, sw = spec.stride
-    hp, wp = spec.padded_size
-    phases = sh * sw
-    return conv_spec((spec.n, spec.c * phases, ceil_div(hp, sh), ceil_div(wp, sw)),
-                     (spec.k, spec.cg * phases, ceil_div(spec.kh, sh), ceil_div(spec.kw, sw)),
-                     groups=spec.groups, dtype=spec.dtype)
-
-
-@njit(parallel=True, cache=True)
-def split_phases(x, xs, sh, sw, pt, pl):
-    """xs[n, c*sh*sw + pi*sw + pj, r, q] = padded x[n, c, r*sh + pi, q*sw + pj] (zeros outside).
-
-    Row by row on flat arrays at unsigned offsets: each phase row is its zero margins and one
-    strided read of an input row (a bounds test per element, as first written, made this copy
-    a fifth of a strided layer's time)."""
-    n_img, c_in, h, wid = x.shape
-    phases, hs, ws = xs.shape[1] // c_in, xs.shape[2], xs.shape[3]
-    src, dst = x.reshape(-1), xs.reshape(-1)
-    for plane in prange(n_img * c_in):
-        n, c = plane // c_in, plane % c_in
-        for pi in range(sh):
-            for pj in range(sw):
-                # columns q whose input column q*sw + pj - pl lies in [0, wid)
-                lo = min(ws, max(0, (pl - pj + sw - 1) // sw))
-                hi = max(lo, min(ws, (wid - 1 - pj + pl) // sw + 1))
-                out0 = ((n * c_in + c) * phases + pi * sw + pj) * hs * ws
-                for r in range(hs):
-                    ih = r * sh + pi - pt
-                    if ih < 0 or ih >= h:
-                        stage_row(dst, out0 + r * ws, ws, ws, ws, src, 0, 1)
-                    else:
-                        stage_row(dst, out0 + r * ws, ws, lo, hi, src,
-                                  ((n * c_in + c) * h + ih) * wid + lo * sw + pj - pl, sw)
-
-
-def _phase_weights(w: np.ndarray, spec: ConvSpec, target: ConvSpec) -> np.ndarray:
-    """The kernel on the phases: tap (a, b) of phase (pi, pj) is tap (a*sh + pi, b*sw + pj) of
-    the (rotated, for true convolution) kernel, zero past its edge."""
-    sh, sw = spec.stride
-    wk = w[:, :, ::-1, ::-1] if spec.flip else w
-    _, _, kh2, kw2 = target.w_shape
-    grown = workspace.zeros((spec.k, spec.cg, kh2 * sh, kw2 * sw), w.dtype)
-    grown[:, :, :spec.kh, :spec.kw] = wk
-    out = workspace.empty(target.w_shape, w.dtype)
-    # (k, c, a, pi, b, pj) -> (k, c, pi, pj, a, b) -> (k, c*sh*sw + pi*sw + pj, a, b)
-    out.reshape(spec.k, spec.cg, sh, sw, kh2, kw2)[...] = grown.reshape(
-        spec.k, spec.cg, kh2, sh, kw2, sw).transpose(0, 1, 3, 5, 2, 4)
-    return out
-
-
 def _scratch_shapes(spec: ConvSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Per-thread scratch: accumulator rows and the staged (zero-padded) input."""
     threads = numba.config.NUMBA_NUM_THREADS
@@ -459,7 +391,7 @@ def direct_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
         xs = workspace.empty(target.x_shape, x.dtype)
         split_phases(x, xs, sh, sw, pt, pl)
         band = band_rows(target, numba.config.NUMBA_NUM_THREADS)
-        _direct_v3(xs, _phase_weights(w, spec, target), out, 0, 0, 1, 1, False, spec.groups,
+        _direct_v3(xs, phase_weights(w, spec, target), out, 0, 0, 1, 1, False, spec.groups,
                    b, band, acc, stage)
     elif spec.stride == (1, 1):
         band = band_rows(spec, numba.config.NUMBA_NUM_THREADS)

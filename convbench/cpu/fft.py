@@ -20,10 +20,10 @@ from numba import njit, prange
 
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from . import line_fft
-from .spectra import (Layout, image_spectra, kernel_spectra, kernel_spectra_bytes, layout,
+from .fourier import real_fft2
+from .fourier.spectra import (Layout, image_spectra, kernel_spectra, kernel_spectra_bytes, layout,
                       output_planes, pipeline_peak, spectral_products)
-from .spectral import (fast_len, fft_cost_features, fft_growth, fft_rough_cost, power_of_two,
+from .fourier.sizes import (fast_len, fft_cost_features, fft_growth, fft_rough_cost, power_of_two,
                        ungrouped)
 
 
@@ -33,14 +33,12 @@ POWER_OF_TWO_AREA = 2.0  # the own FFT's sizes are taken up to this many times p
 def transform_shape(spec: ConvSpec) -> tuple[int, int]:
     """FFT size (P, Q), at least the padded image (so no output wraps): powers of two, which
     convbench's own FFT transforms, unless that is more than POWER_OF_TWO_AREA times the area
-    of pocketfft's fast lengths. (Measured on the project's 2-core machine: 64x64 beat 60x60
-    by 1.7x and 45x45 by 1.2x on N4 C16 9x9 layers, 512x512 beat 400x400 by 1.5x on one
-    channel, 64x64 beat 48x48 by 3% on N8 C64 K64 5x5, whose products dominate; 64x64 lost to
-    36x36 there by 1.4x.)"""
+    of pocketfft's fast lengths: past that the products over the extra frequencies cost more
+    than the own FFT saves (the measurements behind the limit are in results/README.md)."""
     hp, wp = spec.padded_size
     fast = fast_len(hp), fast_len(wp)
     even = power_of_two(hp), power_of_two(wp)
-    if line_fft.applies(*even, spec.dtype) and (
+    if real_fft2.applies(*even, spec.dtype) and (
             even[0] * even[1] <= POWER_OF_TWO_AREA * fast[0] * fast[1]):
         return even
     return fast

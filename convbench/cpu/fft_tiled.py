@@ -21,9 +21,9 @@ from .. import workspace
 from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from .spectra import (Layout, image_spectra, kernel_spectra, kernel_spectra_bytes, layout,
+from .fourier.spectra import (Layout, image_spectra, kernel_spectra, kernel_spectra_bytes, layout,
                       output_planes, pipeline_peak, spectral_products)
-from .spectral import fft_cost_features, fft_growth, fft_rough_cost, power_of_two, ungrouped
+from .fourier.sizes import fft_cost_features, fft_growth, fft_rough_cost, power_of_two, ungrouped
 
 CHUNK_ELEMS = 1 << 16  # real elements of staged tiles per chunk (256 KiB in float32: L2-sized)
 

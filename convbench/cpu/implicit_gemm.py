@@ -43,10 +43,10 @@ from ..arith import ceil_div
 from ..bias import kernel_bias
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from .direct import phase_spec, phased, split_phases
-from .microkernel import best_rows, block_indexed, nr
-from .staging import stage_row
-from .transpose import transpose_into
+from .staging.phases import phase_spec, phased, split_phases
+from .vector.microkernel import best_rows, block_indexed, nr
+from .staging.rows import stage_row
+from .vector.transpose import transpose_into
 
 REDUCTION_SLICE = 128  # rows of B per pass: 128 x 64 float32 = 32 KiB, an L1's worth
 BAND_TARGET = 512  # positions per task: the accumulator rows (Kp x positions) stay in L2

@@ -23,10 +23,9 @@ while it stays in L2 (at most BLOCK_BYTES of V and M):
 3. output transform, the bias added, each tile's outputs stored straight into the
    (N, K, Ho, Wo) result.
 
-The first version ran stage 2 as batched BLAS GEMMs over chunks of whole images, with V and M
-in memory: on VGG's N8 C64 56x56 layer the 36 GEMMs (1568 x 64 x 64) ran at ~100 GFLOP/s
-and V and M crossed memory three times; fusing the stages and the micro-kernel took that layer
-from 14.7 to ~5-7 ms on the project's 2-core machine.
+The stages are fused per block of tiles so that V and M stay in L2: as separate passes over
+whole images (batched GEMMs of small a*a products) V and M would cross memory three times,
+and small GEMMs through BLAS run far below the micro-kernel's speed.
 """
 from __future__ import annotations
 
@@ -39,9 +38,10 @@ from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
 from ..winograd_transforms import growth, matrices, supports
-from .microkernel import MR, gemm, nr
-from .transpose import block, transpose_into, width
-from .winograd_tiles import transform
+from .vector.microkernel import MR, gemm, nr
+from .vector.ir import TARGET
+from .vector.transpose import block, transpose_into
+from .vector.winograd_tiles import transform
 
 BLOCK_BYTES = 1 << 20  # V and M of one thread's block of tiles, at most (but MR tiles)
 CHUNKS_PER_THREAD = 2  # output-channel chunks a thread's share of tiles is split into (deep layers)
@@ -260,7 +260,7 @@ def _stage_rows(x, pt, pl, xp, lanes):
 def _stage_input(x: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
     """The zero-padded, channel-last copy of the input every tile reads without bounds."""
     xp = workspace.empty(_padded_input_shape(spec, m), x.dtype)
-    _stage_rows(x, spec.pad[0], spec.pad[2], xp, width(x.dtype))
+    _stage_rows(x, spec.pad[0], spec.pad[2], xp, TARGET.lanes(x.dtype))
     return xp
 
 

@@ -7,11 +7,11 @@ A plain Numba loop for that copy (``dst[pixel*C + c] = src[c*plane + pixel]``) l
 element at a time from C planes; LLVM leaves it scalar (or gathers), about three cycles per
 element. ``block(src, s_off, s_pitch, dst, d_off, d_pitch)`` instead loads one vector from each
 of ``lanes`` rows of the source, transposes them with log2(lanes) stages of shuffles
-(``vector_ir.transpose``), and stores one vector to each of ``lanes`` rows of the destination:
+(``ir.transpose``), and stores one vector to each of ``lanes`` rows of the destination:
 
     dst[d_off + j*d_pitch + i] = src[s_off + i*s_pitch + j]    for i, j < lanes
 
-``lanes`` = :func:`width` (16 float32 or 8 float64 on AVX-512). The caller copies what is left
+``lanes`` = ``TARGET.lanes(dtype)`` (16 float32 or 8 float64 on AVX-512). The caller copies what is left
 at the edges (channels or pixels short of a whole block) element by element.
 """
 from __future__ import annotations
@@ -19,20 +19,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 from numba.core import types
-from numba.extending import intrinsic
-from llvmlite import ir
-
-from .vector_ir import VECTOR_BYTES, bits, const, data_at, int64, is_float_array, lanes, load, \
-    store
-from .vector_ir import transpose as transpose_vectors
+from .ir import TARGET, bits, const, is_float_array, lanes, load, store, \
+    vector_intrinsic
+from .ir import transpose as transpose_vectors
 
 
-def width(dtype) -> int:
-    """Rows and columns of one block for this element type (a host vector's lanes)."""
-    return VECTOR_BYTES // np.dtype(dtype).itemsize
-
-
-@intrinsic
+@vector_intrinsic
 def block(typingctx, src, s_off, s_pitch, dst, d_off, d_pitch):
     """Transpose one lanes x lanes block from ``src`` into ``dst`` (see the module docstring);
     both flat arrays of the same float type."""
@@ -40,22 +32,19 @@ def block(typingctx, src, s_off, s_pitch, dst, d_off, d_pitch):
         return None
     sig = types.void(src, s_off, s_pitch, dst, d_off, d_pitch)
 
-    def codegen(context, builder, signature, args):
-        tys = signature.args
-        s_off_v, s_pitch_v, d_off_v, d_pitch_v = (int64(context, builder, args[i], tys[i])
-                                                  for i in (1, 2, 4, 5))
-        src_ptr = data_at(context, builder, src, args[0], s_off_v)
-        dst_ptr = data_at(context, builder, src, args[3], d_off_v)
+    def emit(v):
+        builder = v.builder
+        s_pitch_v, d_pitch_v = v.ints("s_pitch", "d_pitch")
+        src_ptr, dst_ptr = v.at("src", "s_off"), v.at("dst", "d_off")
         nbits, count = bits(src), lanes(src)
-        vec = ir.VectorType(context.get_data_type(src.dtype), count)
+        vec = v.vector("src")
         rows = [load(builder, vec, builder.gep(src_ptr, [builder.mul(const(i), s_pitch_v)]),
                      nbits) for i in range(count)]
         for j, column in enumerate(transpose_vectors(builder, rows)):
             store(builder, column, builder.gep(dst_ptr, [builder.mul(const(j), d_pitch_v)]),
                   nbits)
-        return context.get_dummy_value()
 
-    return sig, codegen
+    return sig, emit
 
 
 def transpose_into(src: np.ndarray, dst: np.ndarray) -> None:
@@ -64,7 +53,7 @@ def transpose_into(src: np.ndarray, dst: np.ndarray) -> None:
     wider than src is tall: its other columns are left as they are."""
     rows, cols = src.shape[-2:]
     _transpose_into(src.reshape(-1, rows, cols), dst.reshape(-1, cols, dst.shape[-1]),
-                    width(src.dtype))
+                    TARGET.lanes(src.dtype))
 
 
 @njit(parallel=True, cache=True)

@@ -2,11 +2,11 @@
 
 A layer's FFT convolution is three groups of transforms and one product:
 
-* **Images.** A 2-D real FFT, zero-extended to P x Q: convbench's own (``line_fft``,
+* **Images.** A 2-D real FFT, zero-extended to P x Q: convbench's own (``real_fft2``,
   vectorised across lines, writing the packed layout below directly) where P and Q are powers
   of two of at least a vector, else pocketfft's (``scipy.fft``) and a repacking. With the own
   FFT a spectrum row's frequencies sit in the packed vectors in its own order
-  (``line_fft.frequency_order``); the kernel spectra follow the layout's order, and the
+  (``real_fft2.frequency_order``); the kernel spectra follow the layout's order, and the
   products never need the natural one. (A row transform by GEMM, as for the kernels below,
   measured no faster than pocketfft inside the whole call: an image plane is not mostly
   zeros, and every change between Numba's, OpenBLAS's and pocketfft's threads costs tens of
@@ -20,7 +20,7 @@ A layer's FFT convolution is three groups of transforms and one product:
   L2, and uses it at once for every image. (The kernel spectra of a K=C=16 layer are 4.3 MB:
   writing and reading them back cost more than the DFT.) A prepared layer stores them.
 * **Products.** Y[n, k, f] = sum_c X[n, c, f] conj(W[k, c, f]) on the register-blocked
-  ``spectral_block`` kernel, per task one vector of frequencies for every image and channel.
+  ``vector.spectral_mac`` kernel, per task one vector of frequencies for every image and channel.
   For that the image spectra are repacked once into ``(vector, v, image, tile, channel,
   re/im, lane)`` order, so a task reads one contiguous block.
 * **Outputs.** The packed products are transformed back by the own inverse FFT, or unpacked
@@ -39,12 +39,12 @@ import numpy as np
 import scipy.fft
 from numba import get_thread_id, njit, prange
 
-from .. import settings, workspace
-from ..arith import ceil_div, plane_index
-from . import line_fft
-from .microkernel import MR, gemm, nr
-from .spectral_block import mac_channels
-from .vector_ir import VECTOR_BYTES
+from ... import settings, workspace
+from ...arith import ceil_div, plane_index
+from . import real_fft2
+from ..vector.microkernel import MR, gemm, nr
+from ..vector.spectral_mac import mac_channels
+from ..vector.ir import TARGET
 
 
 def workers() -> int:
@@ -63,7 +63,7 @@ class Layout(NamedTuple):
     micro-kernel block is ``group`` vectors of real and imaginary parts); ``blocks``: blocks
     per spectrum row, so a row holds ``pitch`` = blocks * group * lanes >= P frequencies (the
     padding frequencies are zero in the images and never read out); ``native``: transformed
-    by ``line_fft`` (slot s of a row holds frequency :meth:`order` [s]), else by pocketfft
+    by ``real_fft2`` (slot s of a row holds frequency :meth:`order` [s]), else by pocketfft
     (slot s holds frequency s).
     """
     p: int
@@ -93,7 +93,7 @@ class Layout(NamedTuple):
 
     def order(self) -> np.ndarray:
         """The row frequency in each of the first P slots of a spectrum row."""
-        return line_fft.frequency_order(self.p, self.lanes) if self.native else np.arange(
+        return real_fft2.frequency_order(self.p, self.lanes) if self.native else np.arange(
             self.p)
 
 
@@ -101,10 +101,10 @@ def layout(p: int, q: int, dtype) -> Layout:
     """The layout of a P x Q transform: a block of kernel spectra is one micro-kernel block
     (``nr`` columns), so it holds nr / (2 * lanes) spectrum vectors."""
     dtype = np.dtype(dtype)
-    lanes = VECTOR_BYTES // dtype.itemsize
+    lanes = TARGET.lanes(dtype)
     group = max(1, nr(dtype) // (2 * lanes))
     return Layout(p, q, dtype, lanes, group, ceil_div(p, group * lanes),
-                  line_fft.applies(p, q, dtype))
+                  real_fft2.applies(p, q, dtype))
 
 
 def _twiddles(n_out: int, taps: int, step: int, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +131,7 @@ def image_spectra(planes: np.ndarray, lay: Layout) -> np.ndarray:
     n_a, n_b, n_t = planes.shape[:3]
     if lay.native:
         packed = workspace.empty((lay.vectors, lay.qh, n_a, n_t, n_b, 2, lay.lanes), lay.dtype)
-        line_fft.forward(planes, lay.p, lay.q, packed)
+        real_fft2.forward(planes, lay.p, lay.q, packed)
         return packed
     spectra = scipy.fft.rfft2(planes, s=(lay.p, lay.q), workers=workers())
     packed = workspace.empty((lay.vectors, lay.qh, n_a, n_t, n_b, 2, lay.lanes), lay.dtype)
@@ -145,7 +145,7 @@ def image_spectra_peak(n_a: int, n_b: int, n_t: int, lay: Layout) -> int:
     planes = n_a * n_b * n_t
     packed = workspace.nbytes((lay.vectors, lay.qh, planes, 2, lay.lanes), lay.dtype)
     if lay.native:
-        return packed + line_fft.forward_peak(planes, lay.p, lay.q, lay.dtype)
+        return packed + real_fft2.forward_peak(planes, lay.p, lay.q, lay.dtype)
     spectra = workspace.nbytes((planes, lay.p, lay.qh), complex_dtype(lay.dtype))
     extended = workspace.nbytes((planes, lay.p, lay.q), lay.dtype)
     return max(extended + spectra, spectra + packed)
@@ -333,7 +333,7 @@ def output_planes(ys: np.ndarray, lay: Layout) -> np.ndarray:
     """Real planes (N, K, T, P, Q) of the packed products (N, T, K order)."""
     _, _, n_img, tiles, k_out = ys.shape[:5]
     if lay.native:
-        return line_fft.inverse(ys, lay.p, lay.q)
+        return real_fft2.inverse(ys, lay.p, lay.q)
     spectra = workspace.empty((n_img, k_out, tiles, lay.p, lay.qh), complex_dtype(lay.dtype))
     _unpack(ys, spectra)
     return scipy.fft.irfft2(spectra, s=(lay.p, lay.q), workers=workers(), overwrite_x=True)
@@ -355,6 +355,6 @@ def output_planes_peak(n_img: int, k_out: int, tiles: int, lay: Layout) -> int:
     """Peak bytes of :func:`output_planes` past its input: the complex planes beside the
     real result (the own inverse: its row spectra and line blocks beside the result)."""
     if lay.native:
-        return line_fft.inverse_peak(n_img * k_out * tiles, lay.p, lay.q, lay.dtype)
+        return real_fft2.inverse_peak(n_img * k_out * tiles, lay.p, lay.q, lay.dtype)
     return (workspace.nbytes((n_img, k_out, tiles, lay.p, lay.qh), complex_dtype(lay.dtype))
             + workspace.nbytes((n_img, k_out, tiles, lay.p, lay.q), lay.dtype))

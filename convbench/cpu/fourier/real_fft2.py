@@ -8,7 +8,7 @@ another ~6. Here a vector holds ``lanes`` (16 float32 on AVX-512) image rows at 
 1. **Rows** (one task per plane and block of ``lanes`` rows): the block is transposed in
    registers (``transpose.block``) so that a vector holds one column of ``lanes`` rows; the Q
    samples of those rows are transformed as Q/2 complex samples (even + i odd) by a radix-2
-   FFT whose butterflies are whole vectors (``lane_fft.butterfly_dif``; decimation in
+   FFT whose butterflies are whole vectors (``lane_ops.butterfly_dif``; decimation in
    frequency, its bit-reversed result read through a table rather than reordered), and split
    into the rows' Q/2 + 1 frequencies (``real_split``).
 2. **Columns** (one task per plane and row frequency v): the P = M * lanes values of column v
@@ -32,18 +32,19 @@ import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
 
-from .. import workspace
-from ..arith import plane_index
-from .lane_fft import butterfly_dif, butterfly_dit, lane_dft, lane_idft, real_merge, real_split
-from .spectral import power_of_two
-from .transpose import block, width
+from ... import workspace
+from ...arith import plane_index
+from .lane_ops import butterfly_dif, butterfly_dit, lane_dft, lane_idft, real_merge, real_split
+from .sizes import power_of_two
+from ..vector.ir import TARGET
+from ..vector.transpose import block
 
 TASKS_PER_THREAD = 8  # column tasks per thread at least, for load balance
 
 
 def applies(p: int, q: int, dtype) -> bool:
     """Whether this P x Q transform runs here: powers of two, each at least a vector."""
-    lanes = width(dtype)
+    lanes = TARGET.lanes(dtype)
     return p == power_of_two(p) and q == power_of_two(q) and p >= lanes and q >= lanes
 
 
@@ -64,7 +65,7 @@ class _Tables:
     """The constant twiddles of one P x Q transform (cached, never written)."""
 
     def __init__(self, p: int, q: int, dtype) -> None:
-        lanes = width(dtype)
+        lanes = TARGET.lanes(dtype)
         n, vectors = q // 2, p // lanes
         self.lines = _circle(max(1, n // 2), n).astype(dtype).reshape(-1)  # n-point FFT
         self.split = _circle(n + 1, q).astype(dtype).reshape(-1)  # W_Q^v, v <= n
@@ -221,14 +222,14 @@ def _chunk(count: int, qh: int) -> int:
 
 def _scratch(q: int, dtype) -> np.ndarray:
     """One line block per thread: Q samples of ``lanes`` rows."""
-    return workspace.empty((numba.config.NUMBA_NUM_THREADS, q * width(dtype)), dtype)
+    return workspace.empty((numba.config.NUMBA_NUM_THREADS, q * TARGET.lanes(dtype)), dtype)
 
 
 def forward(planes: np.ndarray, p: int, q: int, packed: np.ndarray) -> None:
     """Fill ``packed`` (slots, qh, A, T, B, 2, lanes) with the spectra of the real planes
     (A, B, T, rows, cols), zero-extended to P x Q (rows <= P, cols <= Q)."""
     n_a, n_b, n_t, rows, cols = planes.shape
-    lanes, dtype = width(planes.dtype), planes.dtype
+    lanes, dtype = TARGET.lanes(planes.dtype), planes.dtype
     tab = _tables(p, q, np.dtype(dtype))
     vectors, qh = p // lanes, q // 2 + 1
     spectra = workspace.empty((n_a * n_b * n_t, qh, vectors, 2, lanes), dtype)
@@ -259,7 +260,7 @@ def inverse(packed: np.ndarray, p: int, q: int) -> np.ndarray:
 def forward_peak(count: int, p: int, q: int, dtype) -> int:
     """Bytes :func:`forward` allocates beside ``packed``: the row spectra, the line blocks."""
     return (workspace.nbytes((count, q // 2 + 1, p, 2), dtype)
-            + workspace.nbytes((numba.config.NUMBA_NUM_THREADS, q * width(dtype)), dtype))
+            + workspace.nbytes((numba.config.NUMBA_NUM_THREADS, q * TARGET.lanes(dtype)), dtype))
 
 
 def inverse_peak(count: int, p: int, q: int, dtype) -> int:

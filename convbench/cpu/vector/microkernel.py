@@ -11,27 +11,29 @@ ran these small GEMMs at a fifth of the machine's peak.
 A is read at ``a[a_off + i*a_row + k*a_col]`` (any strides: packed panels or rows), B's rows and
 C's rows are contiguous runs of NR values, at pitches ``ldb`` and ``ldc`` (or B's rows through
 an offset table: ``block_indexed``); the caller pads its
-operands to whole MR x NR blocks. The vector width follows the host (AVX-512: 16 float32, else
-8); a block uses 24 of AVX-512's 32 vector registers for accumulators (12 of AVX2's 16): 6 x 4
-vectors by default, and for the implicit GEMM also 4 x 6 and 8 x 3, so that 16 or 32 output
-channels need no padding.
+operands to whole MR x NR blocks. The vector width and register count are the target's
+(``convbench.target``: 16 float32 lanes and 32 registers on AVX-512, 8 and 16 on AVX2); a block
+keeps three quarters of the registers for accumulators: on AVX-512 6 x 4 vectors by default,
+and for the implicit GEMM also 4 x 6 and 8 x 3, so that 16 or 32 output channels need no
+padding; on AVX2 6 x 2 and 4 x 3.
 """
 from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
 from llvmlite import ir
 from numba import njit
 from numba.core import types
-from numba.extending import intrinsic
-
-from .vector_ir import (VECTOR_BYTES, I64, bits, const, data_at, int64, is_float_array, lanes,
-                        load, muladd, splat, store)
+from .ir import (TARGET, I64, bits, const, is_float_array, lanes, load, muladd, splat, store,
+                 vector_intrinsic)
 
 MR = 6  # rows of C per block (the default shape)
-ROW_CHOICES = (4, 6, 8)  # the shapes of block_indexed: rows x (accumulators / rows) vectors
-_ACCUMULATORS = 24 if VECTOR_BYTES == 64 else 12  # vector registers that hold C's block
+# vector registers that hold C's block: three quarters of the target's (24 of AVX-512's 32,
+# 12 of AVX2's 16), the rest for B's row and A's broadcasts
+_ACCUMULATORS = TARGET.registers * 3 // 4
+# the shapes of block_indexed, rows x (accumulators / rows) vectors: those of at least two
+# vectors per row (8 x 1 on 16 registers would load B once per multiply-add)
+ROW_CHOICES = tuple(rows for rows in (4, 6, 8) if _ACCUMULATORS // rows >= 2)
 
 
 def vectors(rows: int = MR) -> int:
@@ -41,25 +43,24 @@ def vectors(rows: int = MR) -> int:
 
 def nr(dtype, rows: int = MR) -> int:
     """Columns of C per block of ``rows`` rows, for this element type."""
-    return vectors(rows) * VECTOR_BYTES // np.dtype(dtype).itemsize
+    return vectors(rows) * TARGET.lanes(dtype)
 
 
-def _codegen(a, indexed: bool, rows: int = MR):
+def _emitter(a, indexed: bool, rows: int = MR):
     """Emit the block for arrays of type ``a``, ``rows`` x vectors(rows) vectors; ``indexed``:
     B's row k starts at b_off + b_rows[k] (an offset table), else at b_off + k*ldb."""
     nvec = vectors(rows)
 
-    def codegen(context, builder, signature, args):
-        tys = signature.args
-        a_row_v, a_col_v, ldc_v, kc_v, accumulate_v = (
-            int64(context, builder, args[i], tys[i]) for i in (2, 3, 9, 10, 11))
-        a_ptr, b_ptr, c_ptr = (data_at(context, builder, a, args[i], int64(
-            context, builder, args[i + 1], tys[i + 1])) for i in (0, 4, 7))
+    def emit(v):
+        context, builder = v.context, v.builder
+        a_row_v, a_col_v, ldc_v, kc_v, accumulate_v = v.ints("a_row", "a_col", "ldc", "kc",
+                                                              "accumulate")
+        a_ptr, b_ptr, c_ptr = v.at("a", "a_off"), v.at("b", "b_off"), v.at("c", "c_off")
         if indexed:
-            rows_ty = tys[6]
-            b_rows = context.make_array(rows_ty)(context, builder, args[6]).data
+            rows_ty = v.type("b_rows")
+            b_rows = v.data("b_rows")
         else:
-            ldb_v = int64(context, builder, args[6], tys[6])
+            ldb_v = v.int("ldb")
         width, nbits = lanes(a), bits(a)
         vec = ir.VectorType(context.get_data_type(a.dtype), width)
         fma = muladd(builder, vec, nbits)
@@ -128,34 +129,33 @@ def _codegen(a, indexed: bool, rows: int = MR):
                 results.append((i, j, result))
         for i, j, result in results:
             store(builder, result, c_at[i][j], nbits)
-        return context.get_dummy_value()
 
-    return codegen
+    return emit
 
 
-@intrinsic
+@vector_intrinsic
 def _block(typingctx, a, a_off, a_row, a_col, b, b_off, ldb, c, c_off, ldc, kc, accumulate):
     """C block (+)= A panel @ B panel, B's rows ``ldb`` apart (see the module docstring)."""
     if not (is_float_array(a) and b == a and c == a):
         return None
     return (types.void(a, a_off, a_row, a_col, b, b_off, ldb, c, c_off, ldc, kc, accumulate),
-            _codegen(a, indexed=False))
+            _emitter(a, indexed=False))
 
 
 def _indexed(rows: int):
-    @intrinsic
+    @vector_intrinsic
     def block(typingctx, a, a_off, a_row, a_col, b, b_off, b_rows, c, c_off, ldc, kc,
               accumulate):
         if not (is_float_array(a) and b == a and c == a and isinstance(b_rows, types.Array)
                 and isinstance(b_rows.dtype, types.Integer)):
             return None
         return (types.void(a, a_off, a_row, a_col, b, b_off, b_rows, c, c_off, ldc, kc,
-                           accumulate), _codegen(a, indexed=True, rows=rows))
+                           accumulate), _emitter(a, indexed=True, rows=rows))
 
     return block
 
 
-_indexed4, _indexed6, _indexed8 = (_indexed(rows) for rows in ROW_CHOICES)
+_indexed4, _indexed6, _indexed8 = (_indexed(rows) for rows in (4, 6, 8))  # compiled if used
 
 
 @njit(inline="always")

@@ -23,10 +23,8 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
-from numba.extending import intrinsic
-
-from .vector_ir import (I64, bits, const, data_at, int64, is_float_array, lanes, load, muladd,
-                        store, transpose)
+from .ir import I64, bits, const, is_float_array, lanes, load, muladd, store, transpose, \
+    vector_intrinsic
 
 
 def _combine(builder, coefs, values, fma):
@@ -100,7 +98,7 @@ def transform(left: np.ndarray, scatter: bool, biased: bool):
     out_rows, a = left.shape
     coefs = [[float(v) for v in row] for row in left]
 
-    @intrinsic
+    @vector_intrinsic
     def tile_transform(typingctx, src, s_off, s_row, s_col, dst, d_off, d_row, d_col, d_chan,
                        bias, rows, cols, length):
         if not (is_float_array(src) and dst == src and bias == src):
@@ -108,17 +106,14 @@ def transform(left: np.ndarray, scatter: bool, biased: bool):
         sig = types.void(src, s_off, s_row, s_col, dst, d_off, d_row, d_col, d_chan, bias,
                          rows, cols, length)
 
-        def codegen(context, builder, signature, args):
-            tys = signature.args
-            s_off_v, s_row_v, s_col_v, d_off_v, d_row_v, d_col_v, d_chan_v, rows_v, cols_v, \
-                length_v = (int64(context, builder, args[i], tys[i])
-                            for i in (1, 2, 3, 5, 6, 7, 8, 10, 11, 12))
-            src_ptr = data_at(context, builder, src, args[0], s_off_v)
-            dst_ptr = data_at(context, builder, src, args[4], d_off_v)
-            bias_ptr = data_at(context, builder, src, args[9], const(0))
+        def emit(v):
+            builder = v.builder
+            s_row_v, s_col_v, d_row_v, d_col_v, d_chan_v, rows_v, cols_v, length_v = v.ints(
+                "s_row", "s_col", "d_row", "d_col", "d_chan", "rows", "cols", "length")
+            src_ptr, dst_ptr, bias_ptr = v.at("src", "s_off"), v.at("dst", "d_off"), v.at("bias")
             nbits, width = bits(src), lanes(src)
-            elem = context.get_data_type(src.dtype)
-            vec = ir.VectorType(elem, width)
+            elem = v.element("src")
+            vec = v.vector("src")
             offsets = [[builder.add(builder.mul(const(i), s_row_v), builder.mul(const(j), s_col_v))
                         for j in range(a)] for i in range(a)]
             targets = [[builder.add(builder.mul(const(r), d_row_v), builder.mul(const(s), d_col_v))
@@ -166,8 +161,7 @@ def transform(left: np.ndarray, scatter: bool, biased: bool):
             with cgutils.for_range_slice(builder, whole, length_v, const(1), intp=I64) as (
                     c, _):
                 body(c, elem)
-            return context.get_dummy_value()
 
-        return sig, codegen
+        return sig, emit
 
     return tile_transform

@@ -25,22 +25,24 @@ from __future__ import annotations
 from llvmlite import ir
 from numba import njit
 from numba.core import types
-from numba.extending import intrinsic
 
-from .vector_ir import I64, bits, const, data_at, int64, is_float_array, lanes, load, muladd, store
+from .ir import TARGET, I64, bits, const, is_float_array, load, muladd, store, \
+    vector_intrinsic
 
-NK_CHOICES = (8, 4, 2, 1)  # output channels per block; 8 uses 16 vector registers for sums
+# output channels per block: nk blocks hold 2 * nk sums in registers beside X's two vectors
+# and W's two, so 8 only where the target has 32 registers (16 would spill with it)
+NK_CHOICES = (8, 4, 2, 1) if TARGET.registers >= 32 else (4, 2, 1)
+NK_MAX = NK_CHOICES[0]
 
 
-def _codegen(a, nk: int):
-    def codegen(context, builder, signature, args):
-        tys = signature.args
-        x_chan, w_chan, w_out, w_im, y_out, c_in, im = (
-            int64(context, builder, args[i], tys[i]) for i in (2, 5, 6, 7, 10, 11, 12))
-        x_ptr, w_ptr, y_ptr = (data_at(context, builder, a, args[i], int64(
-            context, builder, args[i + 1], tys[i + 1])) for i in (0, 3, 8))
-        width, nbits = lanes(a), bits(a)
-        vec = ir.VectorType(context.get_data_type(a.dtype), width)
+def _emitter(a, nk: int):
+    def emit(v):
+        builder = v.builder
+        x_chan, w_chan, w_out, w_im, y_out, c_in, im = v.ints(
+            "x_chan", "w_chan", "w_out", "w_im", "y_out", "c_in", "im")
+        x_ptr, w_ptr, y_ptr = v.at("x", "x_off"), v.at("w", "w_off"), v.at("y", "y_off")
+        nbits = bits(a)
+        vec = v.vector("x")
         fma = muladd(builder, vec, nbits)
         zero = ir.Constant(vec, None)
 
@@ -88,25 +90,24 @@ def _codegen(a, nk: int):
             y_at = builder.gep(y_ptr, [builder.mul(const(k), y_out)])
             store(builder, re, y_at, nbits)
             store(builder, imag, builder.gep(y_at, [im]), nbits)
-        return context.get_dummy_value()
 
-    return codegen
+    return emit
 
 
 def block(nk: int):
     """The intrinsic for blocks of ``nk`` output channels (see the module docstring)."""
-    @intrinsic
-    def spectral_block(typingctx, x, x_off, x_chan, w, w_off, w_chan, w_out, w_im, y, y_off,
+    @vector_intrinsic
+    def spectral_mac(typingctx, x, x_off, x_chan, w, w_off, w_chan, w_out, w_im, y, y_off,
                        y_out, c_in, im):
         if not (is_float_array(x) and w == x and y == x):
             return None
         return (types.void(x, x_off, x_chan, w, w_off, w_chan, w_out, w_im, y, y_off, y_out, c_in,
-                           im), _codegen(x, nk))
+                           im), _emitter(x, nk))
 
-    return spectral_block
+    return spectral_mac
 
 
-_block8, _block4, _block2, _block1 = (block(nk) for nk in NK_CHOICES)
+_block8, _block4, _block2, _block1 = (block(nk) for nk in (8, 4, 2, 1))  # compiled if used
 
 
 @njit(inline="always")
@@ -117,7 +118,7 @@ def mac_channels(x, x_off, x_chan, w, w_off, w_chan, w_out, w_im, y, y_off, y_ou
     while k < k_out:
         left = k_out - k
         wk, yk = w_off + k * w_out, y_off + k * y_out
-        if left >= 8:
+        if NK_MAX >= 8 and left >= 8:
             _block8(x, x_off, x_chan, w, wk, w_chan, w_out, w_im, y, yk, y_out, c_in, im)
             k += 8
         elif left >= 4:

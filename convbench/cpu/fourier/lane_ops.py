@@ -1,4 +1,4 @@
-"""The vector pieces of convbench's own FFT (``line_fft``), as Numba intrinsics.
+"""The vector pieces of convbench's own FFT (``real_fft2``), as Numba intrinsics.
 
 A complex vector is two host vectors, its real parts then its imaginary parts (``lanes`` values
 each, contiguous). Three operations:
@@ -25,10 +25,8 @@ import cmath
 
 from llvmlite import ir
 from numba.core import types
-from numba.extending import intrinsic
-
-from .vector_ir import (bits, const, data_at, int64, is_float_array, lanes, load, muladd,
-                        splat, store)
+from ..vector.ir import (bits, const, is_float_array, lanes, load, muladd, splat, store,
+                         vector_intrinsic)
 
 
 def _vector(builder, elem, values):
@@ -75,19 +73,18 @@ def _stage_constants(count: int, half: int, inverse: bool):
 
 
 def _lane_transform(inverse: bool):
-    @intrinsic
+    @vector_intrinsic
     def transform(typingctx, x, x_off, tw, tw_off, y, y_off):
         if not (is_float_array(x) and is_float_array(tw) and tw.dtype == x.dtype and y == x):
             return None
         sig = types.void(x, x_off, tw, tw_off, y, y_off)
 
-        def codegen(context, builder, signature, args):
-            tys = signature.args
-            x_ptr, tw_ptr, y_ptr = (data_at(context, builder, x, args[i], int64(
-                context, builder, args[i + 1], tys[i + 1])) for i in (0, 2, 4))
+        def emit(v):
+            builder = v.builder
+            x_ptr, tw_ptr, y_ptr = v.at("x", "x_off"), v.at("tw", "tw_off"), v.at("y", "y_off")
             nbits, count = bits(x), lanes(x)
-            elem = context.get_data_type(x.dtype)
-            vec = ir.VectorType(elem, count)
+            elem = v.element("x")
+            vec = v.vector("x")
             fma = muladd(builder, vec, nbits)
             re, im = _load_pair(builder, vec, x_ptr, nbits)
             w_re, w_im = _load_pair(builder, vec, tw_ptr, nbits)
@@ -114,9 +111,8 @@ def _lane_transform(inverse: bool):
             if inverse:
                 re, im = _complex_mul(builder, fma, re, im, w_re, w_im)
             _store_pair(builder, re, im, y_ptr, nbits)
-            return context.get_dummy_value()
 
-        return sig, codegen
+        return sig, emit
 
     return transform
 
@@ -126,22 +122,20 @@ lane_idft = _lane_transform(inverse=True)
 
 
 def _butterfly(frequency: bool):
-    @intrinsic
+    @vector_intrinsic
     def butterfly(typingctx, x, a, b, wr, wi):
         if not (is_float_array(x) and isinstance(wr, types.Float)
                 and isinstance(wi, types.Float)):
             return None
         sig = types.void(x, a, b, wr, wi)
 
-        def codegen(context, builder, signature, args):
-            tys = signature.args
-            nbits, count = bits(x), lanes(x)
-            vec = ir.VectorType(context.get_data_type(x.dtype), count)
+        def emit(v):
+            builder = v.builder
+            nbits = bits(x)
+            vec = v.vector("x")
             fma = muladd(builder, vec, nbits)
-            a_ptr, b_ptr = (data_at(context, builder, x, args[0], int64(
-                context, builder, args[i], tys[i])) for i in (1, 2))
-            w_re, w_im = (splat(builder, context.cast(builder, args[i], tys[i], x.dtype), vec)
-                          for i in (3, 4))
+            a_ptr, b_ptr = v.at("x", "a"), v.at("x", "b")
+            w_re, w_im = (splat(builder, v.scalar(name, "x"), vec) for name in ("wr", "wi"))
             (ar, ai), (br, bi) = (_load_pair(builder, vec, ptr, nbits) for ptr in (a_ptr, b_ptr))
             if frequency:  # X[a] + X[b], (X[a] - X[b]) w
                 sum_r, sum_i = builder.fadd(ar, br), builder.fadd(ai, bi)
@@ -153,9 +147,8 @@ def _butterfly(frequency: bool):
                 low_r, low_i = builder.fsub(ar, tr), builder.fsub(ai, ti)
             _store_pair(builder, sum_r, sum_i, a_ptr, nbits)
             _store_pair(builder, low_r, low_i, b_ptr, nbits)
-            return context.get_dummy_value()
 
-        return sig, codegen
+        return sig, emit
 
     return butterfly
 
@@ -165,23 +158,21 @@ butterfly_dif = _butterfly(frequency=True)  # X[a] += X[b]; X[b] = (X[a] - X[b])
 
 
 def _real_step(inverse: bool):
-    @intrinsic
+    @vector_intrinsic
     def step(typingctx, x, a_off, c_off, wr, wi, scale, y, y_off):
         if not (is_float_array(x) and y == x and all(
                 isinstance(t, types.Float) for t in (wr, wi, scale))):
             return None
         sig = types.void(x, a_off, c_off, wr, wi, scale, y, y_off)
 
-        def codegen(context, builder, signature, args):
-            tys = signature.args
-            nbits, count = bits(x), lanes(x)
-            vec = ir.VectorType(context.get_data_type(x.dtype), count)
+        def emit(v):
+            builder = v.builder
+            nbits = bits(x)
+            vec = v.vector("x")
             fma = muladd(builder, vec, nbits)
-            a_ptr, c_ptr = (data_at(context, builder, x, args[0], int64(
-                context, builder, args[i], tys[i])) for i in (1, 2))
-            y_ptr = data_at(context, builder, x, args[6], int64(context, builder, args[7], tys[7]))
-            w_re, w_im, f = (splat(builder, context.cast(builder, args[i], tys[i], x.dtype), vec)
-                             for i in (3, 4, 5))
+            a_ptr, c_ptr, y_ptr = v.at("x", "a_off"), v.at("x", "c_off"), v.at("y", "y_off")
+            w_re, w_im, f = (splat(builder, v.scalar(name, "x"), vec)
+                             for name in ("wr", "wi", "scale"))
             (ar, ai), (cr, ci) = (_load_pair(builder, vec, ptr, nbits) for ptr in (a_ptr, c_ptr))
             er = builder.fmul(f, builder.fadd(ar, cr))  # E = f (a + conj c)
             ei = builder.fmul(f, builder.fsub(ai, ci))
@@ -197,9 +188,8 @@ def _real_step(inverse: bool):
                 tr, ti = _complex_mul(builder, fma, o_r, o_i, w_re, w_im)
                 yr, yi = builder.fadd(er, tr), builder.fadd(ei, ti)
             _store_pair(builder, yr, yi, y_ptr, nbits)
-            return context.get_dummy_value()
 
-        return sig, codegen
+        return sig, emit
 
     return step
 

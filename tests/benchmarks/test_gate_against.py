@@ -1,0 +1,110 @@
+"""gate --against: two versions of a checkout timed side by side in one run. A copy of the
+package in a temporary git repository is the old version; a 1.5x slowdown planted in one
+algorithm of the working tree is caught, and nothing else is flagged; the same tree against
+its own HEAD passes."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from convbench.bench import against
+from convbench.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYERS = 'mb2ic8ih28oc16oh28kh3ph1n"small 3x3"\nmb2ic32ih14oc32oh14kh1ph0n"small 1x1"\n'
+PLANTED = '''
+_unplanted = im2col_conv2d
+
+
+def im2col_conv2d(x, w, spec):  # planted by the test: 1.5x the time, busy
+    import time
+
+    start = time.perf_counter()
+    out = _unplanted(x, w, spec)
+    until = time.perf_counter() + 0.5 * (time.perf_counter() - start)
+    while time.perf_counter() < until:
+        pass
+    return out
+
+
+register(Algorithm(
+    name="im2col",'''
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git repository holding a copy of the package (committed) and a layer file."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path_factory.mktemp("repo")
+    shutil.copytree(ROOT / "convbench", repo / "convbench",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "experiments", repo / "experiments")
+    (repo / "layers.txt").write_text(LAYERS)
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "old")
+    return repo
+
+
+def _gate(repo: Path, monkeypatch, capsys, *extra: str) -> tuple[int, str]:
+    monkeypatch.chdir(repo)
+    code = main(["gate", "--against", "HEAD", "--layers", "layers.txt", "--algorithms",
+                 "im2col", "direct", "--repeats", "9", *extra])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_the_same_tree_against_its_head_passes(repo, monkeypatch, capsys):
+    code, text = _gate(repo, monkeypatch, capsys)
+    assert code == 0, text
+    assert "REGRESSION" not in text and text.count(" ok") + text.count("improved") >= 3
+
+
+def test_a_planted_slowdown_is_caught_and_nothing_else(repo, monkeypatch, capsys):
+    module = repo / "convbench" / "cpu" / "im2col.py"
+    original = module.read_text()
+    module.write_text(original.replace('\nregister(Algorithm(\n    name="im2col",', PLANTED, 1))
+    try:
+        code, text = _gate(repo, monkeypatch, capsys)
+    finally:
+        module.write_text(original)
+    assert code == 1, text
+    flagged = [line for line in text.splitlines() if line.startswith("REGRESSION")]
+    assert flagged and all("im2col" in line for line in flagged), text
+    assert not any("direct" in line for line in flagged)
+
+
+def test_a_wrong_result_is_a_mismatch_before_any_timing(repo, monkeypatch, capsys):
+    module = repo / "convbench" / "cpu" / "im2col.py"
+    original = module.read_text()
+    module.write_text(original.replace("    return out\n\n\nL2_BYTES",
+                                       "    return out * 1.01\n\n\nL2_BYTES", 1))
+    try:
+        code, text = _gate(repo, monkeypatch, capsys)
+    finally:
+        module.write_text(original)
+    assert code == 1 and "MISMATCH" in text
+
+
+def test_bad_refs_and_places_are_one_line_errors(repo, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(repo)
+    assert main(["gate", "--against", "no-such-ref", "--layers", "layers.txt"]) == 2
+    assert "not a commit, branch or tag" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert main(["gate", "--against", "HEAD"]) == 2
+    assert "is not inside one" in capsys.readouterr().err
+
+
+def test_rounds_judge_by_their_interval():
+    steady = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 1.01, 0.99]
+    assert against.judge("a|x", steady, [1.5 * t for t in steady], 0.15).verdict == "regression"
+    assert against.judge("a|x", steady, steady, 0.15).verdict == "ok"
+    assert against.judge("a|x", steady, [0.5 * t for t in steady], 0.15).verdict == "improved"
+    wild = [1.0, 2.0, 0.5, 1.5, 3.0, 0.7, 1.0, 2.2, 0.6]
+    assert against.judge("a|x", steady, wild, 0.15).verdict == "unsettled"
