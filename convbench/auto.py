@@ -175,11 +175,15 @@ def _model_choice(spec, device: str, limit: int) -> _Remembered:
 
 
 def _remembered(spec, device: str) -> _Remembered:
-    limit = max_workspace_bytes()
     model()  # reloads (and clears the memo) if the calibration changed
     key = (spec, device, registry.version())
     entry = _MEMO.get(key)
+    # a choice that needs no workspace and passed over nothing for lack of it holds at any
+    # limit: the limit (an environment variable and /proc/meminfo) is read only otherwise
+    limit = 0 if entry is not None and entry.valid_from == 0 and (
+        entry.valid_below == float("inf")) else max_workspace_bytes()
     if entry is None or not entry.valid_from <= limit < entry.valid_below:
+        limit = max_workspace_bytes()
         entry = _model_choice(spec, device, limit)
         _MEMO[key] = entry
         if len(_MEMO) > MEMO_SIZE:

@@ -27,10 +27,18 @@ def kernel_bias(b, dtype):
     return NO_BIAS[np.dtype(dtype)] if b is None else b
 
 
+PARALLEL_FROM = 1 << 16  # outputs from which the parallel pass beats NumPy's (a region costs ~10 us)
+
+
 def add_bias(out, b):
-    """out[:, k] += b[k]; returns ``out`` (a NumPy array, or a device array on the GPU)."""
+    """out[:, k] += b[k]; returns ``out`` (a NumPy array, or a device array on the GPU). Small
+    outputs take NumPy's broadcast add: starting a parallel region costs more than they do."""
     if isinstance(out, np.ndarray):
-        _add_bias(out, np.asarray(b, dtype=out.dtype))
+        b = np.asarray(b, dtype=out.dtype)
+        if out.size < PARALLEL_FROM:
+            np.add(out, b[None, :, None, None], out=out)
+        else:
+            _add_bias(out, b)
         return out
     from .cuda.bias import add_bias as add_on_device
 

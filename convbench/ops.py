@@ -101,10 +101,9 @@ def _resolve(op: str, spec, algorithm: str, device: str, measure: bool | None = 
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a string, got {algorithm!r}")
     check_device(device)
-    if algorithm == "auto":
-        algo, need = _checked(choose(spec, device, measure, x, w).algorithm, spec)
-    else:
-        algo, need = _named(op, device, algorithm, spec)
+    if algorithm == "auto":  # the chooser picks among those that support it, within the limit
+        return choose(spec, device, measure, x, w).algorithm
+    algo, need = _named(op, device, algorithm, spec)
     if need:
         limit = max_workspace_bytes()
         if need > limit:
@@ -157,7 +156,7 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups: int = 1,
         raise TypeError(f"w has dtype {w.dtype} but x has dtype {x.dtype}; they must match")
     try:
         spec = _conv_spec(x.shape, w.shape, _hashable(stride), _hashable(padding),
-                          _hashable(dilation), flip, dtype.name, groups, bias is not None)
+                          _hashable(dilation), flip, dtype, groups, bias is not None)
     except TypeError as exc:  # unhashable arguments: validate without the cache
         if "unhashable" not in str(exc):
             raise

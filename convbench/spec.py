@@ -8,7 +8,8 @@ which the harness uses for GFLOP/s and GB/s.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
 
 import numpy as np
 
@@ -25,13 +26,24 @@ class _Layer:
     w: int
     dtype: str
 
-    @property
+    @cached_property
     def x_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.c, self.h, self.w)
 
     @property
     def itemsize(self) -> int:
         return np.dtype(self.dtype).itemsize
+
+    def _cached_hash(self) -> int:
+        """The fields' hash, computed once: specs key every per-call cache (the choice, the
+        checks, the kernels' plans), and a frozen dataclass's own hash rehashes all fields on
+        every lookup (it is installed as both specs' __hash__ below). The shapes are cached
+        properties for the same reason (a frozen dataclass still has an instance dict)."""
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
 
 @dataclass(frozen=True)
@@ -79,25 +91,25 @@ class ConvSpec(_Layer):
         single-channel layer is one, trivially)."""
         return self.groups == self.c
 
-    @property
+    @cached_property
     def effective_kernel(self) -> tuple[int, int]:
         """Extent of the dilated kernel: d*(k-1)+1 per axis."""
         return (self.dilation[0] * (self.kh - 1) + 1, self.dilation[1] * (self.kw - 1) + 1)
 
-    @property
+    @cached_property
     def padded_size(self) -> tuple[int, int]:
         return (self.h + self.pad[0] + self.pad[1], self.w + self.pad[2] + self.pad[3])
 
-    @property
+    @cached_property
     def out_size(self) -> tuple[int, int]:
         (hp, wp), (ekh, ekw) = self.padded_size, self.effective_kernel
         return ((hp - ekh) // self.stride[0] + 1, (wp - ekw) // self.stride[1] + 1)
 
-    @property
+    @cached_property
     def w_shape(self) -> tuple[int, int, int, int]:
         return (self.k, self.cg, self.kh, self.kw)
 
-    @property
+    @cached_property
     def out_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.k) + self.out_size
 
@@ -151,14 +163,14 @@ class PoolSpec(_Layer):
     def op(self) -> str:
         return f"{self.kind}_pool2d"
 
-    @property
+    @cached_property
     def out_size(self) -> tuple[int, int]:
         return tuple(
             (dim + 2 * p - s) // st + 1
             for dim, p, s, st in zip((self.h, self.w), self.pad, self.size, self.stride)
         )
 
-    @property
+    @cached_property
     def out_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.c) + self.out_size
 
@@ -176,6 +188,9 @@ class PoolSpec(_Layer):
         s = f"{self.kind} N{self.n} C{self.c} {self.h}x{self.w} size{self.size[0]}x{self.size[1]}"
         s += f" s{self.stride[0]},{self.stride[1]}"
         return s + (f" p{self.pad[0]},{self.pad[1]}" if any(self.pad) else "")
+
+
+ConvSpec.__hash__ = PoolSpec.__hash__ = _Layer._cached_hash  # over the generated ones
 
 
 # --------------------------------------------------------------------------- validation
@@ -201,6 +216,8 @@ def _positive_pair(name: str, value, minimum: int = 1) -> tuple[int, int]:
 def check_dtype(name: str, arr: np.ndarray) -> np.dtype:
     """Return the array's dtype (in native byte order) if convbench supports it, else raise
     TypeError naming ``name``."""
+    if arr.dtype in SUPPORTED_DTYPES and arr.dtype.isnative:  # the usual case, no new dtype
+        return arr.dtype
     dtype = np.dtype(arr.dtype).newbyteorder("=")
     if dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{name} has dtype {np.dtype(arr.dtype).name}; supported dtypes are "
