@@ -29,6 +29,7 @@ MODULES: dict[tuple[str, bool], tuple[str, ...]] = {
         "convbench.cpu.fft_tiled",
         "convbench.cpu.winograd",
         "convbench.cpu.depthwise",
+        "convbench.cpu.depthwise_cl",
         "convbench.cpu.implicit_gemm",
     ),
     ("cpu", True): ("convbench.peers.cpu",),

@@ -56,7 +56,8 @@ def supported_case(algo, p: dict):
     candidates = []
     for base in (p, plain, square):
         candidates += [base, dict(base, groups=1),
-                       dict(base, groups=base["c"], k=base["c"] * max(1, base["k"] // base["c"]))]
+                       dict(base, groups=base["c"], k=base["c"] * max(1, base["k"] // base["c"])),
+                       dict(base, groups=base["c"], k=base["c"])]
     for candidate in candidates:
         spec = _build(candidate)
         if algo.supports(spec):

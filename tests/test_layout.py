@@ -135,7 +135,7 @@ def test_architecture_draws_the_tree_on_disk():
 
 
 @pytest.mark.parametrize("name", ["direct", "im2col", "implicit_gemm", "fft", "fft_tiled",
-                                  "winograd", "depthwise", "pool"])
+                                  "winograd", "depthwise", "depthwise_cl", "pool"])
 def test_the_algorithms_are_what_cpu_holds(name):
     top = {p.stem for p in (PACKAGE / "cpu").glob("*.py")} - {"__init__"}
-    assert name in top and len(top) == 8
+    assert name in top and len(top) == 9

@@ -20,6 +20,7 @@ from convbench.cpu.vector import transpose
 from convbench.cpu.fourier.lane_ops import butterfly_dif, butterfly_dit, lane_dft, lane_idft
 from convbench.cpu.fourier.real_fft2 import bit_reversal
 from convbench.cpu.vector.microkernel import MR, ROW_CHOICES, best_rows, block_indexed, gemm, nr
+from convbench.cpu.vector.channel_taps import row_taps
 from convbench.cpu.vector.spectral_mac import mac_channels
 from convbench.cpu.vector.ir import TARGET
 from convbench.cpu.winograd import _stage_rows
@@ -340,3 +341,31 @@ def test_butterflies_in_frequency_and_in_time():
     np.testing.assert_allclose(butterfly_at(x, 0), a1 + b1 * w, atol=1e-12)
     np.testing.assert_allclose(butterfly_at(x, 4 * lanes), a1 - b1 * w, atol=1e-12)
     np.testing.assert_array_equal(x[2 * lanes:4 * lanes], first[2 * lanes:4 * lanes])
+
+
+@njit
+def _row(x, x_off, pix, offsets, w, w_off, taps, bias, biased, y, y_pix, count):
+    row_taps(x, x_off, pix, offsets, w, w_off, taps, bias, 0, biased, y, 0, y_pix, count)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("count", [1, 3, 4, 5, 9])
+@pytest.mark.parametrize("biased", [0, 1])
+def test_channel_taps_sum_every_tap_per_pixel(dtype, count, biased):
+    """Y[p] = bias + sum_t W[t] X[p*pix + offsets[t]], lane by lane: whole blocks of four
+    pixels and the single ones, pixels and taps at their own distances."""
+    lanes = TARGET.lanes(dtype)
+    rng = np.random.default_rng(count + 10 * biased)
+    taps, pix, y_pix = 5, 3 * lanes, lanes + 2
+    offsets = np.array([0, lanes, 7 * lanes, 11 * lanes + 1, 20 * lanes], np.int64)
+    x = rng.standard_normal(count * pix + offsets[-1] + lanes + 3).astype(dtype)
+    w = rng.standard_normal((taps + 1) * lanes).astype(dtype)
+    bias = rng.standard_normal(lanes).astype(dtype)
+    y = np.full(count * y_pix + lanes, 7.0, dtype)
+    _row(x, 3, pix, offsets, w, lanes, taps, bias, biased, y, y_pix, count)
+    for p in range(count):
+        want = bias * biased + sum(w[lanes + t * lanes:lanes + (t + 1) * lanes]
+                                   * x[3 + p * pix + o:3 + p * pix + o + lanes]
+                                   for t, o in enumerate(offsets))
+        np.testing.assert_allclose(y[p * y_pix:p * y_pix + lanes], want, rtol=1e-5, atol=1e-5)
+        assert (y[p * y_pix + lanes:(p + 1) * y_pix] == 7.0).all()  # nothing between pixels
