@@ -25,9 +25,9 @@ __all__ = ["CostModel", "cache_dir", "calibration_path", "descriptor", "local_fa
            "model_id", "save_calibration"]
 
 DEFAULTS = Path(__file__).with_name("cost_defaults.json")
-MODEL_VERSION = 3  # bump when features change: calibrations and tuned picks of older ones are stale
+MODEL_VERSION = 4  # bump when features change: calibrations and tuned picks of older ones are stale
 NEIGHBOURS = 8  # calibration layers whose errors correct a prediction
-DESCRIPTOR_SIZE = 8
+DESCRIPTOR_SIZE = 9
 
 
 def cache_dir() -> Path:
@@ -71,12 +71,13 @@ def model_id() -> str:
 
 def descriptor(spec) -> list[float]:
     """Log2 of batch, channels in and out, image, kernel and output size, with stride and padding
-    flags: neighbours in this space share the model's systematic errors."""
+    flags and the groups: neighbours in this space share the model's systematic errors."""
     ho, wo = spec.out_size
     # an empty batch sits with batch 1: it computes nothing, but is still explained
     return [math.log2(max(spec.n, 1)), math.log2(spec.c), math.log2(spec.k),
             math.log2(spec.h * spec.w) / 2, math.log2(spec.kh * spec.kw) / 2,
-            math.log2(ho * wo) / 2, 2.0 * (spec.stride != (1, 1)), 1.0 * any(spec.pad)]
+            math.log2(ho * wo) / 2, 2.0 * (spec.stride != (1, 1)), 1.0 * any(spec.pad),
+            math.log2(spec.groups) / 2]
 
 
 def _constants_ok(value) -> bool:

@@ -21,6 +21,7 @@ from .experiments import Case, Experiment
 from .information import information_kept
 from .rundir import AUTO, PARAM_COLUMNS, PREPARED
 
+RETRY_FIRST = 5  # a library's first call up to this many case budgets is tried once more
 MEMORY_SHARE = 0.8  # a case's inputs, output and reference may use this much of free memory
 
 
@@ -176,9 +177,11 @@ def admit(algo: registry.Algorithm, prep: Prepared, budget: Budget, row: dict,
     if not ok:
         _fail(row, "mismatch", f"error/bound = {ratio:.3g}")
         return None
-    if not algo.compiles and first * budget.repeats > budget.max_s and first < budget.max_s:
+    if not algo.compiles and first * budget.repeats > budget.max_s and (
+            first < RETRY_FIRST * budget.max_s):
         # no JIT of ours, but a library's own first-call setup (oneDNN generates its kernels
-        # on the first call of a shape): a call that fits the budget alone gets one more
+        # on the first call of a shape, and torch sets itself up on its first call at all):
+        # a first call not far over the budget gets one more
         first, _ = timing.first_call(fn)
     if not algo.compiles and first * budget.repeats > budget.max_s:  # a fair sample now
         _fail(row, "skipped", f"timing needs ~{first * budget.repeats:.1f} s ({budget.repeats} "
