@@ -195,10 +195,12 @@ def _ints(text: str | None, name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import settings
     from .process import configure_for_benchmarks
 
-    configure_for_benchmarks()
     try:
+        settings.check_all()  # a bad CONVBENCH_* value is one line, before any work
+        configure_for_benchmarks()
         args = _parser().parse_args(argv)
         return _dispatch(args, argv)
     except KeyboardInterrupt:
@@ -603,7 +605,7 @@ def _run_experiments(args, experiments, options, bar, sweep_one, info: dict, env
     caller's (``custom``) is written into the run directory as layers.txt, so that the run
     says what it measured and ``--resume`` finds it."""
     from .bench import tables
-    from .bench.report import build_report, terminal_table
+    from .bench.report import build_report, mostly_unsettled, terminal_table
     from .bench.rundir import RunDirectory
     from .layerfile import write_layers
 
@@ -642,9 +644,12 @@ def _run_experiments(args, experiments, options, bar, sweep_one, info: dict, env
         # made this line 107 characters on the smoke run of small_cnn
         print(textwrap.fill(f"{exp.name}: {tables.conclusion(df)}", width=100,
                             subsequent_indent="  "))
-        noisy, timed = tables.noisy_count(df)
-        if noisy:
-            print(f"{noisy} of {timed} results were noisy (see the report)")
+        noisy, timed = tables.unsettled_count(df)
+        if timed and noisy > timed / 2:
+            print(textwrap.fill(f"most results never settled ({noisy} of {timed}): "
+                                f"{mostly_unsettled(df)}", width=100, subsequent_indent="  "))
+        elif noisy:
+            print(f"{noisy} of {timed} results never settled (see the report)")
         print(f"report: {report}\n")
     bar.close()
     return 0

@@ -100,3 +100,17 @@ def byte_count(name: str) -> int | None:
 def path(name: str) -> str | None:
     """A path variable (None when unset)."""
     return _raw(name)
+
+
+_CHECKS = {"CONVBENCH_AUTOTUNE": lambda n: flag(n, False),
+           "CONVBENCH_MAX_WORKSPACE": byte_count,
+           "CONVBENCH_FFT_WORKERS": lambda n: positive_int(n, 1),
+           "CONVBENCH_CACHE_DIR": path,
+           "CONVBENCH_STEADY_MALLOC": lambda n: flag(n, True)}
+
+
+def check_all() -> None:
+    """Read every variable once, so that a bad value is reported before any work (the command
+    line does this first; a library call reads each one where it needs it)."""
+    for name in VARIABLES:
+        _CHECKS[name](name)

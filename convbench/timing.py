@@ -9,7 +9,7 @@ machine's load hits all alike and per-round ratios stay meaningful. After ``min_
 rounds, more are added for the functions whose relative spread (IQR / median of their rounds)
 is still above ``rel_spread``, interleaved among themselves, while the time budget lasts
 (torch.utils.benchmark's adaptive_autorange and nvbench's noise criterion are the models); a
-function that never settled is marked ``noisy``. On the GPU a repeat is timed with CUDA events
+function that never settled is marked ``unsettled``. On the GPU a repeat is timed with CUDA events
 after a synchronisation.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Timing:
     rounds: list[float] = field(default_factory=list)
     first_call_s: float | None = None
     warm_call_s: float | None = None
-    noisy: bool = False
+    unsettled: bool = False
 
     @property
     def median(self) -> float:
@@ -210,7 +210,7 @@ def measure(fns: dict[str, Callable[[], object]], *, min_rounds: int = 5,
         if budget_s is not None and time.perf_counter() - start > budget_s:
             break
     for t in timings.values():
-        t.noisy = t.rel_spread > rel_spread
+        t.unsettled = t.rel_spread > rel_spread
     return timings
 
 

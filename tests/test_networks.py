@@ -109,7 +109,7 @@ def test_resume_of_an_own_network_uses_the_recorded_layers(tiny_run, capsys):
 
 def _frame(rows):
     base = {"device": "cpu", "machine": "m", "series": "net", "n": 1, "status": "ok",
-            "noisy": False, "is_peer": False, "label": "N1 C1 8x8 K1 3x3", "flops": 1e6,
+            "unsettled": False, "is_peer": False, "label": "N1 C1 8x8 K1 3x3", "flops": 1e6,
             "prepared_median_s": np.nan, "auto_pick": "a", "best_peer": "torch",
             "speedup_vs_best_peer": np.nan}
     return typed(pd.DataFrame([{**base, **r} for r in rows]))

@@ -141,3 +141,18 @@ def test_bad_settings_name_the_variable_and_what_it_accepts(monkeypatch, name, v
 def test_workspace_limit_forms(monkeypatch, raw, bytes_):
     monkeypatch.setenv("CONVBENCH_MAX_WORKSPACE", raw)
     assert settings.byte_count("CONVBENCH_MAX_WORKSPACE") == bytes_
+
+
+@pytest.mark.parametrize("name,value", [("CONVBENCH_FFT_WORKERS", "abc"),
+                                        ("CONVBENCH_FFT_WORKERS", "0"),
+                                        ("CONVBENCH_AUTOTUNE", "maybe"),
+                                        ("CONVBENCH_MAX_WORKSPACE", "lots"),
+                                        ("CONVBENCH_STEADY_MALLOC", "2")])
+def test_every_bad_setting_is_one_line_naming_it_before_any_work(name, value, monkeypatch,
+                                                                 capsys):
+    from convbench.cli import main
+
+    monkeypatch.setenv(name, value)
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"convbench: error: {name} must be") and "\n" not in err

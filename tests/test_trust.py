@@ -28,11 +28,11 @@ def test_adaptive_rounds_stop_when_settled_and_flag_what_never_settles():
 
     got = timing.measure({"steady": steady, "jumpy": jumpy}, min_rounds=5, max_rounds=12,
                          rel_spread=0.05, repeat=fake_repeat, loops={"steady": 1, "jumpy": 1})
-    assert len(got["jumpy"].rounds) == 12 and got["jumpy"].noisy
-    assert len(got["steady"].rounds) == 5 and not got["steady"].noisy
+    assert len(got["jumpy"].rounds) == 12 and got["jumpy"].unsettled
+    assert len(got["steady"].rounds) == 5 and not got["steady"].unsettled
 
 
-def test_a_busy_machine_marks_rows_noisy_and_says_why(tmp_path, monkeypatch):
+def test_a_busy_machine_marks_rows_unsettled_and_says_why(tmp_path, monkeypatch):
     monkeypatch.setattr(noise, "during", lambda before: {"load_avg": 9.0, "cpu_mhz": None,
                                                          "others_cpu": 0.6, "steal": 0.0})
     exp = experiments.load("small_cnn", "smoke")
@@ -40,14 +40,15 @@ def test_a_busy_machine_marks_rows_noisy_and_says_why(tmp_path, monkeypatch):
     sweep.sweep(exp, run, measure.SweepOptions(["cpu"], ["direct"]))
     df = run.load()
     ok = df[df["status"] == "ok"]
-    assert len(ok) and ok["noisy"].all()
+    assert len(ok) and ok["unsettled"].all()
     assert ok["noise"].str.contains("other processes used 60%").all()
     assert tables.conclusion(df).startswith("no conclusion")
 
 
 def test_results_columns_are_honest():
     assert COLUMNS.count("flip") == 1 and "first_call_s" in COLUMNS and "compile_s" not in COLUMNS
-    for col in ("noisy", "rel_spread", "others_cpu", "steal", "control_drift", "machine"):
+    for col in ("unsettled", "drifted", "rel_spread", "others_cpu", "steal", "control_drift",
+                "machine"):
         assert col in COLUMNS
 
 
@@ -91,7 +92,8 @@ def test_one_bar_group_per_case_and_totals_only_for_pipelines(layers_run):
 
 def test_report_states_conclusion_and_noise(layers_run):
     report = (layers_run / "report.md").read_text()
-    assert "**Conclusion:**" in report and "Noisy results:" in report
+    assert "**Conclusion:**" in report and "Unsettled results:" in report
+    assert "Drifted:" in report
     assert "Machine:" in report and "BLAS" in report
 
 
@@ -108,7 +110,7 @@ def test_terminal_output_fits_100_columns_and_concludes(tmp_path, capsys):
 
 def test_every_plot_draws_with_noisy_skipped_and_empty_data(tmp_path, layers_run):
     df = RunDirectory(layers_run).load()
-    df.loc[df.index[::3], "noisy"] = True
+    df.loc[df.index[::3], "unsettled"] = True
     drawn = plots.draw(df, list(experiments.PLOTS), "kernel_size", tmp_path)
     assert {p.stem for p in drawn} == set(experiments.PLOTS)
     empty = df[df["status"] == "nothing"]
@@ -123,3 +125,67 @@ def test_case_weights_grow_with_the_work():
     small, large = exp.cases()[0], max(exp.cases(), key=lambda c: c.spec.flops)
     assert sweep.case_weight(large, exp, options, 6) > sweep.case_weight(small, exp, options, 6)
     assert all(w > 0 for w in weights)
+
+
+def test_a_drifting_control_flags_drift_not_unsettled_and_still_ranks(tmp_path, monkeypatch):
+    """The machine got slower (the control at 1.6x its running median) on a quiet machine:
+    rows are drifted, not unsettled, and the conclusion still ranks them by their ratios."""
+    monkeypatch.setattr(noise, "during", lambda before: {"load_avg": 0.1, "cpu_mhz": None,
+                                                         "others_cpu": 0.0, "steal": 0.0})
+
+    class Drifting:
+        def drift(self):
+            return 1.6
+
+    exp = experiments.load("small_cnn", "smoke")
+    run = RunDirectory.create(tmp_path, "x")
+    options = measure.SweepOptions(["cpu"], ["direct", "im2col"], control=Drifting())
+    sweep.sweep(exp, run, options)
+    df = run.load()
+    ok = df[df["status"] == "ok"]
+    assert len(ok) and ok["drifted"].all()
+    assert ok["noise"].str.contains("drifted: control GEMM at 1.60x").all()
+    assert not tables.conclusion(df).startswith("no conclusion")
+    assert "drifted (ranked by ratios)" in tables.conclusion(df)
+
+
+def test_the_drift_reference_is_a_running_median_not_one_first_reading(monkeypatch):
+    """One slow first reading (a GEMM at 200 of 272 GFLOP/s) does not make every later
+    reading look 'faster': the reference is the median of several, then of a window."""
+    readings = iter([1.36, 1.0, 1.0, 1.02, 0.99] + [1.0] * 40)
+    monkeypatch.setattr(noise.Control, "seconds", lambda self: next(readings))
+    control = noise.Control()
+    assert control.reference == pytest.approx(1.0)
+    assert all(0.9 < control.drift() < 1.1 for _ in range(20))
+
+
+def test_most_results_unsettled_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(noise, "during", lambda before: {"load_avg": 3.0, "cpu_mhz": None,
+                                                         "others_cpu": 0.55, "steal": 0.0})
+    assert main(["run", "small_cnn", "--preset", "smoke", "--out", str(tmp_path),
+                 "--device", "cpu", "--no-progress", "--algorithms", "direct"]) == 0
+    out = capsys.readouterr().out
+    said = " ".join(out[out.index("most results never"):].split("report:")[0].split())
+    assert "other processes used 55%" in said and "rerun on a quiet machine" in said
+
+
+def test_compare_does_not_judge_an_unsettled_side(layers_run, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "b"
+    shutil.copytree(layers_run, other)
+    df = RunDirectory(other).load()
+    rows = list(csv.DictReader((other / "results.csv").open()))
+    for row in rows:  # B: everything twice as slow, and every row unsettled
+        if row["status"] == "ok":
+            row["median_s"] = str(2 * float(row["median_s"]))
+            row["unsettled"] = "True"
+    with (other / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert len(df) == len(rows)
+    assert main(["compare", str(layers_run), str(other), "--fail-above", "1.5"]) == 0
+    out = capsys.readouterr().out
+    assert "REGRESSION" not in out and "unsettled in B" in out
+    assert "unsettled in run B: not judged" in out

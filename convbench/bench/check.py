@@ -148,7 +148,7 @@ def _layer_rows(layer: Layer, timings: dict, libraries: dict, cache: str, gpu: d
     for name, med in medians.items():
         row = {"layer": layer.name, "case": spec.label(), "algorithm": name, "cache": cache,
                "median_ms": med * 1e3, "gflops": spec.flops / med / 1e9,
-               "gbps": spec.min_bytes / med / 1e9, "noisy": timings[name].noisy, **gpu}
+               "gbps": spec.min_bytes / med / 1e9, "unsettled": timings[name].unsettled, **gpu}
         for peer in refs.values():
             if peer:
                 row[f"x_{peer}"] = timing.median_round_ratio(timings[name].rounds,

@@ -1,6 +1,7 @@
 """Compare two runs (or two machines of one run) case by case: the ratio of median times,
 with a verdict from the per-round samples each run keeps, a geometric-mean summary, and what
-could not be compared."""
+could not be compared. A pair unsettled in either run gets no verdict, and the summary says
+which run was."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,14 +58,20 @@ def compare_runs(run_a: Path, run_b: Path | None = None, machines: tuple[str, st
             warnings.append(f"the runs come from different machines ({env_a.get('cpu', '?')}, "
                             f"{env_a.get('cores', '?')} cores vs {env_b.get('cpu', '?')}, "
                             f"{env_b.get('cores', '?')} cores): ratios mix machine and code")
-    merged = a[KEYS + ["label", "median_s"]].merge(b[KEYS + ["median_s"]], on=KEYS,
-                                                    suffixes=("_a", "_b"))
+    merged = a[KEYS + ["label", "median_s", "unsettled"]].merge(
+        b[KEYS + ["median_s", "unsettled"]], on=KEYS, suffixes=("_a", "_b"))
     merged["ratio"] = merged["median_s_b"] / merged["median_s_a"]
     lows, highs, verdicts = [], [], []
     for _, r in merged.iterrows():
         key = (r["device"], r["case_id"], r["algorithm"])
         sa, sb = rounds_a.get(key), rounds_b.get(key)
-        if sa and sb and len(sa) >= 3 and len(sb) >= 3:
+        if r["unsettled_a"] or r["unsettled_b"]:  # an unsettled side judges nothing
+            lows.append(np.nan)
+            highs.append(np.nan)
+            side = "A" if r["unsettled_a"] and not r["unsettled_b"] else (
+                "B" if r["unsettled_b"] and not r["unsettled_a"] else "A and B")
+            verdicts.append(f"unsettled in {side}")
+        elif sa and sb and len(sa) >= 3 and len(sb) >= 3:
             _, lo, hi = stats.median_ratio_interval(sb, sa)
             lows.append(lo)
             highs.append(hi)
@@ -96,6 +103,11 @@ def format_comparison(cmp: Comparison, threshold: float) -> str:
         counts = cmp.table["verdict"].value_counts()
         lines.append(f"\ngeometric mean B/A over {len(cmp.table)} pairs: {cmp.geomean:.3f}; "
                      + ", ".join(f"{n} {v}" for v, n in counts.items()))
+        for side in ("a", "b"):
+            loud = int(cmp.table[f"unsettled_{side}"].sum())
+            if loud:
+                lines.append(f"{loud} of {len(cmp.table)} pairs were unsettled in run "
+                             f"{side.upper()}: not judged (rerun it on a quiet machine)")
     if cmp.only_a:
         lines.append(f"timed only in A: {', '.join(cmp.only_a)}")
     if cmp.only_b:

@@ -255,15 +255,16 @@ def fill_figures(rows: dict[str, dict], timings: dict[str, timing.Timing], signa
         rows[name[:-len(PREPARED)]]["prepared_median_s"] = timings.pop(name).median
     peers = [n for n in timings if rows[n]["is_peer"]]
     best_peer = min(peers, key=lambda n: timings[n].median) if peers else None
-    busy = noise.contention(signals)
+    busy, drift = noise.contention(signals), noise.drift_reason(signals)
     for name, t in timings.items():
         row = rows[name]
         row.update(signals)
-        reasons = ([f"spread {t.rel_spread:.1%} > {budget.noise:.0%}"] if t.noisy else [])
-        reasons += [busy] if busy else []
+        unsettled = ([f"spread {t.rel_spread:.1%} > {budget.noise:.0%}"] if t.unsettled else [])
+        unsettled += [busy] if busy else []
         row.update(median_s=t.median, min_s=t.min, iqr_s=t.iqr,
                    rel_spread=round(t.rel_spread, 4), repeats=len(t.rounds), loops=t.loops,
-                   noisy=bool(reasons), noise="; ".join(reasons),
+                   unsettled=bool(unsettled), drifted=bool(drift),
+                   noise="; ".join(unsettled + ([drift] if drift else [])),
                    gflops=spec.flops / t.median / 1e9, gbps=spec.min_bytes / t.median / 1e9)
         if options.gemm_peak_gflops:
             row["peak_fraction"] = row["gflops"] / options.gemm_peak_gflops

@@ -78,7 +78,7 @@ def per_layer(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
             if isinstance(pick, str) and pick in times.index:
                 row["regret"] = times[pick] / best["median_s"] - 1
         involved = pd.concat([mine, peer, auto])
-        row["noisy"] = bool(involved["noisy"].any()) if len(involved) else False
+        row["unsettled"] = bool(involved["unsettled"].any()) if len(involved) else False
         out.append(row)
     return pd.DataFrame(out)
 

@@ -1,13 +1,15 @@
-"""Is the machine quiet? What the harness records per case to show contention, and the rule
-that turns it into a ``noisy`` flag.
+"""Is the machine quiet? What the harness records per case to show contention, and the rules
+that turn it into two flags of different consequence.
 
 Per case: the load average; the share of the machine's CPU time that other processes used
 while the case was timed (/proc/stat's busy time minus this process's own CPU time, over wall
 time x cores); the hypervisor's steal time; the CPU clock where the kernel reports it; and the
-drift of a fixed control GEMM re-timed beside the case, against its timing at the start of the
-run. A result is noisy when its rounds never settled under the experiment's relative spread,
-or when the machine was busy while it was timed (pyperf's ``check`` rules are the model: warn
-rather than conclude).
+drift of a fixed control GEMM re-timed beside the case, against the running median of its
+readings. A result is ``unsettled`` when its rounds never settled under the experiment's
+relative spread, or when the machine was busy while it was timed: no ranking comes from it
+(pyperf's ``check`` rules are the model: warn rather than conclude). It is ``drifted`` when
+the control moved: the machine got faster or slower, so its absolute times are suspect, but
+ratios from interleaved rounds, which the drift hit alike, still hold.
 """
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ from .. import machine, timing
 
 OTHERS_BUSY = 0.25  # others used over a quarter of the machine: results are suspect
 STEAL_BUSY = 0.05  # the hypervisor took over 5% of the time
-DRIFT_LIMIT = 1.25  # the control ran 25% slower (or faster) than at the start of the run
+DRIFT_LIMIT = 1.25  # the control ran 25% slower (or faster) than its running median
+REFERENCE_READINGS = 5  # control readings at the start of a run
+WINDOW = 25  # readings in the running median
 CONTROL_SIZE = 256  # the drift control: a float32 GEMM of this size
 
 
@@ -93,7 +97,9 @@ class Control:
         self.a = rng.standard_normal((CONTROL_SIZE, CONTROL_SIZE), dtype=np.float32)
         self.b = rng.standard_normal((CONTROL_SIZE, CONTROL_SIZE), dtype=np.float32)
         self.c = np.empty_like(self.a)
-        self.reference = self.seconds()
+        # several readings to start with, then every reading joins the window: one slow
+        # first reading (seen: a GEMM at 200 instead of 272 GFLOP/s) no longer sets the scale
+        self.history = [self.seconds() for _ in range(REFERENCE_READINGS)]
 
     def _call(self) -> None:
         np.dot(self.a, self.b, out=self.c)
@@ -103,13 +109,32 @@ class Control:
         loops, _ = timing.loops_for(self._call, 0.002)
         return float(np.median([timing.host_repeat(self._call, loops) for _ in range(3)]))
 
+    @property
+    def reference(self) -> float:
+        """The running median of the recent readings."""
+        return float(np.median(self.history[-WINDOW:]))
+
     def drift(self) -> float:
-        """Control time now over its time at the start (1.0: the machine is as it was)."""
-        return round(self.seconds() / self.reference, 3)
+        """Control time now over the running median of its recent readings (1.0: the machine
+        is as it has been)."""
+        now = self.seconds()
+        ratio = now / self.reference
+        self.history.append(now)
+        return round(ratio, 3)
+
+
+def drift_reason(signals: dict) -> str:
+    """Why a case's absolute times are suspect though its interleaved ratios hold: the
+    control GEMM ran slower or faster than its running median ('' when it did not)."""
+    drift = signals.get("control_drift")
+    if drift is not None and not 1 / DRIFT_LIMIT <= drift <= DRIFT_LIMIT:
+        return f"drifted: control GEMM at {drift:.2f}x its running median"
+    return ""
 
 
 def contention(signals: dict) -> str:
-    """Why the machine was busy during a case ('' when it looked quiet)."""
+    """Why the machine was busy during a case ('' when it looked quiet): other processes,
+    steal, load or a throttled GPU. Such rounds cannot rank the algorithms."""
     reasons = []
     others = signals.get("others_cpu")
     if others is not None and others > OTHERS_BUSY:
@@ -117,9 +142,6 @@ def contention(signals: dict) -> str:
     steal = signals.get("steal")
     if steal is not None and steal > STEAL_BUSY:
         reasons.append(f"steal time {steal:.0%}")
-    drift = signals.get("control_drift")
-    if drift is not None and not 1 / DRIFT_LIMIT <= drift <= DRIFT_LIMIT:
-        reasons.append(f"control GEMM at {drift:.2f}x its starting time")
     if signals.get("throttled"):
         reasons.append(f"GPU SM clock fell to {signals['gpu_sm_mhz_min']:.0f} MHz, under 75% "
                        f"of its default {signals['gpu_sm_mhz_default']:.0f} MHz")

@@ -63,7 +63,7 @@ def table(rows: list[dict]) -> str:
             else "",
             _mib(r.get("workspace_bytes")),
             _mib(r.get("measured_host_bytes", r.get("measured_device_bytes"))),
-            "noisy" if ok and r.get("noisy") else ("" if ok else f"{r['status']}: "
+            "unsettled" if ok and r.get("unsettled") else ("" if ok else f"{r['status']}: "
                                                    f"{r['error'][:60]}")])
     return tabulate(lines, headers=["algorithm", "ms", "spread", "GFLOP/s", "prepared ms",
                                     "declared MiB", "measured MiB", "note"])

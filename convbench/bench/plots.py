@@ -1,6 +1,7 @@
 """The report's plots. Every plot of a run gives an algorithm the same colour (a peer is drawn
 dashed in the colour of the family of methods it runs, a library peer in black); legends sit
-outside the data; noisy points are hollow, and skipped or failed ones are marked along the
+outside the data; unsettled points (and bars) are hollow, the one way noise is drawn, and
+skipped or failed ones are marked along the
 bottom edge rather than missing; an empty panel says so."""
 from __future__ import annotations
 
@@ -38,19 +39,17 @@ class Style:
     def __call__(self, algorithm: str) -> dict:
         peer = bool(self.peer.get(algorithm, False))
         return {"color": self.colours.get(self.family.get(algorithm, algorithm), "grey"),
-                "linestyle": "--" if peer else "-", "marker": "x" if peer else "o"}
+                "linestyle": "--" if peer else "-", "marker": "D" if peer else "o"}
 
     def label(self, algorithm: str) -> str:
         return algorithm + (" (peer)" if self.peer.get(algorithm) else "")
 
 
 def _marker(style: Style, row) -> dict:
-    """Scatter style of one result: hollow (filled markers) or faint (an x) when noisy."""
+    """Scatter style of one result: filled, or hollow when unsettled."""
     st = style(row["algorithm"])
-    if not row["noisy"]:
+    if not row["unsettled"]:
         return {"color": st["color"], "marker": st["marker"]}
-    if st["marker"] == "x":
-        return {"color": st["color"], "marker": "x", "alpha": 0.35}
     return {"facecolors": "none", "edgecolors": st["color"], "marker": st["marker"]}
 
 
@@ -135,7 +134,7 @@ def plot_time_vs_x(df: pd.DataFrame, x: str, path: Path, style: Style) -> None:
         ax.set_title(s, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     _legend_outside(fig, axes)
-    fig.suptitle(f"Time vs {x.replace('_', ' ')} (band: IQR; hollow: noisy; ticks on the "
+    fig.suptitle(f"Time vs {x.replace('_', ' ')} (band: IQR; hollow: unsettled; ticks on the "
                  "axis: not timed)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     _save(fig, path)
@@ -185,7 +184,7 @@ def plot_pareto(df: pd.DataFrame, path: Path, style: Style) -> None:
         if in_axes:
             adjust_text(in_axes, ax=ax)
     _legend_outside(fig, axes)
-    fig.suptitle("Speed / memory trade-off per case (lower left is better; hollow: noisy)",
+    fig.suptitle("Speed / memory trade-off per case (lower left is better; hollow: unsettled)",
                  fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     _save(fig, path)
@@ -265,9 +264,10 @@ def plot_layers(df: pd.DataFrame, path: Path, style: Style) -> None:
         y = np.arange(len(ok))[::-1]
         for yy, (_, r) in zip(y, ok.iterrows()):
             st = style(r["algorithm"])
-            ax.barh(yy, r["median_s"] * MS, color=st["color"], height=0.7,
-                    hatch="//" if r["is_peer"] else None, alpha=0.45 if r["noisy"] else 1.0,
-                    edgecolor="white")
+            hollow = bool(r["unsettled"])
+            ax.barh(yy, r["median_s"] * MS, height=0.7, hatch="//" if r["is_peer"] else None,
+                    facecolor="none" if hollow else st["color"],
+                    edgecolor=st["color"] if hollow else "white")
             text = f" {r['median_s'] * MS:.3g} ms"
             if not r["is_peer"] and np.isfinite(best_peer):
                 text += f"  {best_peer / r['median_s']:.2f}x"
@@ -286,7 +286,7 @@ def plot_layers(df: pd.DataFrame, path: Path, style: Style) -> None:
             ax.text(0.0, -0.32, "not run: " + ", ".join(missing), transform=ax.transAxes,
                     fontsize=6, color="grey", va="top")
         ax.grid(True, axis="x", which="both", alpha=0.3)
-    fig.suptitle("Time per case (hatched: peers; faint: noisy; the ratio is the fastest peer's "
+    fig.suptitle("Time per case (hatched: peers; hollow: unsettled; the ratio is the fastest peer's "
                  "time over ours, > 1: ours faster)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     _save(fig, path)
@@ -296,7 +296,7 @@ def plot_auto(df: pd.DataFrame, path: Path, style: Style) -> None:
     """Regret of each chooser over the layers, and auto's pick against torch per layer."""
     cases = tables.auto_cases(df)
     fig, (ax_r, ax_t) = plt.subplots(1, 2, figsize=(12, 4.2))
-    settled = cases[~cases["noisy"]] if not cases.empty else cases
+    settled = cases[~cases["unsettled"]] if not cases.empty else cases
     if settled.empty:
         _no_data(ax_r, "no settled layer")
         _no_data(ax_t, "no settled layer")
@@ -351,12 +351,17 @@ def plot_pipelines(df: pd.DataFrame, path: Path, style: Style, keys: list[str]) 
         g = g.sort_values(x)
         ax.plot(g[x], g["promised speedup"], color="grey", linestyle=":", marker="s",
                 label="promised (FLOP ratio)")
-        ax.plot(g[x], g["measured (ours)"], color=PALETTE[0], marker="o", label="measured: ours")
-        ax.plot(g[x], g["measured (torch)"], color="black", linestyle="--", marker="x",
-                label="measured: torch")
-        loud = g[g["noisy"]]
-        ax.scatter(loud[x], loud["measured (ours)"], facecolors="none", edgecolors="red", s=80,
-                   label="noisy point")
+        for column, colour, line, label in (("measured (ours)", PALETTE[0], "-", "measured: ours"),
+                                            ("measured (torch)", "black", "--",
+                                             "measured: torch")):
+            drawn = g.dropna(subset=[column])
+            if drawn.empty:  # no torch in this run: no line, no legend entry
+                continue
+            ax.plot(drawn[x], drawn[column], color=colour, linestyle=line, label=label)
+            settled = ~drawn["unsettled"].astype(bool)
+            ax.scatter(drawn.loc[settled, x], drawn.loc[settled, column], color=colour, s=22)
+            ax.scatter(drawn.loc[~settled, x], drawn.loc[~settled, column], facecolors="none",
+                       edgecolors=colour, s=22)
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
@@ -370,7 +375,8 @@ def plot_pipelines(df: pd.DataFrame, path: Path, style: Style, keys: list[str]) 
                      fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
     _legend_outside(fig, axes)
-    fig.suptitle("Promised vs measured speedup of the cheaper pipeline", fontsize=10)
+    fig.suptitle("Promised vs measured speedup of the cheaper pipeline (hollow: unsettled)",
+                 fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     _save(fig, path)
 

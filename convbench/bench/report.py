@@ -1,5 +1,5 @@
 """report.md of a run directory (``python -m convbench report``): the plots, the one-line
-conclusion, the tables, and what was not timed or was noisy."""
+conclusion, the tables, and what was not timed, unsettled or drifted."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,6 +14,20 @@ from ..machine import machine_slug
 from .rundir import RunDirectory
 
 MS = 1e3
+
+
+def mostly_unsettled(df: pd.DataFrame) -> str:
+    """What to do when most of a run never settled, with the load that was seen."""
+    ok = tables.timed(df)
+    others = ok["others_cpu"].median() if "others_cpu" in ok else np.nan
+    load = ok["load_avg"].max() if "load_avg" in ok else np.nan
+    seen = []
+    if pd.notna(others):
+        seen.append(f"other processes used {others:.0%} of the CPUs (median)")
+    if pd.notna(load):
+        seen.append(f"load average up to {load:.1f}")
+    return (f"{'; '.join(seen) or 'the rounds kept moving'}; rerun on a quiet machine (close "
+            "other programs), or give each case more time (--repeats, --min-time)")
 
 
 def md_table(df: pd.DataFrame) -> str:
@@ -47,7 +61,7 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
     x = experiment.x if experiment else info.get("x")
     keys = experiment.pipeline_keys if experiment else info.get("pipeline_keys", [])
     drawn = plots.draw(df, plot_names, x, run.path / "plots", keys)
-    noisy, timed = tables.noisy_count(df)
+    noisy, timed = tables.unsettled_count(df)
     md = [f"# {info.get('experiment', run.path.name)}\n", info.get("description", "") + "\n",
           f"Run `{run.path.name}`, preset `{info.get('preset', '?')}`, command "
           f"`{info.get('command', '?')}`.\n", _machine_line(env)]
@@ -62,8 +76,13 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
               "the same rounds.\n")
     md += network_section(df)
     md.append(f"**Conclusion:** {tables.conclusion(df)}.\n")
-    md.append(f"Noisy results: {noisy} of {timed} timed rows (never settled, or the machine "
-              "was busy while they were timed); no conclusion above is drawn from them.\n")
+    drifted = int(tables.timed(df)["drifted"].sum())
+    md.append(f"Unsettled results: {noisy} of {timed} timed rows (their rounds never settled, "
+              "or the machine was busy while they were timed); no conclusion above is drawn "
+              f"from them. Drifted: {drifted} (the control GEMM moved meanwhile: their absolute "
+              "times are suspect, but the ratios of interleaved rounds still rank them).\n")
+    if timed and noisy > timed / 2:
+        md.append(f"**Most results never settled**: {mostly_unsettled(df)}\n")
     md.append("## Plots\n")
     md += [f"![{p.stem}](plots/{p.name})\n" for p in drawn]
     md += _machines_section(run, df, plot_names, x, keys)
@@ -92,9 +111,10 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
         items = ", ".join(f"{r['algorithm']} ({r['median_s'] * MS:.3g} ms, "
                           f"{r['memory_bytes'] / 2**20:.3g} MiB)" for _, r in front.iterrows())
         md.append(f"- {device} {case_id}: {items}\n")
-    loud = df[(df["status"] == "ok") & df["noisy"]][["label", "algorithm", "rel_spread",
+    loud = df[(df["status"] == "ok") & (df["unsettled"] | df["drifted"])][["label", "algorithm",
+                                                                           "rel_spread",
                                                       "noise"]]
-    md.append("## Noisy results\n")
+    md.append("## Unsettled and drifted results\n")
     md.append(md_table(loud))
     bad = df[df["status"] != "ok"][["series", "label", "algorithm", "status", "error"]]
     md.append("## Not timed (skipped, failed, mismatch)\n")
@@ -151,7 +171,7 @@ def _machines_section(run: RunDirectory, df: pd.DataFrame, plot_names: list[str]
     agree = int(ranking["same fastest"].sum())
     md = ["## Machines side by side\n",
           f"The machines agree on the fastest algorithm in {agree} of {len(ranking)} cases "
-          "(median ms per algorithm, fastest first; * noisy).\n"]
+          "(median ms per algorithm, fastest first; * unsettled).\n"]
     envs = run.machines()
     for identity in dict.fromkeys(m for m in df["machine"] if m):
         md.append(f"- **{tables.machine_label(identity)}**: "
@@ -181,10 +201,10 @@ def terminal_table(df: pd.DataFrame, width: int = 100) -> str:
     if table.empty:
         return "(nothing timed)"
     cols = [c for c in ("case", "fastest", "time_ms", "ours", "ours_ms", "best_peer", "speedup",
-                        "noisy") if c in table]
+                        "unsettled") if c in table]
     view = table[cols].copy()
     view["case"] = view["case"].str.slice(0, 34)
-    view["noisy"] = np.where(view["noisy"], "noisy", "")
+    view["unsettled"] = np.where(view["unsettled"], "unsettled", "")
     text = tabulate(view.astype(object).where(view.notna(), ""), headers="keys",
                     showindex=False, floatfmt=".3g")
     return "\n".join(line[:width] for line in text.splitlines())

@@ -36,7 +36,7 @@ COLUMNS = (
     + PARAM_COLUMNS + SPEC_COLUMNS
     + ["flops", "min_bytes", "first_call_s", "warm_call_s", "median_s", "prepared_median_s",
        "min_s", "iqr_s",
-       "rel_spread", "repeats", "loops", "noisy", "noise", "load_avg", "others_cpu", "steal",
+       "rel_spread", "repeats", "loops", "unsettled", "drifted", "noise", "load_avg", "others_cpu", "steal",
        "cpu_mhz", "control_drift", "cache", "gpu_sm_mhz_min", "gpu_sm_mhz_default",
        "gpu_temp_c_max", "gpu_power_w_max", "throttled", "gflops", "gbps", "peak_fraction", "speedup_vs_best_peer",
        "best_peer", "workspace_bytes", "measured_host_bytes", "measured_device_bytes",
@@ -46,7 +46,8 @@ AUTO = "auto"  # the row of algorithm="auto" itself (experiments with time_auto)
 PREPARED = " (prepared)"  # an algorithm's prepared call, in the timings and in rounds.jsonl
 RESULTS, ROUNDS, INFO, ENVIRONMENT, MACHINES, LOCK = (
     "results.csv", "rounds.jsonl", "run.json", "environment.json", "machines.json", ".lock")
-RENAMED = {"compile_s": "first_call_s"}  # columns of older runs, read under today's names
+# columns of older runs, read under today's names (their "noisy" counted drift as well)
+RENAMED = {"compile_s": "first_call_s", "noisy": "unsettled"}
 
 
 class RunDirError(ValueError):
@@ -320,7 +321,8 @@ def typed(df: pd.DataFrame) -> pd.DataFrame:
         if col not in df:
             df[col] = pd.NA
     df["is_peer"] = _flag(df["is_peer"])
-    df["noisy"] = _flag(df["noisy"])
+    df["unsettled"] = _flag(df["unsettled"])
+    df["drifted"] = _flag(df["drifted"])
     df["throttled"] = _flag(df["throttled"])
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce")

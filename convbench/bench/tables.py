@@ -1,6 +1,7 @@
 """The tables a report and the terminal show, computed from a run's results (no plotting, no
 text): fastest per case, Pareto fronts, crossovers, pipeline totals, how ``auto`` chose, and the
-one-line conclusion. Noisy rows are shown but never decide a conclusion."""
+one-line conclusion. Unsettled rows are shown but never decide a conclusion; drifted ones do
+(their interleaved ratios hold), and the conclusion says so."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,19 +31,19 @@ def ours(df: pd.DataFrame) -> pd.DataFrame:
 
 def trusted(df: pd.DataFrame) -> pd.DataFrame:
     """Timed rows that settled on a quiet machine: the only ones conclusions come from."""
-    return df[(df["status"] == "ok") & ~df["noisy"]]
+    return df[(df["status"] == "ok") & ~df["unsettled"]]
 
 
-def noisy_count(df: pd.DataFrame) -> tuple[int, int]:
-    """(noisy timed rows, timed rows)."""
+def unsettled_count(df: pd.DataFrame) -> tuple[int, int]:
+    """(unsettled timed rows, timed rows)."""
     ok = timed(df)
-    return int(ok["noisy"].sum()), len(ok)
+    return int(ok["unsettled"].sum()), len(ok)
 
 
 def fastest_per_case(df: pd.DataFrame) -> pd.DataFrame:
     """One row per case: the fastest algorithm overall; our fastest with its first-call time
     and its declared and measured extra memory; the best peer; the median-of-rounds speedup of
-    our fastest over the best peer; and whether any of these timings was noisy."""
+    our fastest over the best peer; and whether any of these timings was unsettled."""
     out = []
     for (device, machine, series, case_id), g in algorithms_only(timed(df)).groupby(
             CASE_KEYS, sort=False):
@@ -65,7 +66,7 @@ def fastest_per_case(df: pd.DataFrame) -> pd.DataFrame:
                 row.update(best_peer=p["algorithm"], peer_ms=p["median_s"] * MS,
                            speedup=o["speedup_vs_best_peer"])
                 involved.append(p)
-        row["noisy"] = any(bool(r["noisy"]) for r in involved)
+        row["unsettled"] = any(bool(r["unsettled"]) for r in involved)
         out.append(row)
     table = pd.DataFrame(out)
     if not table.empty and table["machine"].nunique() <= 1:
@@ -112,7 +113,7 @@ def pipeline_totals(df: pd.DataFrame) -> pd.DataFrame:
         row = {"device": device, "pipeline": group, "layers": g["case_id"].nunique(),
                "GFLOP": g.drop_duplicates("case_id")["flops"].sum() / 1e9,
                "best_per_layer_ms": per_case["median_s"].min().sum() * MS,
-               "noisy": bool(g["noisy"].any())}
+               "unsettled": bool(g["unsettled"].any())}
         for algo, a in g.groupby("algorithm", sort=False):
             if a["case_id"].nunique() == row["layers"]:
                 row[f"{algo}_ms"] = a["median_s"].sum() * MS
@@ -137,7 +138,7 @@ def auto_cases(df: pd.DataFrame) -> pd.DataFrame:
         row = {"device": device, "case": best["label"], "auto_pick": pick,
                "fastest": best["algorithm"], "pick_ms": time_of[pick] * MS,
                "fastest_ms": best["median_s"] * MS, "regret": time_of[pick] / best["median_s"] - 1,
-               "noisy": bool(mine["noisy"].any())}
+               "unsettled": bool(mine["unsettled"].any())}
         measured = g["auto_measured_pick"].dropna()
         if len(measured) and measured.iloc[0] in time_of.index:
             row["measured_pick"] = measured.iloc[0]
@@ -161,13 +162,13 @@ def regret_figures(regret: pd.Series) -> str:
 
 
 def auto_summary(cases: pd.DataFrame) -> list[str]:
-    """The chooser's figures as lines, from settled cases only (noisy ones are counted)."""
+    """The chooser's figures as lines, from settled cases only (unsettled ones are counted)."""
     if cases.empty:
         return ["no case with auto's pick timed"]
-    settled = cases[~cases["noisy"]]
+    settled = cases[~cases["unsettled"]]
     lines = []
     if len(settled) < len(cases):
-        lines.append(f"{len(cases) - len(settled)} of {len(cases)} layers had noisy timings "
+        lines.append(f"{len(cases) - len(settled)} of {len(cases)} layers had unsettled timings "
                      "and are left out of the figures below")
     if settled.empty:
         return lines
@@ -204,10 +205,10 @@ def conclusion(df: pd.DataFrame) -> str:
     table = fastest_per_case(df)
     if table.empty:
         return "nothing was timed"
-    noisy = int(table["noisy"].sum())
-    settled = table[~table["noisy"]]
+    noisy = int(table["unsettled"].sum())
+    settled = table[~table["unsettled"]]
     if settled.empty:
-        return f"no conclusion: all {len(table)} cases had noisy timings"
+        return f"no conclusion: all {len(table)} cases had unsettled timings"
     peer_names = set(df.loc[df["is_peer"], "algorithm"])
     wins = settled["fastest"].value_counts()
     parts = [f"{name} fastest on {count} of {len(settled)} cases" for name, count in
@@ -218,7 +219,10 @@ def conclusion(df: pd.DataFrame) -> str:
         where = sorted(set(ours_won["series"]))
         line += f"; ours win on: {', '.join(where[:4])}{' ...' if len(where) > 4 else ''}"
     if noisy:
-        line += f" ({noisy} noisy case{'s' if noisy > 1 else ''} left out)"
+        line += f" ({noisy} unsettled case{'s' if noisy > 1 else ''} left out)"
+    drifted = int(timed(df)["drifted"].sum()) if "drifted" in df else 0
+    if drifted:
+        line += f"; {drifted} result{'s' if drifted > 1 else ''} drifted (ranked by ratios)"
     return line
 
 
@@ -226,7 +230,7 @@ def pipeline_comparison(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Pipelines (series groups) side by side at each sweep point named by ``keys``: each
     pipeline's GFLOP, the sum over its layers of our fastest and of torch's time, and its
     memory; then, against the first pipeline, the speedup its FLOP ratio promises and the ones
-    measured (ours and torch's). A point with a noisy or missing layer is marked."""
+    measured (ours and torch's). A point with an unsettled or missing layer is marked."""
     ok = timed(df)
     ok = ok[ok["group"] != ""]
     if ok.empty or not keys:
@@ -255,7 +259,7 @@ def pipeline_comparison(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             row["promised speedup"] = f0 / f1 if f1 else np.nan
             row["measured (ours)"] = t0 / t1 if t1 else np.nan
             row["measured (torch)"] = r0 / r1 if r1 else np.nan
-        row["noisy"] = bool(g["noisy"].any())
+        row["unsettled"] = bool(g["unsettled"].any())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -265,9 +269,9 @@ def promise_lines(comparison: pd.DataFrame, keys: list[str]) -> list[str]:
     eats it, for our best and for torch, from settled points only."""
     if comparison.empty or "promised speedup" not in comparison:
         return []
-    settled = comparison[~comparison["noisy"]]
+    settled = comparison[~comparison["unsettled"]]
     if settled.empty:
-        return [f"no conclusion: every one of the {len(comparison)} points had a noisy timing"]
+        return [f"no conclusion: every one of the {len(comparison)} points had an unsettled timing"]
     lines = []
     for who in ("ours", "torch"):
         col = f"measured ({who})"
@@ -292,7 +296,7 @@ def machine_label(identity: str) -> str:
 
 def machine_ranking(df: pd.DataFrame) -> pd.DataFrame:
     """With several machines in one run (a cluster's workers): one row per case, one column per
-    machine listing the algorithms from fastest to slowest with their median ms (* noisy),
+    machine listing the algorithms from fastest to slowest with their median ms (* unsettled),
     and whether the machines agree on the fastest. Empty for a one-machine run."""
     ok = algorithms_only(timed(df))
     machines = [m for m in dict.fromkeys(ok["machine"]) if m]
@@ -305,7 +309,7 @@ def machine_ranking(df: pd.DataFrame) -> pd.DataFrame:
         for m in machines:
             on = g[g["machine"] == m].sort_values("median_s")
             row[machine_label(m)] = " < ".join(
-                f"{r.algorithm} {r.median_s * MS:.3g}{'*' if r.noisy else ''}"
+                f"{r.algorithm} {r.median_s * MS:.3g}{'*' if r.unsettled else ''}"
                 for r in on.itertuples()) or "-"
             if not on.empty:
                 winners.add(on["algorithm"].iloc[0])
