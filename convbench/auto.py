@@ -49,6 +49,14 @@ class Candidate:
     rough: float | None = None  # the uncalibrated estimate, where there is no prediction
 
 
+def _bytes(value: int) -> str:
+    """A byte count as people read it: 0 B, 980 B, 3.3 MiB."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value} B"
+
+
 @dataclass
 class Choice:
     """The algorithm ``auto`` runs, with every candidate it weighed and the reason."""
@@ -66,7 +74,8 @@ class Choice:
             pred = f"{c.predicted_s * 1e3:12.3f}" if c.predicted_s is not None else f"{'-':>12s}"
             corr = f"x{c.correction:9.2f}" if c.predicted_s is not None else f"{'':10s}"
             mark = "  <- pick" if c.name == self.algorithm.name else ""
-            lines.append(f"{c.name:12s} {pred} {corr} {c.workspace_bytes:12d}  {c.note}{mark}")
+            lines.append(f"{c.name:12s} {pred} {corr} {_bytes(c.workspace_bytes):>12s}  "
+                         f"{c.note}{mark}")
         lines.append(f"pick: {self.algorithm.name}: {self.reason}")
         lines.append(f"model: {self.model}")
         if self.calibration_note:

@@ -390,10 +390,15 @@ def cmd_cache(args) -> int:
 
 
 def cmd_list(args=None) -> int:
+    from importlib.util import find_spec
+
+    from .bench import terminal
     from .bench.experiments import available, load
 
     found = available_devices()
     print("devices found:", ", ".join(found))
+    if find_spec("torch") is None:
+        print("torch is not installed: the torch peers are missing (pip install -e \".[peers]\")")
     for device in registry.DEVICES:
         algos = registry.algorithms(device=device)
         if not algos:
@@ -406,7 +411,8 @@ def cmd_list(args=None) -> int:
     print("\nexperiments:")
     for name in available():
         exp = load(name)
-        print(f"  {name:14s} {len(exp.cases()):3d} cases (quick)  {exp.description[:60]}")
+        lead = f"  {name:14s} {len(exp.cases()):3d} cases (quick)  "
+        print(lead + terminal.shorten(exp.description, max(30, terminal.width() - len(lead))))
     return 0
 
 
@@ -604,8 +610,6 @@ def _run_experiments(args, experiments, options, bar, sweep_one, info: dict, env
     """Sweep each experiment into its run directory, then report it. A network of the
     caller's (``custom``) is written into the run directory as layers.txt, so that the run
     says what it measured and ``--resume`` finds it."""
-    from .bench import tables
-    from .bench.report import build_report, mostly_unsettled, terminal_table
     from .bench.rundir import RunDirectory
     from .layerfile import write_layers
 
@@ -634,25 +638,38 @@ def _run_experiments(args, experiments, options, bar, sweep_one, info: dict, env
                   f"  python -m convbench run --resume {run.path}", file=sys.stderr)
             return 130
         bar.finish(exp)
-        if not run.results_path.exists():
-            print(f"{exp.name}: nothing left to run in {run.path}\n")
-            continue
-        report = build_report(run.path, exp)
-        df = run.load()
-        print(terminal_table(df))
-        # wrapped to the terminal's 100 columns: longer names (implicit_gemm) and more winners
-        # made this line 107 characters on the smoke run of small_cnn
-        print(textwrap.fill(f"{exp.name}: {tables.conclusion(df)}", width=100,
-                            subsequent_indent="  "))
-        noisy, timed = tables.unsettled_count(df)
-        if timed and noisy > timed / 2:
-            print(textwrap.fill(f"most results never settled ({noisy} of {timed}): "
-                                f"{mostly_unsettled(df)}", width=100, subsequent_indent="  "))
-        elif noisy:
-            print(f"{noisy} of {timed} results never settled (see the report)")
-        print(f"report: {report}\n")
+        if i == len(experiments) - 1:
+            bar.close()  # the last one: the bar goes before its report, not after
+        with bar.writing():
+            _say_results(exp, run)
     bar.close()
     return 0
+
+
+def _say_results(exp, run) -> None:
+    """An experiment's table, conclusion and noise, within the terminal's width."""
+    from .bench import tables, terminal
+    from .bench.report import build_report, mostly_unsettled, terminal_table
+
+    width = terminal.width()
+    if not run.results_path.exists():
+        print(f"{exp.name}: nothing left to run in {run.path}\n")
+        return
+    report = build_report(run.path, exp)
+    df = run.load()
+    lines = [terminal_table(df, width), f"{exp.name}: {tables.conclusion(df)}"]
+    if "auto_regret" in exp.plots:
+        lines.append(f"auto's picks: {tables.auto_line(tables.auto_cases(df), run.info())}")
+    noisy, timed = tables.unsettled_count(df)
+    if timed and noisy > timed / 2:
+        lines.append(f"most results never settled ({noisy} of {timed}): "
+                     f"{mostly_unsettled(df)}")
+    elif noisy:
+        lines.append(f"{noisy} of {timed} results never settled (see the report)")
+    print(lines[0])
+    for line in lines[1:]:
+        print(textwrap.fill(line, width=width, subsequent_indent="  "))
+    print(f"report: {report}\n")
 
 
 if __name__ == "__main__":

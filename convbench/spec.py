@@ -133,8 +133,11 @@ class ConvSpec(_Layer):
         s = f"N{self.n} C{self.c} {self.h}x{self.w} K{self.k} {self.kh}x{self.kw}"
         if self.stride != (1, 1):
             s += f" s{self.stride[0]},{self.stride[1]}"
-        if any(self.pad):
-            s += " p" + ",".join(map(str, self.pad))
+        if any(self.pad):  # as short as it says all: p1, p1,2 (rows, columns) or all four
+            pt, pb, pl, pr = self.pad
+            parts = (pt,) if len(set(self.pad)) == 1 else (pt, pl) if (pt, pl) == (pb, pr) else (
+                self.pad)
+            s += " p" + ",".join(map(str, parts))
         if self.dilation != (1, 1):
             s += f" d{self.dilation[0]},{self.dilation[1]}"
         if self.groups > 1:

@@ -92,7 +92,8 @@ def test_one_bar_group_per_case_and_totals_only_for_pipelines(layers_run):
 
 def test_report_states_conclusion_and_noise(layers_run):
     report = (layers_run / "report.md").read_text()
-    assert "**Conclusion:**" in report and "Unsettled results:" in report
+    assert report.splitlines()[4].startswith("**Answer:**") and "Unsettled results:" in report
+    assert "## Software" in report and "| numpy " in report and "{" not in report.split("## Software")[1]
     assert "Drifted:" in report
     assert "Machine:" in report and "BLAS" in report
 
@@ -132,6 +133,15 @@ def test_a_drifting_control_flags_drift_not_unsettled_and_still_ranks(tmp_path, 
     rows are drifted, not unsettled, and the conclusion still ranks them by their ratios."""
     monkeypatch.setattr(noise, "during", lambda before: {"load_avg": 0.1, "cpu_mhz": None,
                                                          "others_cpu": 0.0, "steal": 0.0})
+    measured = timing.measure
+
+    def settled(*args, **kwargs):  # a CI runner's spread on microsecond layers is not the point
+        timings = measured(*args, **kwargs)
+        for t in timings.values():
+            t.unsettled = False
+        return timings
+
+    monkeypatch.setattr(timing, "measure", settled)
 
     class Drifting:
         def drift(self):
@@ -169,6 +179,25 @@ def test_most_results_unsettled_says_what_to_do(tmp_path, monkeypatch, capsys):
     assert "other processes used 55%" in said and "rerun on a quiet machine" in said
 
 
+def test_a_quiet_machine_with_short_repeats_is_told_to_give_more_time(tmp_path, monkeypatch,
+                                                                     capsys):
+    monkeypatch.setattr(noise, "during", lambda before: {"load_avg": 0.2, "cpu_mhz": None,
+                                                         "others_cpu": 0.01, "steal": 0.0})
+    real = timing.measure
+
+    def never_settles(*args, **kwargs):
+        got = real(*args, **kwargs)
+        for t in got.values():
+            t.unsettled = True
+        return got
+
+    monkeypatch.setattr(timing, "measure", never_settles)
+    assert main(["run", "small_cnn", "--preset", "smoke", "--out", str(tmp_path),
+                 "--device", "cpu", "--no-progress", "--algorithms", "direct"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "most results never settled" in out and "repeats are too short" in out
+
+
 def test_compare_does_not_judge_an_unsettled_side(layers_run, tmp_path, capsys):
     import shutil
 
@@ -189,3 +218,109 @@ def test_compare_does_not_judge_an_unsettled_side(layers_run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "REGRESSION" not in out and "unsettled in B" in out
     assert "unsettled in run B: not judged" in out
+
+
+def _visible_labels(fig) -> set[str]:
+    """Labels of artists that draw something: a line with a marker or two points, a
+    collection with points, bars with area."""
+    import matplotlib
+
+    shown = set()
+    for ax in fig.axes:
+        for art in ax.get_children():
+            label = art.get_label() if hasattr(art, "get_label") else ""
+            if not isinstance(label, str) or not label or label.startswith("_"):
+                continue
+            if isinstance(art, matplotlib.lines.Line2D):
+                marker = art.get_marker() not in (None, "None", "", " ")
+                if len(art.get_xdata()) > (0 if marker else 1):
+                    shown.add(label)
+            elif isinstance(art, matplotlib.collections.Collection):
+                if len(art.get_offsets()):
+                    shown.add(label)
+        for container in ax.containers:
+            if any(p.get_width() and p.get_height() for p in container.patches):
+                shown.add(container.get_label())
+    return shown
+
+
+@pytest.mark.parametrize("with_noise", [False, True])
+def test_every_legend_entry_is_something_drawn(tmp_path, layers_run, monkeypatch, with_noise):
+    from convbench.bench import savefig
+
+    figures = []
+    monkeypatch.setattr(savefig, "save", lambda fig, path: figures.append((path.name, fig)))
+    df = RunDirectory(layers_run).load()
+    if with_noise:
+        df.loc[df.index[::2], "unsettled"] = True
+    plots.draw(df, list(experiments.PLOTS), "kernel_size", tmp_path, ["kernel_size", "batch"])
+    assert figures
+    for name, fig in figures:
+        shown = _visible_labels(fig)
+        legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+        for legend in legends:
+            for text in legend.get_texts():
+                assert text.get_text() in shown, (name, text.get_text())
+
+
+def test_a_mostly_unsettled_run_says_so_on_every_figure(tmp_path, layers_run, monkeypatch):
+    from convbench.bench import savefig
+
+    notes = []
+    monkeypatch.setattr(savefig.plt, "close", lambda fig: notes.append(
+        [t.get_text() for t in fig.texts]))
+    df = RunDirectory(layers_run).load()
+    df["unsettled"] = True
+    plots.draw(df, ["layers_bar", "pareto"], None, tmp_path)
+    assert notes and all(any("never settled" in t for t in texts) for texts in notes)
+
+
+def _in_terminal(argv: list[str], columns: int) -> str:
+    """What a run prints in a pseudo-terminal ``columns`` wide (progress bar and all)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    process = subprocess.Popen([sys.executable, "-m", "convbench", *argv], stdin=slave,
+                               stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the other side closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=600)
+    os.close(master)
+    assert process.returncode == 0
+    return b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_tables_fit_the_terminal_keep_the_speedup_and_never_share_the_bars_line(tmp_path,
+                                                                                columns):
+    text = _in_terminal(["run", "small_cnn", "separable", "--preset", "smoke", "--out",
+                         str(tmp_path), "--device", "cpu"], columns)
+    lines = text.split("\n")
+    headers = [i for i, line in enumerate(lines) if line.split("\r")[-1].startswith("case ")]
+    assert len(headers) == 2, text  # one table per experiment
+    for i in headers:
+        assert "speedup" in lines[i].split("\r")[-1]
+        table = lines[i:i + 3]
+        assert all(len(line.split("\r")[-1]) <= columns for line in table)
+    for line in lines:  # the bar's line never carries anything else
+        for segment in line.split("\r"):
+            if "%|" in segment:
+                assert "case " not in segment and "report:" not in segment, segment
+    visible = [line.split("\r")[-1] for line in lines]
+    assert all(len(v) <= columns for v in visible if not v.startswith(("note:", "report:")))

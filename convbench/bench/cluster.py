@@ -95,7 +95,9 @@ def connect(scheduler: str | None, local_workers: int | None) -> Iterator[object
         threads = max(1, (os.cpu_count() or 1) // local_workers)
         with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
             cluster = LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
-                                   resources=dict(BENCH), dashboard_address=None,
+                                   # its HTTP server on a free port: 8787 may be taken
+                                   # (another cluster, a second run) and warns then
+                                   resources=dict(BENCH), dashboard_address=":0",
                                    env=worker_env(threads))
         try:
             with Client(cluster) as client:

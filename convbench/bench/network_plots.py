@@ -17,6 +17,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from . import network_tables as nt  # noqa: E402
+from . import savefig  # noqa: E402
 from .rundir import AUTO  # noqa: E402
 
 MS = 1e3
@@ -32,8 +33,7 @@ def _slug(text: str) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    savefig.save(fig, path)
 
 
 def plot_totals(df: pd.DataFrame, path: Path, style) -> list[Path]:

@@ -27,6 +27,7 @@ STEAL_BUSY = 0.05  # the hypervisor took over 5% of the time
 DRIFT_LIMIT = 1.25  # the control ran 25% slower (or faster) than its running median
 REFERENCE_READINGS = 5  # control readings at the start of a run
 WINDOW = 25  # readings in the running median
+SETTLE_S = 0.02  # pause before a reading: a parallel kernel's threads spin a while after it
 CONTROL_SIZE = 256  # the drift control: a float32 GEMM of this size
 
 
@@ -117,6 +118,7 @@ class Control:
     def drift(self) -> float:
         """Control time now over the running median of its recent readings (1.0: the machine
         is as it has been)."""
+        time.sleep(SETTLE_S)  # the case's own threads go idle first, or the reading is theirs
         now = self.seconds()
         ratio = now / self.reference
         self.history.append(now)

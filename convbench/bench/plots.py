@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from . import network_plots, tables  # noqa: E402
+from . import network_plots, savefig, tables  # noqa: E402
 
 MS = 1e3
 PALETTE = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]
@@ -67,6 +67,16 @@ def _log_ms_axis(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def _label_short_range(axis, values) -> None:
+    """On a log axis spanning less than a decade there is no decade tick to label: label the
+    minor ticks instead."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values) and values.max() / values.min() < 10:
+        axis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:.2g}"))
+        axis.set_tick_params(which="minor", labelsize=6)
+
+
 def _no_data(ax, text: str = "no data") -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="grey")
     ax.set_xticks([])
@@ -96,8 +106,7 @@ def _grid(n: int, width: float = 5.0, height: float = 3.8, cols: int = 3):
 
 
 def _save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    savefig.save(fig, path)
 
 
 def plot_time_vs_x(df: pd.DataFrame, x: str, path: Path, style: Style) -> None:
@@ -114,13 +123,13 @@ def plot_time_vs_x(df: pd.DataFrame, x: str, path: Path, style: Style) -> None:
         for algo, a in ok.groupby("algorithm", sort=False):
             a = a.sort_values(x)
             st = style(algo)
-            ax.plot(a[x], a["median_s"] * MS, label=style.label(algo), color=st["color"],
-                    linestyle=st["linestyle"])
+            ax.plot(a[x], a["median_s"] * MS, color=st["color"], linestyle=st["linestyle"])
             lo = (a["median_s"] - a["iqr_s"].fillna(0) / 2).clip(lower=1e-12) * MS
             hi = (a["median_s"] + a["iqr_s"].fillna(0) / 2) * MS
             ax.fill_between(a[x], lo, hi, color=st["color"], alpha=0.15, linewidth=0)
-            for _, r in a.iterrows():
-                ax.scatter(r[x], r["median_s"] * MS, s=22, **_marker(style, r))
+            for i, (_, r) in enumerate(a.iterrows()):  # the legend names the points drawn
+                ax.scatter(r[x], r["median_s"] * MS, s=22, label=style.label(algo) if i == 0
+                           else None, **_marker(style, r))
         missing = g[g["status"].isin(NOT_TIMED)]
         for algo, m in missing.groupby("algorithm", sort=False):
             ax.scatter(m[x], np.full(len(m), 0.02), transform=ax.get_xaxis_transform(),
@@ -162,7 +171,7 @@ def plot_pareto(df: pd.DataFrame, path: Path, style: Style) -> None:
             ax.scatter(r["median_s"] * MS, mem, **_marker(style, r))
             texts.append(ax.text(r["median_s"] * MS, mem, r["algorithm"], fontsize=7))
         front = tables.pareto_front(g).sort_values("median_s")
-        if len(front):
+        if len(front) > 1:  # a front of one point is the point itself: nothing to draw
             ax.step(front["median_s"] * MS, front["memory_bytes"].clip(lower=floor),
                     where="post", color="k", alpha=0.4, label="Pareto front")
         for _, r in unknown.iterrows():
@@ -172,12 +181,13 @@ def plot_pareto(df: pd.DataFrame, path: Path, style: Style) -> None:
                                  "visible)", transform=ax.get_xaxis_transform(), fontsize=6,
                                  color="grey"))
         _log_ms_axis(ax.xaxis)
+        _label_short_range(ax.xaxis, g["median_s"] * MS)
         ax.set_yscale("log", base=2)
         ax.yaxis.set_major_locator(LogLocator(base=4))
         ax.yaxis.set_major_formatter(FuncFormatter(_bytes_label))
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("median time (ms, log)")
-        ax.set_ylabel("extra memory (<=1 KiB at 1 KiB)")
+        ax.set_ylabel("extra memory (log)")
         ax.set_title(g["label"].iloc[0], fontsize=8, pad=22)
         ax.grid(True, which="both", alpha=0.3)
         in_axes = [t for t in texts if t.get_transform() == ax.transData]
@@ -200,12 +210,16 @@ def plot_pooling(df: pd.DataFrame, path: Path, style: Style) -> None:
         _save(fig, path)
         return
     lines = ["-", "--", ":", "-."]
+    # one colour per algorithm here (peers of the same method share a colour elsewhere, and
+    # every pooling algorithm runs the same method)
+    names = list(dict.fromkeys(ok.sort_values("is_peer")["algorithm"]))
+    colour = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
     for i, (series, g) in enumerate(ok.groupby("series", sort=False)):
         for algo, a in g.groupby("algorithm", sort=False):
             a = a.sort_values("pool_size")
             st = style(algo)
             ax_t.plot(a["pool_size"], a["median_s"] * MS, label=f"{series}: {style.label(algo)}",
-                      color=st["color"], marker=st["marker"], linestyle=lines[i % len(lines)])
+                      color=colour[algo], marker=st["marker"], linestyle=lines[i % len(lines)])
         info = g.drop_duplicates("case_id").sort_values("pool_size")
         ax_i.plot(info["pool_size"], info["info_kept"], marker="o", label=series,
                   linestyle=lines[i % len(lines)], color="k")
@@ -295,11 +309,15 @@ def plot_layers(df: pd.DataFrame, path: Path, style: Style) -> None:
 def plot_auto(df: pd.DataFrame, path: Path, style: Style) -> None:
     """Regret of each chooser over the layers, and auto's pick against torch per layer."""
     cases = tables.auto_cases(df)
-    fig, (ax_r, ax_t) = plt.subplots(1, 2, figsize=(12, 4.2))
     settled = cases[~cases["unsettled"]] if not cases.empty else cases
+    with_torch = "torch_ms" in settled and settled["torch_ms"].notna().any()
+    if with_torch:
+        fig, (ax_r, ax_t) = plt.subplots(1, 2, figsize=(12, 4.2))
+    else:  # no torch timings: the regret alone, no empty panel
+        fig, ax_r = plt.subplots(1, 1, figsize=(6.5, 4.2))
+        ax_t = None
     if settled.empty:
         _no_data(ax_r, "no settled layer")
-        _no_data(ax_t, "no settled layer")
     else:
         ax_r.plot(np.sort(settled["regret"].values) * 100, marker="o", label="auto (cost model)")
         if "measured_regret" in settled and settled["measured_regret"].notna().any():
@@ -310,7 +328,7 @@ def plot_auto(df: pd.DataFrame, path: Path, style: Style) -> None:
                       linestyle="--", label="scipy choose_conv_method")
         ax_r.axhline(10, color="grey", linestyle=":", label="10%")
         ax_r.legend(fontsize=8, frameon=False)
-        if "torch_ms" in settled and settled["torch_ms"].notna().any():
+        if with_torch:
             tc = settled.dropna(subset=["torch_ms"])
             for pick, g in tc.groupby("auto_pick"):
                 ax_t.scatter(g["torch_ms"], g["pick_ms"], color=style(pick)["color"],
@@ -321,16 +339,17 @@ def plot_auto(df: pd.DataFrame, path: Path, style: Style) -> None:
             _log_ms_axis(ax_t.xaxis)
             _log_ms_axis(ax_t.yaxis)
             ax_t.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        else:
-            _no_data(ax_t, "no torch timings")
     ax_r.set_xlabel("layers, sorted by regret")
     ax_r.set_ylabel("time of the pick over the fastest - 1 (%)")
     ax_r.set_title("How much slower than the best the chooser's pick is", fontsize=10)
-    ax_t.set_xlabel("torch (ms, log)")
-    ax_t.set_ylabel("auto's pick (ms, log)")
-    ax_t.set_title("auto's pick vs torch, per layer (below the line: ours faster)", fontsize=10)
+    if ax_t is not None:
+        ax_t.set_xlabel("torch (ms, log)")
+        ax_t.set_ylabel("auto's pick (ms, log)")
+        ax_t.set_title("auto's pick vs torch, per layer (below the line: ours faster)",
+                       fontsize=10)
     for ax in (ax_r, ax_t):
-        ax.grid(True, which="both", alpha=0.3)
+        if ax is not None:
+            ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
 
@@ -393,6 +412,8 @@ def draw(df: pd.DataFrame, plots: list[str], x: str | None, plot_dir: Path,
     plot_dir.mkdir(exist_ok=True)
     style = Style(df)
     drawn = []
+    ok = df[df["status"] == "ok"]
+    savefig.NOTE["text"] = savefig.note_for(int(ok["unsettled"].sum()) if len(ok) else 0, len(ok))
     for name in plots:
         path = plot_dir / f"{name}.png"
         if name == "time_vs_x":

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from . import network_tables, plots, tables
+from . import network_tables, plots, tables, terminal
 from .experiments import Experiment
+from .. import machine
 from ..machine import machine_slug
 from .rundir import RunDirectory
 
@@ -26,8 +27,12 @@ def mostly_unsettled(df: pd.DataFrame) -> str:
         seen.append(f"other processes used {others:.0%} of the CPUs (median)")
     if pd.notna(load):
         seen.append(f"load average up to {load:.1f}")
-    return (f"{'; '.join(seen) or 'the rounds kept moving'}; rerun on a quiet machine (close "
-            "other programs), or give each case more time (--repeats, --min-time)")
+    busy = (pd.notna(others) and others > 0.1) or (
+        pd.notna(load) and load > machine.usable_cores())
+    advice = ("rerun on a quiet machine (close other programs)" if busy else
+              "the machine looked quiet, so the repeats are too short to settle: give each "
+              "case more time (--min-time 0.02 --repeats 9) or use a longer preset")
+    return f"{'; '.join(seen) or 'the rounds kept moving'}; {advice}"
 
 
 def md_table(df: pd.DataFrame) -> str:
@@ -48,7 +53,16 @@ def _machine_line(env: dict) -> str:
     return (f"Machine: {env.get('cpu', '?')}, {env.get('cores', '?')} cores, Numba threads "
             f"{env.get('numba_threads', '?')} ({env.get('numba_threading_layer', '?')}), "
             f"BLAS {blas or '?'}, float32 GEMM peak {env.get('gemm_peak_gflops', '?')} GFLOP/s; "
-            f"versions {env.get('versions', {})}; convbench commit {commit}.\n")
+            f"convbench commit {commit}.\n")
+
+
+def _versions_table(env: dict) -> str:
+    """The software the run measured, one row per package (not installed: -)."""
+    versions = env.get("versions") or {}
+    if not versions:
+        return ""
+    rows = pd.DataFrame([{"package": k, "version": v or "-"} for k, v in versions.items()])
+    return md_table(rows)
 
 
 def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
@@ -63,8 +77,10 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
     drawn = plots.draw(df, plot_names, x, run.path / "plots", keys)
     noisy, timed = tables.unsettled_count(df)
     md = [f"# {info.get('experiment', run.path.name)}\n", info.get("description", "") + "\n",
-          f"Run `{run.path.name}`, preset `{info.get('preset', '?')}`, command "
-          f"`{info.get('command', '?')}`.\n", _machine_line(env)]
+          f"**Answer:** {tables.conclusion(df)}.\n"]
+    md += network_section(df)
+    md += [f"Run `{run.path.name}`, preset `{info.get('preset', '?')}`, command "
+           f"`{info.get('command', '?')}`.\n", _machine_line(env)]
     if info.get("calibration_note"):
         md.append(f"Note: {info['calibration_note']}.\n")
     md.append("Times are medians over interleaved rounds, repeated until their spread "
@@ -74,8 +90,7 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
               "transform included (kernel spectra, Winograd's kernel transform); `prepared_ms` "
               "is the fastest of ours with its weights prepared once (`cb.Conv2d`), timed in "
               "the same rounds.\n")
-    md += network_section(df)
-    md.append(f"**Conclusion:** {tables.conclusion(df)}.\n")
+
     drifted = int(tables.timed(df)["drifted"].sum())
     md.append(f"Unsettled results: {noisy} of {timed} timed rows (their rounds never settled, "
               "or the machine was busy while they were timed); no conclusion above is drawn "
@@ -106,19 +121,31 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
         md += [f"- {line}\n" for line in tables.promise_lines(comparison, keys)]
         md.append("\n" + md_table(comparison))
     md.append("## Speed / memory Pareto front per case\n")
-    for (device, case_id), g in tables.timed(df).groupby(["device", "case_id"], sort=False):
+    for (device, _), g in tables.timed(df).groupby(["device", "case_id"], sort=False):
         front = tables.pareto_front(g)
         items = ", ".join(f"{r['algorithm']} ({r['median_s'] * MS:.3g} ms, "
                           f"{r['memory_bytes'] / 2**20:.3g} MiB)" for _, r in front.iterrows())
-        md.append(f"- {device} {case_id}: {items}\n")
+        first = g.iloc[0]
+        where = first["series"] if first["series"] in first["label"] else (
+            f"{first['series']}, {first['label']}")
+        layer = f" ({first['layer']})" if isinstance(first.get("layer"), str) and first[
+            "layer"] else ""
+        md.append(f"- {where}{layer}{'' if device == 'cpu' else f' ({device})'}: {items}\n")
     loud = df[(df["status"] == "ok") & (df["unsettled"] | df["drifted"])][["label", "algorithm",
                                                                            "rel_spread",
                                                       "noise"]]
     md.append("## Unsettled and drifted results\n")
     md.append(md_table(loud))
-    bad = df[df["status"] != "ok"][["series", "label", "algorithm", "status", "error"]]
-    md.append("## Not timed (skipped, failed, mismatch)\n")
-    md.append(md_table(bad))
+    skipped = df[df["status"] == "skipped"][["series", "label", "algorithm", "error"]]
+    failed = df[df["status"].isin(["failed", "mismatch"])][["series", "label", "algorithm",
+                                                             "status", "error"]]
+    md.append("## Failed or wrong\n")
+    md.append(md_table(failed))
+    md.append("## Not timed, as expected (unsupported, over the workspace limit or the case's "
+              "time)\n")
+    md.append(md_table(skipped.rename(columns={"error": "why"})))
+    md.append("## Software\n")
+    md.append(_versions_table(env) or "_(not recorded)_\n")
     report = run.path / "report.md"
     report.write_text("\n".join(md))
     return report
@@ -185,26 +212,22 @@ def _machines_section(run: RunDirectory, df: pd.DataFrame, plot_names: list[str]
     return md
 
 
-def terminal_table(df: pd.DataFrame, width: int = 100) -> str:
-    """The fastest-per-case table for the terminal, within ``width`` columns (for a run of
-    networks: one line per network and batch)."""
+def terminal_table(df: pd.DataFrame, width: int | None = None) -> str:
+    """The fastest-per-case table for the terminal (for a run of networks: one line per network
+    and batch), its columns chosen to fit ``width`` (default: the terminal's): the answer
+    first, the rest is in results.csv and the report."""
+    width = width or terminal.width()
     if network_tables.networks(df):
         view = network_tables.summary(df)
         view = view[[c for c in view if not c.endswith(" ms") or c == "torch ms"]]
         view.columns = [c.replace(" vs torch", "") for c in view.columns]
-        caption = ("ratios: torch's conv time / ours (> 1: ours faster); >= torch: layers, "
-                   "counted, where auto is")
-        return "\n".join(line[:width] for line in tabulate(
-            view.astype(object).where(view.notna(), ""), headers="keys", showindex=False,
-            floatfmt=".3g").splitlines() + [caption[:width]])
+        caption = terminal.shorten("auto, prepared, best of ours: torch's conv time / ours (> 1: "
+                                   "ours faster); >= torch: layers, counted, where auto is",
+                                   width)
+        return terminal.fit(view, "network", terminal.NETWORK_PRIORITY, width, 4) + "\n" + caption
     table = tables.fastest_per_case(df)
     if table.empty:
         return "(nothing timed)"
-    cols = [c for c in ("case", "fastest", "time_ms", "ours", "ours_ms", "best_peer", "speedup",
-                        "unsettled") if c in table]
-    view = table[cols].copy()
-    view["case"] = view["case"].str.slice(0, 34)
-    view["unsettled"] = np.where(view["unsettled"], "unsettled", "")
-    text = tabulate(view.astype(object).where(view.notna(), ""), headers="keys",
-                    showindex=False, floatfmt=".3g")
-    return "\n".join(line[:width] for line in text.splitlines())
+    view = terminal.fastest_view(table)
+    required = len([c for c in ("fastest", "ours", "speedup", "noise") if c in view])
+    return terminal.fit(view, "case", terminal.FASTEST_PRIORITY, width, required)

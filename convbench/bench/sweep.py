@@ -18,7 +18,7 @@ class Progress(Protocol):
 
     def status(self, text: str) -> None: ...
 
-    def advance(self, weight: float) -> None: ...
+    def advance(self, weight: float, compile_s: float = 0.0) -> None: ...
 
 
 class Quiet:
@@ -27,7 +27,7 @@ class Quiet:
     def status(self, text: str) -> None:
         pass
 
-    def advance(self, weight: float) -> None:
+    def advance(self, weight: float, compile_s: float = 0.0) -> None:
         pass
 
 
@@ -57,5 +57,7 @@ def sweep(experiment: Experiment, run: RunDirectory, options: SweepOptions,
                 run.append(rows, rounds)
                 done.update((r["device"], r["case_id"], r["algorithm"]) for r in rows)
                 written += len(rows)
-            progress.advance(case_weight(case, experiment, options, progress.algorithms))
+            compiled = sum(r.get("first_call_s") or 0.0 for r in rows)
+            progress.advance(case_weight(case, experiment, options, progress.algorithms),
+                             compiled)
     return written

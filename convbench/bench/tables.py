@@ -161,6 +161,20 @@ def regret_figures(regret: pd.Series) -> str:
             f"{regret.mean() * 100:.1f}%")
 
 
+def auto_line(cases: pd.DataFrame, info: dict) -> str:
+    """auto's quality in one line for the terminal: its within-10% share, mean and worst
+    regret over the settled layers, and whether the calibration was made on this machine."""
+    settled = cases[~cases["unsettled"]] if not cases.empty else cases
+    if settled.empty:
+        return "no settled layer to judge its picks on"
+    r = settled["regret"]
+    where = ("calibrated on this machine" if not info.get("calibration_note") else
+             "with the shipped calibration, made elsewhere (python -m convbench calibrate fits "
+             "it here)")
+    return (f"within 10% of our fastest on {(r <= 0.10).mean() * 100:.0f}% of {len(settled)} "
+            f"layers, mean regret {r.mean() * 100:.0f}%, worst {r.max() * 100:.0f}%, {where}")
+
+
 def auto_summary(cases: pd.DataFrame) -> list[str]:
     """The chooser's figures as lines, from settled cases only (unsettled ones are counted)."""
     if cases.empty:

@@ -30,6 +30,17 @@ def im2col_conv2d(x, w, spec):  # planted by the test: 1.5x the time, busy
 
 register(Algorithm(
     name="im2col",'''
+WRONG = '''
+_unplanted = im2col_conv2d
+
+
+def im2col_conv2d(x, w, spec):  # planted by the test: 1% off
+    return _unplanted(x, w, spec) * 1.01
+
+
+register(Algorithm(
+    name="im2col",'''
+REGISTRATION = '\nregister(Algorithm(\n    name="im2col",'
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -52,6 +63,16 @@ def repo(tmp_path_factory):
     return repo
 
 
+def _plant(repo: Path, replacement: str) -> str:
+    """Replace im2col's registration with `replacement`; returns the original text. Fails
+    loudly if the registration moved, so the planted change can never silently be a no-op."""
+    module = repo / "convbench" / "cpu" / "im2col.py"
+    original = module.read_text()
+    assert REGISTRATION in original, "im2col's registration moved: update the planted code"
+    module.write_text(original.replace(REGISTRATION, replacement, 1))
+    return original
+
+
 def _gate(repo: Path, monkeypatch, capsys, *extra: str) -> tuple[int, str]:
     monkeypatch.chdir(repo)
     code = main(["gate", "--against", "HEAD", "--layers", "layers.txt", "--algorithms",
@@ -67,13 +88,11 @@ def test_the_same_tree_against_its_head_passes(repo, monkeypatch, capsys):
 
 
 def test_a_planted_slowdown_is_caught_and_nothing_else(repo, monkeypatch, capsys):
-    module = repo / "convbench" / "cpu" / "im2col.py"
-    original = module.read_text()
-    module.write_text(original.replace('\nregister(Algorithm(\n    name="im2col",', PLANTED, 1))
+    original = _plant(repo, PLANTED)
     try:
         code, text = _gate(repo, monkeypatch, capsys)
     finally:
-        module.write_text(original)
+        (repo / "convbench" / "cpu" / "im2col.py").write_text(original)
     assert code == 1, text
     flagged = [line for line in text.splitlines() if line.startswith("REGRESSION")]
     assert flagged and all("im2col" in line for line in flagged), text
@@ -81,14 +100,11 @@ def test_a_planted_slowdown_is_caught_and_nothing_else(repo, monkeypatch, capsys
 
 
 def test_a_wrong_result_is_a_mismatch_before_any_timing(repo, monkeypatch, capsys):
-    module = repo / "convbench" / "cpu" / "im2col.py"
-    original = module.read_text()
-    module.write_text(original.replace("    return out\n\n\nL2_BYTES",
-                                       "    return out * 1.01\n\n\nL2_BYTES", 1))
+    original = _plant(repo, WRONG)
     try:
         code, text = _gate(repo, monkeypatch, capsys)
     finally:
-        module.write_text(original)
+        (repo / "convbench" / "cpu" / "im2col.py").write_text(original)
     assert code == 1 and "MISMATCH" in text
 
 
