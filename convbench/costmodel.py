@@ -154,7 +154,13 @@ class CostModel:
         here = machine.device_identity(device)
         if made_on and machine.same_hardware(made_on, here):
             return ""
-        where = made_on.split("|")[0] if made_on else "no machine"
+        if not made_on:
+            where = "no machine"
+        else:
+            where = made_on.split("|")[0]
+            difference = machine.hardware_difference(made_on, here)
+            if where == here.split("|")[0] and difference:
+                where = f"another {where} ({difference})"
         return (f"the {device} cost model was calibrated on {where}, not on this machine "
                 f"({here.split('|')[0]}); run `python -m convbench calibrate"
                 f"{' --device cuda' if device == 'cuda' else ''}` to fit it here")

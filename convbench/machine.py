@@ -90,6 +90,17 @@ def same_hardware(id_a: str, id_b: str) -> bool:
     return id_a.split("|")[:HARDWARE_FIELDS] == id_b.split("|")[:HARDWARE_FIELDS]
 
 
+HARDWARE_NAMES = ("CPU", "architecture", "cores", "vector target", "BLAS kernel")
+
+
+def hardware_difference(there: str, here: str) -> str:
+    """What differs between two machine ids' hardware, in words ('' when nothing does):
+    'BLAS kernel openblas SkylakeX there, openblas Haswell here'."""
+    pairs = zip(HARDWARE_NAMES, there.split("|")[:HARDWARE_FIELDS],
+                here.split("|")[:HARDWARE_FIELDS])
+    return "; ".join(f"{name} {a} there, {b} here" for name, a, b in pairs if a != b)
+
+
 def machine_slug(identity: str | None = None) -> str:
     """A file-name-safe short form of a machine id's hardware part (for per-machine files)."""
     hardware = "-".join((identity or machine_id()).split("|")[:HARDWARE_FIELDS])

@@ -238,3 +238,12 @@ def test_explain_says_when_the_calibration_comes_from_another_machine(monkeypatc
     assert f"calibrated on {shipped.split('|')[0]}" in text and "convbench calibrate" in text
     monkeypatch.setattr(costmodel.machine, "device_identity", lambda device: shipped)
     assert "note:" not in str(cb.explain((1, 3, 16, 16), (4, 3, 3, 3)))
+
+
+def test_a_calibration_from_the_same_cpu_model_names_what_differs(monkeypatch):
+    shipped = costmodel.CostModel.load().machines["cpu"]
+    fields = shipped.split("|")
+    fields[4] = "openblas SomeOtherKernel"
+    monkeypatch.setattr(costmodel.machine, "device_identity", lambda device: "|".join(fields))
+    text = str(cb.explain((1, 3, 16, 16), (4, 3, 3, 3)))
+    assert f"BLAS kernel {shipped.split('|')[4]} there, openblas SomeOtherKernel here" in text
