@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -177,6 +178,7 @@ def worktree(root: Path, commit: str) -> Iterator[Path]:
         subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(path)],
                        capture_output=True)
         subprocess.run(["git", "-C", str(root), "worktree", "prune"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class Worker:

@@ -124,3 +124,13 @@ def test_rounds_judge_by_their_interval():
     assert against.judge("a|x", steady, [0.5 * t for t in steady], 0.15).verdict == "improved"
     wild = [1.0, 2.0, 0.5, 1.5, 3.0, 0.7, 1.0, 2.2, 0.6]
     assert against.judge("a|x", steady, wild, 0.15).verdict == "unsettled"
+
+
+def test_the_old_version_leaves_nothing_behind(repo):
+    commit = against.resolve(repo, "HEAD")
+    with against.worktree(repo, commit) as tree:
+        assert (tree / "convbench" / "__init__.py").is_file()
+    assert not tree.parent.exists()
+    listed = subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True,
+                            text=True, check=True).stdout
+    assert str(tree) not in listed
