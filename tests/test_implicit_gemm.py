@@ -1,7 +1,8 @@
 """The CPU implicit GEMM's own paths against float64 direct convolution: images stacked into
 bands that span several of them (with padding shared between rows and between images), output
-channels split into chunks, B read from the input itself (and staged for the block that would
-read past it), 1x1 layers accumulating in the output, strided layers over their own taps on
+channels split into chunks, the stacked images staged once for every task, strided and
+padded 1x1 layers on their gathered pixels, B read from the input itself (and staged for the
+block that would read past it), 1x1 layers accumulating in the output, strided layers over their own taps on
 the phases; and Winograd's tasks split by output channels on a deep layer."""
 import numpy as np
 import pytest
@@ -17,14 +18,25 @@ CASES = [  # (x shape, w shape, keywords, what the plan must do)
     ((3, 4, 6, 6), (4, 4, 3, 3), dict(padding=4), "unshared"),
     ((2, 9, 14, 1), (6, 3, 2, 5), dict(padding=(3, 0, 3, 1), groups=3, flip=True), "staged"),
     ((2, 5, 8, 8), (6, 5, 3, 3), dict(padding=2, dilation=2), "staged"),
-    ((6, 4, 10, 10), (5, 4, 3, 3), dict(stride=2, padding=1), "read"),
+    ((6, 4, 20, 20), (5, 4, 3, 3), dict(stride=2, padding=1), "read"),
     ((2, 70, 30, 30), (20, 70, 1, 1), {}, "in place"),
     ((3, 5, 17, 9), (13, 5, 3, 1), {}, "read"),
     ((1, 3, 20, 20), (9, 3, 5, 5), dict(stride=(2, 3)), "read"),
+    ((6, 40, 7, 7), (24, 40, 1, 1), {}, "shared"),
+    ((4, 24, 6, 6), (200, 24, 3, 3), dict(padding=1), "shared"),
+    ((4, 12, 9, 9), (20, 12, 1, 1), dict(stride=2, padding=1), "gathered"),
+    ((3, 8, 10, 7), (16, 4, 1, 1), dict(stride=(2, 3), groups=2, flip=True), "gathered"),
 ]
 
 
 def _check_plan(layer, spec, expect):
+    if expect == "shared":  # staged once for every task: small images stacked, or chunks
+        assert layer.shared and not layer.read_input
+        return
+    if expect == "gathered":  # a strided or padded 1x1 layer: its pixels gathered first
+        assert implicit_gemm.pointwise_gathered(spec)
+        assert layer.target.stride == (1, 1) and layer.target.pad == (0, 0, 0, 0)
+        return
     if expect in ("stacked", "staged"):
         assert not layer.read_input
         assert expect == "staged" or layer.band > spec.out_size[0]

@@ -42,14 +42,20 @@ from .. import workspace
 from ..arith import ceil_div
 from ..bias import kernel_bias
 from ..registry import Algorithm, register
-from ..spec import ConvSpec
+from ..spec import ConvSpec, conv_spec
 from .staging.phases import phase_spec, phased, split_phases
-from .vector.microkernel import best_rows, block_indexed, nr
+from .vector.microkernel import best_block, best_rows, block_indexed, nr
 from .staging.rows import stage_row
 from .vector.transpose import transpose_into
 
 REDUCTION_SLICE = 128  # rows of B per pass: 128 x 64 float32 = 32 KiB, an L1's worth
 BAND_TARGET = 512  # positions per task: the accumulator rows (Kp x positions) stay in L2
+# below this fraction of useful positions per image (a 7x7 image's 49 of 96), the images
+# are stacked, so that the blocks of positions run on across images
+STACK_BELOW = 0.75
+# a shared stage splits the output channels further (a chunk costs no restaging), until a
+# task's accumulator rows fit a third of a typical L2 beside the panels of A and B
+ACC_TARGET_BYTES = 320 << 10
 
 
 def supports(spec: ConvSpec) -> bool:
@@ -69,11 +75,44 @@ class Plan(NamedTuple):
     halo: int  # input rows staged beyond a band's output rows
     plane: int  # distance between channels in B's source (input image or staged band)
     positions: int  # wide-row positions per band, padded to whole blocks
-    stage_len: int  # per-thread staging buffer
+    stage_len: int  # per-thread staging buffer, or the shared one's length
+    shared: bool  # the stacked images staged once for all tasks (not per task)
     offsets: np.ndarray  # B's row r = (c, i, j) starts at b_off + offsets[r]
     rows: int  # micro-kernel block height (output channels per block)
     n_r: int  # micro-kernel block width (positions per block)
     k_pad: int  # output channels per group, padded to whole blocks
+
+
+def pointwise_gathered(spec: ConvSpec) -> bool:
+    """A 1x1 layer with stride or padding: it equals a stride-1 unpadded 1x1 layer on the
+    input pixels it reads (:func:`gather_pointwise`), a quarter of the input at stride 2
+    where the phases would copy all of it."""
+    return spec.kh == spec.kw == 1 and (spec.stride != (1, 1) or spec.pad != (0, 0, 0, 0))
+
+
+def gathered_spec(spec: ConvSpec) -> ConvSpec:
+    """The stride-1 unpadded 1x1 layer on the gathered pixels of ``spec``."""
+    ho, wo = spec.out_size
+    return conv_spec((spec.n, spec.c, ho, wo), spec.w_shape, groups=spec.groups,
+                     dtype=spec.dtype)
+
+
+@njit(parallel=True, cache=True)
+def gather_pointwise(x, xg, sh, sw, pt, pl):
+    """xg[n, c, oh, ow] = x[n, c, oh*sh - pt, ow*sw - pl], zero outside the input."""
+    n_img, c_in, h, wid = x.shape
+    ho, wo = xg.shape[2], xg.shape[3]
+    src, dst = x.reshape(-1), xg.reshape(-1)
+    lo = min(wo, max(0, (pl + sw - 1) // sw))  # columns whose input column lies in [0, wid)
+    hi = max(lo, min(wo, (wid - 1 + pl) // sw + 1))
+    for plane in prange(n_img * c_in):
+        for oh in range(ho):
+            ih = oh * sh - pt
+            if ih < 0 or ih >= h:
+                stage_row(dst, (plane * ho + oh) * wo, wo, wo, wo, src, 0, 1)
+            else:
+                stage_row(dst, (plane * ho + oh) * wo, wo, lo, hi, src,
+                          (plane * h + ih) * wid + lo * sw - pl, sw)
 
 
 def reads_input(spec: ConvSpec) -> bool:
@@ -98,16 +137,24 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
     over its own taps: tap (i, j) of input channel c reads phase (i mod sh, j mod sw) of c at
     (i div sh, j div sw), so the zero taps that the phase kernel would add (7 of 16 for 3x3 at
     stride 2) cost nothing."""
+    if pointwise_gathered(spec):
+        return plan(gathered_spec(spec), threads)
     target = phase_spec(spec) if phased(spec) else spec
     (ekh, ekw), (dh, dw) = target.effective_kernel, target.dilation
     (ho, wo), read = target.out_size, reads_input(target)
+    rows = best_rows(target.kg)
+    n_r = nr(spec.dtype, rows)
+    if read and target.n > 1 and ho * target.w < STACK_BELOW * ceil_div(
+            ho * target.w, n_r) * n_r:
+        read = False  # small images: stacked, so that blocks run on across images
     pt, pb, pl, pr = target.pad
     pitch = target.w if read else _shared(target.w, pl, pr, wo)
     slot = target.h if read else _shared(target.h, pt, pb, ho)
     lines = ho if read else (target.n - 1) * slot + ho  # output rows a band may start in
     band = max(1, min(lines, BAND_TARGET // pitch))
+    rows = best_block(target.kg, band * pitch, spec.dtype)
+    n_r = nr(spec.dtype, rows)
     units = target.n * target.groups if read else target.groups
-    rows = best_rows(target.kg)
     k_pad = ceil_div(target.kg, rows) * rows  # output channels per group, whole blocks
     # too few tasks: split the output channels where the weights outweigh the staged band
     # (each chunk restages the band), else the rows (each band re-reads the weights)
@@ -124,9 +171,17 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
     # the kernel's reach, and with shared row padding one row more: the last row's right
     # padding is the leading zeros of the row after it
     halo = ekh - 1 + (0 if read or pitch == target.padded_size[1] else 1)
-    plane = target.h * target.w if read else (band + halo) * pitch
-    n_r = nr(spec.dtype, rows)
-    positions = ceil_div(band * pitch, n_r) * n_r
+    # staged once for all tasks where several tasks would stage the same band (chunks of
+    # output channels) or where small images were stacked: then B's plane is every row
+    shared = not read and (chunks > 1 or reads_input(target))
+    bands = ceil_div(lines, band)
+    plane = target.h * target.w if read else ((bands * band if shared else band) + halo) * pitch
+    positions = ceil_div(band * pitch, n_r) * n_r  # (the band may have been halved)
+    if shared:
+        itemsize = np.dtype(spec.dtype).itemsize
+        while k_chunk > rows and k_chunk * positions * itemsize > ACC_TARGET_BYTES:
+            chunks += 1
+            k_chunk = ceil_div(k_pad // rows, chunks) * rows
     (sh, sw) = spec.stride if phased(spec) else (1, 1)
     c, i, j = np.meshgrid(np.arange(spec.cg), np.arange(spec.kh), np.arange(spec.kw),
                           indexing="ij")
@@ -134,8 +189,9 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
     offsets = (channel * plane + (i // sh) * dh * pitch + (j // sw) * dw).reshape(-1)
     offsets = offsets.astype(np.int64)
     offsets.setflags(write=False)
-    return Plan(target, read, pitch, slot, band, ceil_div(lines, band), k_chunk, halo, plane,
-                positions, target.cg * plane + ekw + n_r, offsets, rows, n_r, k_pad)
+    stage_len = (target.c if shared else target.cg) * plane + ekw + n_r
+    return Plan(target, read, pitch, slot, band, bands, k_chunk, halo, plane, positions,
+                stage_len, shared, offsets, rows, n_r, k_pad)
 
 
 def pack_weights(w: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -170,12 +226,25 @@ def _stage_stacked(stage, x, c0, cg, first, count, plane, pitch, slot, pt, pl):
 
 
 @njit(parallel=True, cache=True)
+def _stage_shared(stage, x, count, plane, pitch, slot, pt, pl):
+    """Every channel's ``count`` stacked rows into stage[c*plane:], channels in parallel; the
+    reach past the last plane zeroed."""
+    c_in = x.shape[1]
+    for c in prange(c_in):
+        _stage_stacked(stage[c * plane:(c + 1) * plane], x, c, 1, 0, count, plane, pitch, slot,
+                       pt, pl)
+    stage[c_in * plane:] = 0.0
+
+
+@njit(parallel=True, cache=True)
 def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, slot, band, bands, k_chunk,
-                   halo, plane, read_input, stage_ws, acc_ws, mr, n_r, slice_rows):
+                   halo, plane, read_input, shared, stage_ws, acc_ws, mr, n_r, slice_rows):
     """Each task: a band of output rows and a chunk of output channels of one group. B is the
     input itself (bands inside one image) or the band staged from the stacked images; the
     micro-kernel runs over (reduction slice, block of positions, block of output channels);
-    the band's rows are copied out of the accumulator rows with the bias. Where the wide rows
+    the band's rows are copied out of the accumulator rows with the bias. ``shared``: every
+    band was staged beforehand into stage_ws[0] (all rows of a channel in one plane). Where
+    the wide rows
     are the output's rows (1x1 layers read in place), whole blocks accumulate in the output
     itself and only the edges go through the accumulator rows."""
     n_img, c_in, h, wid = x.shape
@@ -199,10 +268,13 @@ def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, slot, band, bands,
         length = rows * pitch
         positions = (length + n_r - 1) // n_r * n_r
         me = get_thread_id()
-        stage, acc = stage_ws[me], acc_ws[me]
+        stage, acc = stage_ws[0 if shared else me], acc_ws[me]
         n = unit // groups
         b_off = ((n * c_in + g * cg) * h + line0) * wid
-        if read_input and b_off + offsets[-1] + positions <= source.shape[0]:
+        if shared:
+            rows_from = stage_ws[0]
+            b_off = g * cg * plane + line0 * pitch
+        elif read_input and b_off + offsets[-1] + positions <= source.shape[0]:
             rows_from = source
         else:  # staged: padded, or the image's last block would read past the input
             rows_from = stage
@@ -225,7 +297,7 @@ def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, slot, band, bands,
                                       count, r0 > 0)
                     else:
                         block_indexed(mr, weights, a_at, 1, k_pad, rows_from, b_off + t0,
-                                      rows_at, c_flat, k0 * ldc + t0, ldc, count, r0 > 0)
+                                      rows_at, c_flat, (k0 - kc0) * ldc + t0, ldc, count, r0 > 0)
         for k in range(kc0, min(kc1, kg)):
             channel = g * kg + k
             if in_place:
@@ -233,14 +305,14 @@ def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, slot, band, bands,
                 plane_out = out[n, channel].reshape(-1)[line0 * wo:]
                 if b.shape[0]:  # (in the array's type: a 0.0 default would widen every sum)
                     plane_out[:done] += b[channel]
-                    acc[k, done:length] += b[channel]
-                plane_out[done:length] = acc[k, done:length]
+                    acc[k - kc0, done:length] += b[channel]
+                plane_out[done:length] = acc[k - kc0, done:length]
                 continue
             for r in range(rows):
                 image, oh = (first + r) // slot, (first + r) % slot
                 if oh >= ho:  # a row of the padding between stacked images
                     continue
-                line, values = out[image, channel, oh], acc[k, r * pitch:r * pitch + wo]
+                line, values = out[image, channel, oh], acc[k - kc0, r * pitch:r * pitch + wo]
                 if b.shape[0]:
                     bias = b[channel]
                     for ow in range(wo):
@@ -250,9 +322,11 @@ def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, slot, band, bands,
 
 
 def _scratch_shapes(layer: Plan) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Per thread: the staged band and the accumulator rows (Kp x positions)."""
+    """Per thread the staged band (or one shared stage) and the accumulator rows (a chunk of
+    output channels x positions)."""
     threads = numba.config.NUMBA_NUM_THREADS
-    return (threads, layer.stage_len), (threads, layer.k_pad, layer.positions)
+    return ((1 if layer.shared else threads, layer.stage_len),
+            (threads, layer.k_chunk, layer.positions))
 
 
 def implicit_gemm_workspace_bytes(spec: ConvSpec) -> int:
@@ -264,7 +338,9 @@ def implicit_gemm_workspace_bytes(spec: ConvSpec) -> int:
     packed = workspace.nbytes((spec.groups, spec.cg * spec.kh * spec.kw, layer.k_pad),
                               spec.dtype)
     total = packed + sum(workspace.nbytes(shape, spec.dtype) for shape in (stage, acc))
-    if phased(spec):
+    if pointwise_gathered(spec):
+        total += workspace.nbytes(layer.target.x_shape, spec.dtype)
+    elif phased(spec):
         total += workspace.nbytes(phase_spec(spec).x_shape, spec.dtype)
     rotated = workspace.nbytes(spec.w_shape, spec.dtype) if spec.flip else 0
     return max(total, packed + rotated)
@@ -275,6 +351,12 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
                          packed: np.ndarray | None = None) -> np.ndarray:
     """Implicit GEMM convolution (see the module docstring), the bias ``b`` added as the
     outputs are copied out; ``packed``: the packed weights, when prepared beforehand."""
+    if pointwise_gathered(spec) and spec.n:
+        target = gathered_spec(spec)
+        xg = workspace.empty(target.x_shape, x.dtype)
+        gather_pointwise(np.ascontiguousarray(x), xg, spec.stride[0], spec.stride[1],
+                         spec.pad[0], spec.pad[2])
+        return implicit_gemm_conv2d(xg, w, target, b, packed)
     out = np.empty(spec.out_shape, dtype=x.dtype)
     if spec.n == 0:
         return out
@@ -289,9 +371,13 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
         x, pt, pl = xs, 0, 0
     stage_shape, acc_shape = _scratch_shapes(layer)
     stage, acc = workspace.empty(stage_shape, x.dtype), workspace.empty(acc_shape, x.dtype)
-    _implicit_gemm(np.ascontiguousarray(x), packed, layer.offsets, out, kernel_bias(b, x.dtype),
+    x = np.ascontiguousarray(x)
+    if layer.shared:
+        _stage_shared(stage[0], x, layer.plane // layer.pitch, layer.plane, layer.pitch,
+                      layer.slot, pt, pl)
+    _implicit_gemm(x, packed, layer.offsets, out, kernel_bias(b, x.dtype),
                    pt, pl, layer.pitch, layer.slot, layer.band, layer.bands, layer.k_chunk,
-                   layer.halo, layer.plane, layer.read_input, stage, acc,
+                   layer.halo, layer.plane, layer.read_input, layer.shared, stage, acc,
                    layer.rows, layer.n_r, REDUCTION_SLICE)
     return out
 
@@ -309,14 +395,21 @@ def implicit_gemm_cost_features(spec: ConvSpec) -> list[float]:
     copy for a strided layer."""
     layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
     target = layer.target
+    if pointwise_gathered(spec):
+        gathered = implicit_gemm_cost_features(target)
+        gathered[5] = float(spec.n * spec.c * target.h * target.w)  # the gather's copy
+        return gathered
     units = target.n * target.groups if layer.read_input else target.groups
     chunks = ceil_div(layer.k_pad, layer.k_chunk)
     tasks = units * layer.bands * chunks
     reduction = spec.cg * spec.kh * spec.kw
     calls = units * layer.bands * ceil_div(reduction, REDUCTION_SLICE) * (
         layer.positions // layer.n_r) * (layer.k_pad // layer.rows)
-    staged = 0 if layer.read_input else tasks * target.cg * (layer.band + layer.halo) * (
-        layer.pitch)
+    if layer.shared:
+        staged = target.c * layer.plane
+    else:
+        staged = 0 if layer.read_input else tasks * target.cg * (layer.band + layer.halo) * (
+            layer.pitch)
     phases = float(target.n * target.c * target.h * target.w) if phased(spec) else 0.0
     return [1.0, float(units * layer.bands * layer.k_pad * layer.positions * reduction),
             float(staged), float(calls),
