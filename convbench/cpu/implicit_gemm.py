@@ -28,6 +28,13 @@ whole blocks accumulate in the output itself). Strided layers (dilation 1) run o
 space-to-depth phases, as ``direct`` does, but through an offset table over the layer's own
 taps, so the phase kernel's zero taps cost nothing; strided and dilated layers are left to
 ``direct``.
+
+Small planes: an unpadded layer whose image fills too little of a block of positions (a 7x7
+image's 49 of 96) has its images stacked like padded ones, and where several tasks would stage
+the same band (chunks of output channels) the stacked images are staged once, in parallel, for
+all of them; the output channels are then split until a task's accumulator rows fit beside
+the panels in L2. A strided or padded 1x1 layer runs on the pixels it reads, gathered into a
+stride-1 unpadded layer: a quarter of the input at stride 2, where the phases copy all of it.
 """
 from __future__ import annotations
 
