@@ -116,3 +116,27 @@ def test_one_task_reads_only_what_it_staged(xs, ws, kw, expect, stale_workspace,
     ref = cb.conv2d(x.astype(np.float64), w.astype(np.float64), algorithm="direct", **kw)
     assert np.isfinite(got).all()
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("algorithm", ["winograd", "winograd_f2"])
+def test_winograd_deep_share_cut_into_blocks(algorithm, stale_workspace, monkeypatch):
+    """A deep layer on a plane large enough that a thread's share of tiles would spill V and
+    M past the caches runs that share in several even blocks (the last one short), each with
+    its chunk of output channels: every block's tiles land where they should."""
+    from convbench.cpu import winograd
+
+    monkeypatch.setattr(winograd, "DEEP_BLOCK_BYTES", 1 << 18)
+    m = 4 if algorithm == "winograd" else 2
+    xs, ws, pad = (2, 160, 21, 19), (70, 160, 3, 3), 1
+    spec = conv_spec(xs, ws, padding=pad)
+    th, tw = spec.out_size[0] // m + 1, spec.out_size[1] // m + 1
+    block, k_chunk = winograd.blocking(spec, m)
+    assert block < 2 * th * tw // 2 and k_chunk < winograd.padded_k(spec)
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    ref = cb.conv2d(x.astype(np.float64), w.astype(np.float64), bias=b.astype(np.float64),
+                    padding=pad, algorithm="direct")
+    got = cb.conv2d(x, w, bias=b, padding=pad, algorithm=algorithm)
+    tol = 2e-5 if algorithm == "winograd" else 2e-6
+    assert np.abs(got - ref).max() <= tol * np.abs(ref).max()

@@ -44,6 +44,8 @@ from .vector.transpose import block, transpose_into
 from .vector.winograd_tiles import transform
 
 BLOCK_BYTES = 1 << 20  # V and M of one thread's block of tiles, at most (but MR tiles)
+DEEP_BLOCK_BYTES = 3 << 20  # V and M of a deep layer's block per thread, about
+U_FROM_MEMORY_BYTES = 16 << 20  # a chunk of U this large crosses memory, not the L3, per block
 CHUNKS_PER_THREAD = 2  # output-channel chunks a thread's share of tiles is split into (deep layers)
 
 _input_f2, _input_f4 = (transform(matrices(m)[0], scatter=False, biased=False) for m in (2, 4))
@@ -132,7 +134,9 @@ def blocking(spec: ConvSpec, m: int) -> tuple[int, int]:
     transformed kernels) fits beside a block in L2, blocks keep V and M within BLOCK_BYTES and
     every task takes all output channels. Deeper layers (U of N8 C256 14x14: 9.4 MB) would
     stream U once per small block; there a thread takes its whole share of the tiles and the
-    tasks split the output channels instead, so U crosses memory about once per thread."""
+    tasks split the output channels instead, so U crosses memory about once per thread; but
+    where that share's V and M would spill far past the caches (large planes), it is cut into
+    even blocks of about DEEP_BLOCK_BYTES, each reading its chunk of U again from the L3."""
     a = m + 2
     th, tw = _tiles(spec, m)
     threads = numba.config.NUMBA_NUM_THREADS
@@ -143,7 +147,16 @@ def blocking(spec: ConvSpec, m: int) -> tuple[int, int]:
         fit = max(MR, BLOCK_BYTES // per_tile // MR * MR)
         return max(MR, min(fit, share)), k_pad
     chunks = min(k_pad // n_r, CHUNKS_PER_THREAD)
-    return max(MR, share), ceil_div(k_pad // n_r, chunks) * n_r
+    k_chunk = ceil_div(k_pad // n_r, chunks) * n_r
+    # a large plane's share would spill V and M far past the caches (N8 C128 112x112, F(4x4):
+    # 115 MB of each): split it into even blocks of about DEEP_BLOCK_BYTES, each reading its
+    # chunk of U again, unless that chunk is too large to stay in the L3 between blocks
+    per_tile = a * a * (spec.c + k_chunk) * spec.itemsize
+    u_chunk = a * a * spec.c * k_chunk * spec.itemsize
+    if u_chunk >= U_FROM_MEMORY_BYTES or share * per_tile <= 1.5 * DEEP_BLOCK_BYTES:
+        return max(MR, share), k_chunk
+    blocks = ceil_div(share * per_tile, DEEP_BLOCK_BYTES)
+    return max(MR, ceil_div(ceil_div(share, blocks), MR) * MR), k_chunk
 
 
 def padded_k(spec: ConvSpec) -> int:
