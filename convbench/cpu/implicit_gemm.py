@@ -57,9 +57,10 @@ from .vector.transpose import transpose_into
 
 REDUCTION_SLICE = 128  # rows of B per pass: 128 x 64 float32 = 32 KiB, an L1's worth
 BAND_TARGET = 512  # positions per task: the accumulator rows (Kp x positions) stay in L2
-# below this fraction of useful positions per image (a 7x7 image's 49 of 96), the images
-# are stacked, so that the blocks of positions run on across images
-STACK_BELOW = 0.75
+# an unpadded layer's images are stacked (blocks of positions run on across images) where
+# that computes this much less: a 7x7 1x1 layer's 49 useful positions of 96 per image, all
+# useful stacked; a 5x5 kernel on 14x14 images drops 4 rows of 14 stacked, so it stays
+STACK_GAIN = 4 / 3
 # a shared stage splits the output channels further (a chunk costs no restaging), until a
 # task's accumulator rows fit a third of a typical L2 beside the panels of A and B
 ACC_TARGET_BYTES = 320 << 10
@@ -151,8 +152,8 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
     (ho, wo), read = target.out_size, reads_input(target)
     rows = best_rows(target.kg)
     n_r = nr(spec.dtype, rows)
-    if read and target.n > 1 and ho * target.w < STACK_BELOW * ceil_div(
-            ho * target.w, n_r) * n_r:
+    per_image = ho * target.w / (ceil_div(ho * target.w, n_r) * n_r)  # useful positions
+    if read and target.n > 1 and ho / target.h >= STACK_GAIN * per_image:
         read = False  # small images: stacked, so that blocks run on across images
     pt, pb, pl, pr = target.pad
     pitch = target.w if read else _shared(target.w, pl, pr, wo)
