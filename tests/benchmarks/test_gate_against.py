@@ -126,6 +126,14 @@ def test_rounds_judge_by_their_interval():
     assert against.judge("a|x", steady, wild, 0.15).verdict == "unsettled"
 
 
+def test_drift_that_slows_both_versions_alike_is_still_judged():
+    drift = [1.0, 1.6, 0.7, 1.3, 2.0, 0.8, 1.1, 1.7, 0.6]  # the machine's speed, per round
+    old = [d * t for d, t in zip(drift, [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 1.01, 0.99])]
+    verdict = against.judge("a|x", old, [1.5 * t for t in old], 0.15)
+    assert verdict.verdict == "regression" and verdict.new_spread > against.UNSETTLED
+    assert against.judge("a|x", old, list(old), 0.15).verdict == "ok"
+
+
 def test_the_old_version_leaves_nothing_behind(repo):
     commit = against.resolve(repo, "HEAD")
     with against.worktree(repo, commit) as tree:
