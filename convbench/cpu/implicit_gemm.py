@@ -20,11 +20,17 @@ of rows may span several images: a 7x7 layer with padding 1 computes 64 position
 for its 49 outputs (81 unshared), and small images share each pass over the weights. Where
 that leaves fewer than two tasks per thread, the output channels are split into chunks (if the
 weights outweigh a staged band) or the bands shortened. The weights are packed once per call
-(or once for all by the prepared form) as (groups, C/groups*kh*kw, K/groups rounded up to
-whole blocks); the reduction runs in slices of REDUCTION_SLICE rows so that a panel of B stays
+(or once for all by the prepared form) into one panel per block of output channels, each
+reduction step's weights of the block contiguous (BLIS's packed A: a block's pass over a
+slice reads one run, where columns of all K output channels put every step a page apart on
+deep layers); the reduction runs in slices of REDUCTION_SLICE rows so that a panel of B stays
 in L1 while every block of output channels passes over it; the band's outputs are copied out
-of the accumulator rows with the bias (for 1x1 layers, whose wide rows are the output's rows,
-whole blocks accumulate in the output itself). Strided layers (dilation 1) run on their
+of per-thread accumulator rows with the bias. A layer read in place whose reduction is one
+slice (a shallow 1x1 layer, whose wide rows are the output's rows) writes its whole blocks
+straight into the output, once each; a deeper one accumulates per slice in the compact
+accumulator rows (in the output, rows H*W apart and off the cache lines, a 1x1 layer at
+batch 8 ran 1.5x slower on 2 threads).
+Strided layers (dilation 1) run on their
 space-to-depth phases, as ``direct`` does, but through an offset table over the layer's own
 taps, so the phase kernel's zero taps cost nothing; strided and dilated layers are left to
 ``direct``.
@@ -53,7 +59,6 @@ from ..spec import ConvSpec, conv_spec
 from .staging.phases import phase_spec, phased, split_phases
 from .vector.microkernel import best_block, best_rows, block_indexed, nr
 from .staging.rows import stage_row
-from .vector.transpose import transpose_into
 
 REDUCTION_SLICE = 128  # rows of B per pass: 128 x 64 float32 = 32 KiB, an L1's worth
 BAND_TARGET = 512  # positions per task: the accumulator rows (Kp x positions) stay in L2
@@ -203,34 +208,60 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
 
 
 def pack_weights(w: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """(groups, C/groups*kh*kw, Kp): A's columns, output channels contiguous, zero past K/groups
-    (the kernel rotated for true convolution)."""
+    """(groups, Kp/rows, C/groups*kh*kw, rows): A as the micro-kernel reads it, one panel per
+    block of ``rows`` output channels, each reduction step's ``rows`` weights contiguous, so a
+    block's pass over a slice of the reduction reads one contiguous run (zero past K/groups;
+    the kernel rotated for true convolution)."""
     if spec.flip:
         w = w[:, :, ::-1, ::-1]
-    k_pad = plan(spec, numba.config.NUMBA_NUM_THREADS).k_pad
-    rows = np.ascontiguousarray(w).reshape(spec.groups, spec.kg, -1)
-    packed = workspace.empty((spec.groups, rows.shape[2], k_pad), w.dtype)
-    transpose_into(rows, packed)  # in registers: NumPy's strided copy took 6 ms for 9 MB
-    packed[:, :, spec.kg:] = 0.0
+    layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
+    weights = np.ascontiguousarray(w).reshape(spec.groups, spec.kg, -1)
+    packed = workspace.empty((spec.groups, layer.k_pad // layer.rows, weights.shape[2],
+                              layer.rows), w.dtype)
+    _pack_panels(weights, packed)
     return packed
+
+
+@njit(parallel=True, cache=True)
+def _pack_panels(weights, packed):
+    """packed[g, kb, r, i] = weights[g, kb*rows + i, r], zero past the group's channels."""
+    groups, kg, reduction = weights.shape
+    blocks, rows = packed.shape[1], packed.shape[3]
+    for task in prange(groups * blocks):
+        g, kb = task // blocks, task % blocks
+        panel = packed[g, kb]
+        for i in range(rows):
+            k = kb * rows + i
+            if k < kg:
+                for r in range(reduction):
+                    panel[r, i] = weights[g, k, r]
+            else:
+                for r in range(reduction):
+                    panel[r, i] = 0.0
 
 
 @njit(cache=True)
 def _stage_stacked(stage, x, c0, cg, first, count, plane, pitch, slot, pt, pl):
     """stage[c*plane + r*pitch + q]: row ``first + r`` of channel c0 + c of the stacked image
     (image n's row ih at n*slot + pt + ih, column iw at pl + iw; zeros around), flat and at
-    unsigned offsets (a view or slice assignment per row made staging a tenth of the time)."""
+    unsigned offsets (a view or slice assignment per row made staging a tenth of the time).
+    Without column padding (pitch W) an image's rows are one run in both, copied at once: a
+    7x7 image's rows one by one ran at a fifth of the copy's speed."""
     n_img, _, h, wid = x.shape
     src = x.reshape(-1)
     for c in range(cg):
-        for r in range(count):
+        r = 0
+        while r < count:
             n, ih = (first + r) // slot, (first + r) % slot - pt
             at = c * plane + r * pitch
             if n >= n_img or ih < 0 or ih >= h:
                 stage_row(stage, at, pitch, pitch, pitch, src, 0, 1)
-            else:
-                stage_row(stage, at, pitch, pl, pl + wid, src,
-                          ((n * x.shape[1] + c0 + c) * h + ih) * wid, 1)
+                r += 1
+                continue
+            run = min(h - ih, count - r) if pitch == wid else 1  # rows copied as one
+            stage_row(stage, at, pitch * run, pl, pl + wid * run, src,
+                      ((n * x.shape[1] + c0 + c) * h + ih) * wid, 1)
+            r += run
 
 
 @njit(parallel=True, cache=True)
@@ -246,24 +277,24 @@ def _stage_shared(stage, x, count, plane, pitch, slot, pt, pl):
 
 @njit(parallel=True, cache=True)
 def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, slot, band, bands, k_chunk,
-                   halo, plane, read_input, shared, stage_ws, acc_ws, mr, n_r, slice_rows):
+                   halo, plane, read_input, shared, stage_ws, acc_ws, n_r, slice_rows):
     """Each task: a band of output rows and a chunk of output channels of one group. B is the
     input itself (bands inside one image) or the band staged from the stacked images; the
     micro-kernel runs over (reduction slice, block of positions, block of output channels);
     the band's rows are copied out of the accumulator rows with the bias. ``shared``: every
-    band was staged beforehand into stage_ws[0] (all rows of a channel in one plane). Where
-    the wide rows
-    are the output's rows (1x1 layers read in place), whole blocks accumulate in the output
-    itself and only the edges go through the accumulator rows."""
+    band was staged beforehand into stage_ws[0] (all rows of a channel in one plane)."""
     n_img, c_in, h, wid = x.shape
-    groups, reduction, k_pad = packed.shape
+    groups, blocks, reduction, mr = packed.shape
+    k_pad = blocks * mr
     _, k_out, ho, wo = out.shape
     kg, cg = k_out // groups, c_in // groups
     chunks = (k_pad + k_chunk - 1) // k_chunk
     units = n_img * groups if read_input else groups
     ldc = acc_ws.shape[2]
-    weights, source, dst = packed.reshape(-1), x.reshape(-1), out.reshape(-1)
-    in_place = read_input and pitch == wo
+    weights, source, flat_out = packed.reshape(-1), x.reshape(-1), out.reshape(-1)
+    # a one-slice reduction whose wide rows are the output's rows (a shallow 1x1 layer) writes
+    # its whole blocks straight into the output, once each: no copy-out pass
+    direct_out = read_input and pitch == wo and reduction <= slice_rows
     lines = ho if read_input else (n_img - 1) * slot + ho
     for task in prange(units * bands * chunks):
         kc0 = (task % chunks) * k_chunk
@@ -291,42 +322,58 @@ def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, slot, band, bands,
             _stage_stacked(stage, x, g * cg, cg, first, band + halo, plane, pitch, slot, pt, pl)
             stage[cg * plane:] = 0.0  # the last blocks' reach past the last plane
         c_flat = acc.reshape(-1)
+        a_base = g * k_pad * reduction
         out_base = ((n * k_out + g * kg) * ho + line0) * wo
-        a_base = g * reduction * k_pad
         for r0 in range(0, reduction, slice_rows):
             count = min(slice_rows, reduction - r0)
             rows_at = offsets[r0:r0 + count]
             for t0 in range(0, positions, n_r):
                 for k0 in range(kc0, kc1, mr):
-                    a_at = a_base + r0 * k_pad + k0
-                    if in_place and k0 + mr <= kg and t0 + n_r <= length:
-                        block_indexed(mr, weights, a_at, 1, k_pad, rows_from, b_off + t0,
-                                      rows_at, dst, out_base + k0 * ho * wo + t0, ho * wo,
-                                      count, r0 > 0)
+                    # A's panel of this block of output channels, from reduction row r0 on
+                    a_at = a_base + (k0 * reduction + r0 * mr)
+                    if direct_out and k0 + mr <= kg and t0 + n_r <= length:
+                        block_indexed(mr, weights, a_at, 1, mr, rows_from, b_off + t0, rows_at,
+                                      flat_out, out_base + k0 * ho * wo + t0, ho * wo, count, 0)
                     else:
-                        block_indexed(mr, weights, a_at, 1, k_pad, rows_from, b_off + t0,
-                                      rows_at, c_flat, (k0 - kc0) * ldc + t0, ldc, count, r0 > 0)
+                        block_indexed(mr, weights, a_at, 1, mr, rows_from, b_off + t0, rows_at,
+                                      c_flat, (k0 - kc0) * ldc + t0, ldc, count, r0 > 0)
+        biased = b.shape[0] > 0
         for k in range(kc0, min(kc1, kg)):
             channel = g * kg + k
-            if in_place:
+            # (in the array's type: a 0.0 default would widen every sum)
+            bias = b[channel] if biased else c_flat[0] * 0
+            if direct_out:  # whole blocks are in place: their bias, then the edges copied
                 done = length // n_r * n_r if k // mr * mr + mr <= kg else 0
-                plane_out = out[n, channel].reshape(-1)[line0 * wo:]
-                if b.shape[0]:  # (in the array's type: a 0.0 default would widen every sum)
-                    plane_out[:done] += b[channel]
-                    acc[k - kc0, done:length] += b[channel]
-                plane_out[done:length] = acc[k - kc0, done:length]
+                at = out_base + k * ho * wo
+                if biased:
+                    _copy_out(flat_out, at, flat_out, at, done, bias, biased)
+                _copy_out(flat_out, at + done, c_flat, (k - kc0) * ldc + done, length - done,
+                          bias, biased)
                 continue
-            for r in range(rows):
+            r = 0
+            while r < rows:
                 image, oh = (first + r) // slot, (first + r) % slot
                 if oh >= ho:  # a row of the padding between stacked images
+                    r += 1
                     continue
-                line, values = out[image, channel, oh], acc[k - kc0, r * pitch:r * pitch + wo]
-                if b.shape[0]:
-                    bias = b[channel]
-                    for ow in range(wo):
-                        line[ow] = values[ow] + bias
-                else:
-                    line[:] = values
+                # rows without column padding are one run in both: copied at once
+                run = min(ho - oh, rows - r) if pitch == wo else 1
+                _copy_out(flat_out, ((image * k_out + channel) * ho + oh) * wo, c_flat,
+                          (k - kc0) * ldc + r * pitch, wo * run, bias, biased)
+                r += run
+
+
+@njit(inline="always")
+def _copy_out(dst, d_at, src, s_at, count, bias, biased):
+    """dst[d_at + q] = src[s_at + q] (+ bias) for q < count, at unsigned offsets (a view per
+    output row cost more than the copy on small planes)."""
+    to, origin = np.uint64(d_at), np.uint64(s_at)
+    if biased:
+        for q in range(count):
+            dst[to + np.uint64(q)] = src[origin + np.uint64(q)] + bias
+    else:
+        for q in range(count):
+            dst[to + np.uint64(q)] = src[origin + np.uint64(q)]
 
 
 def _scratch_shapes(layer: Plan) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -386,7 +433,7 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     _implicit_gemm(x, packed, layer.offsets, out, kernel_bias(b, x.dtype),
                    pt, pl, layer.pitch, layer.slot, layer.band, layer.bands, layer.k_chunk,
                    layer.halo, layer.plane, layer.read_input, layer.shared, stage, acc,
-                   layer.rows, layer.n_r, REDUCTION_SLICE)
+                   layer.n_r, REDUCTION_SLICE)
     return out
 
 
