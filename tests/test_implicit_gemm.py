@@ -2,7 +2,8 @@
 bands that span several of them (with padding shared between rows and between images), output
 channels split into chunks, the stacked images staged once for every task, strided and
 padded 1x1 layers on their gathered pixels, B read from the input itself (and staged for the
-block that would read past it), 1x1 layers accumulating in the output, strided layers over their own taps on
+block that would read past it), 1x1 layers flattened to runs of pixels (a shallow one written
+straight into the output, a deep one accumulated per reduction slice), strided layers over their own taps on
 the phases; and Winograd's tasks split by output channels on a deep layer."""
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ CASES = [  # (x shape, w shape, keywords, what the plan must do)
     ((2, 9, 14, 1), (6, 3, 2, 5), dict(padding=(3, 0, 3, 1), groups=3, flip=True), "staged"),
     ((2, 5, 8, 8), (6, 5, 3, 3), dict(padding=2, dilation=2), "staged"),
     ((6, 4, 20, 20), (5, 4, 3, 3), dict(stride=2, padding=1), "read"),
-    ((2, 70, 30, 30), (20, 70, 1, 1), {}, "in place"),
+    ((2, 70, 30, 30), (20, 70, 1, 1), {}, "flattened"),
+    ((2, 200, 9, 9), (20, 200, 1, 1), {}, "flattened"),
     ((3, 5, 17, 9), (13, 5, 3, 1), {}, "read"),
     ((1, 3, 20, 20), (9, 3, 5, 5), dict(stride=(2, 3)), "read"),
     ((6, 40, 7, 7), (24, 40, 1, 1), {}, "shared"),
@@ -48,8 +50,9 @@ def _check_plan(layer, spec, expect):
         assert layer.pitch == spec.padded_size[1]
     else:
         assert layer.read_input
-        if expect == "in place":
-            assert layer.pitch == spec.out_size[1]
+        if expect == "flattened":  # a 1x1 layer as one of H*W rows of a pixel, read in place
+            assert implicit_gemm.flattens(spec)
+            assert (layer.target.h, layer.target.w, layer.pitch) == (spec.h * spec.w, 1, 1)
 
 
 @pytest.fixture

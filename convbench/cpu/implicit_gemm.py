@@ -103,10 +103,27 @@ def pointwise_gathered(spec: ConvSpec) -> bool:
     return spec.kh == spec.kw == 1 and (spec.stride != (1, 1) or spec.pad != (0, 0, 0, 0))
 
 
+@lru_cache(maxsize=256)
 def gathered_spec(spec: ConvSpec) -> ConvSpec:
     """The stride-1 unpadded 1x1 layer on the gathered pixels of ``spec``."""
     ho, wo = spec.out_size
     return conv_spec((spec.n, spec.c, ho, wo), spec.w_shape, groups=spec.groups,
+                     dtype=spec.dtype)
+
+
+def flattens(spec: ConvSpec) -> bool:
+    """A stride-1 unpadded 1x1 layer on images wider than one column: it is the same layer on
+    images of H*W rows of one pixel (:func:`flattened_spec`), the GEMM over all its pixels."""
+    return ((spec.kh, spec.kw, spec.stride) == (1, 1, (1, 1)) and spec.pad == (0, 0, 0, 0)
+            and spec.w > 1)
+
+
+@lru_cache(maxsize=256)  # (validating a spec costs more than a small layer's GEMM)
+def flattened_spec(spec: ConvSpec) -> ConvSpec:
+    """``spec`` on (N, C, H*W, 1) images: its bands are runs of pixels, not of image rows, so
+    a task's positions fill whole micro-kernel blocks (stacked 7x7 images ran bands of two
+    images, 98 positions in 120 computed) and the tasks split finer."""
+    return conv_spec((spec.n, spec.c, spec.h * spec.w, 1), spec.w_shape, groups=spec.groups,
                      dtype=spec.dtype)
 
 
@@ -152,6 +169,8 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
     stride 2) cost nothing."""
     if pointwise_gathered(spec):
         return plan(gathered_spec(spec), threads)
+    if flattens(spec):
+        return plan(flattened_spec(spec), threads)
     target = phase_spec(spec) if phased(spec) else spec
     (ekh, ekw), (dh, dw) = target.effective_kernel, target.dilation
     (ho, wo), read = target.out_size, reads_input(target)
@@ -167,6 +186,9 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
     band = max(1, min(lines, BAND_TARGET // pitch))
     rows = best_block(target.kg, band * pitch, spec.dtype)
     n_r = nr(spec.dtype, rows)
+    whole_blocks = pitch == 1  # a flattened 1x1 layer's bands: whole micro-kernel blocks
+    if whole_blocks:
+        band = min(lines, max(n_r, BAND_TARGET // n_r * n_r))
     units = target.n * target.groups if read else target.groups
     k_pad = ceil_div(target.kg, rows) * rows  # output channels per group, whole blocks
     # too few tasks: split the output channels where the weights outweigh the staged band
@@ -177,7 +199,8 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
         if weights_first and chunks < k_pad // rows:
             chunks += 1
         elif band > 1:
-            band = (band + 1) // 2
+            half = (band + 1) // 2
+            band = ceil_div(half, n_r) * n_r if whole_blocks and half > n_r else half
         else:
             break
     k_chunk = ceil_div(k_pad // rows, chunks) * rows
@@ -412,6 +435,11 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
         gather_pointwise(np.ascontiguousarray(x), xg, spec.stride[0], spec.stride[1],
                          spec.pad[0], spec.pad[2])
         return implicit_gemm_conv2d(xg, w, target, b, packed)
+    if flattens(spec):
+        target = flattened_spec(spec)
+        flat = implicit_gemm_conv2d(np.ascontiguousarray(x).reshape(target.x_shape), w, target,
+                                    b, packed)
+        return flat.reshape(spec.out_shape)
     out = np.empty(spec.out_shape, dtype=x.dtype)
     if spec.n == 0:
         return out
@@ -448,6 +476,8 @@ def implicit_gemm_cost_features(spec: ConvSpec) -> list[float]:
     positions to whole blocks of the wide rows, the rows of padding between stacked images),
     the staged input values, the micro-kernel calls, the outputs copied out, and the phases'
     copy for a strided layer."""
+    if flattens(spec):
+        return implicit_gemm_cost_features(flattened_spec(spec))
     layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
     target = layer.target
     if pointwise_gathered(spec):
