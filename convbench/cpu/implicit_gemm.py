@@ -19,13 +19,17 @@ the next one's top: pitch W + max(pl, pr), H + max(pt, pb) rows per image), and 
 of rows may span several images: a 7x7 layer with padding 1 computes 64 positions per image
 for its 49 outputs (81 unshared), and small images share each pass over the weights. Where
 that leaves fewer than two tasks per thread, the output channels are split into chunks (if the
-weights outweigh a staged band) or the bands shortened. The weights are packed once per call
-(or once for all by the prepared form) into one panel per block of output channels, each
+weights outweigh a staged band) or the bands shortened. The weights are packed, once per
+call or once for all by the prepared form, into one panel per block of output channels, each
 reduction step's weights of the block contiguous (BLIS's packed A: a block's pass over a
 slice reads one run, where columns of all K output channels put every step a page apart on
-deep layers); the reduction runs in slices of REDUCTION_SLICE rows so that a panel of B stays
-in L1 while every block of output channels passes over it; the band's outputs are copied out
-of per-thread accumulator rows with the bias. A layer read in place whose reduction is one
+deep layers); a call on a GEMM of few columns and a short reduction (a 7x7 layer at batch 1)
+reads the layer's own weights, rows of the reduction, in place instead (packing would cost a
+fifth of its time), unless a block would need zero padding or the kernel rotating for true
+convolution. The reduction
+runs in slices of REDUCTION_SLICE rows so that a panel of B stays in L1 while every block of
+output channels passes over it; the band's outputs are copied out of per-thread accumulator
+rows with the bias. A layer read in place whose reduction is one
 slice (a shallow 1x1 layer, whose wide rows are the output's rows) writes its whole blocks
 straight into the output, once each; a deeper one accumulates per slice in the compact
 accumulator rows (in the output, rows H*W apart and off the cache lines, a 1x1 layer at
@@ -299,22 +303,25 @@ def _stage_shared(stage, x, count, plane, pitch, slot, pt, pl):
 
 
 @njit(parallel=True, cache=True)
-def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, slot, band, bands, k_chunk,
-                   halo, plane, read_input, shared, stage_ws, acc_ws, n_r, slice_rows):
+def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, pl, pitch, slot,
+                   band, bands, k_chunk, halo, plane, read_input, shared, stage_ws, acc_ws, n_r,
+                   slice_rows):
     """Each task: a band of output rows and a chunk of output channels of one group. B is the
     input itself (bands inside one image) or the band staged from the stacked images; the
     micro-kernel runs over (reduction slice, block of positions, block of output channels);
     the band's rows are copied out of the accumulator rows with the bias. ``shared``: every
-    band was staged beforehand into stage_ws[0] (all rows of a channel in one plane)."""
+    band was staged beforehand into stage_ws[0] (all rows of a channel in one plane). A is
+    ``weights``, flat: packed panels (``panels``: :func:`pack_weights`) or the layer's own
+    weights, rows of the reduction (k_pad = K/groups then); both put a block of output
+    channels at (g*k_pad + k0) * reduction."""
     n_img, c_in, h, wid = x.shape
-    groups, blocks, reduction, mr = packed.shape
-    k_pad = blocks * mr
+    reduction = offsets.shape[0]
     _, k_out, ho, wo = out.shape
     kg, cg = k_out // groups, c_in // groups
     chunks = (k_pad + k_chunk - 1) // k_chunk
     units = n_img * groups if read_input else groups
     ldc = acc_ws.shape[2]
-    weights, source, flat_out = packed.reshape(-1), x.reshape(-1), out.reshape(-1)
+    source, flat_out = x.reshape(-1), out.reshape(-1)
     # a one-slice reduction whose wide rows are the output's rows (a shallow 1x1 layer) writes
     # its whole blocks straight into the output, once each: no copy-out pass
     direct_out = read_input and pitch == wo and reduction <= slice_rows
@@ -353,13 +360,19 @@ def _implicit_gemm(x, packed, offsets, out, b, pt, pl, pitch, slot, band, bands,
             for t0 in range(0, positions, n_r):
                 for k0 in range(kc0, kc1, mr):
                     # A's panel of this block of output channels, from reduction row r0 on
-                    a_at = a_base + (k0 * reduction + r0 * mr)
+                    a_at = a_base + k0 * reduction + (r0 * mr if panels else r0)
                     if direct_out and k0 + mr <= kg and t0 + n_r <= length:
-                        block_indexed(mr, weights, a_at, 1, mr, rows_from, b_off + t0, rows_at,
-                                      flat_out, out_base + k0 * ho * wo + t0, ho * wo, count, 0)
+                        c_out, c_at, c_ld, c_add = flat_out, out_base + k0 * ho * wo + t0, ho * wo, 0
                     else:
+                        c_out, c_at, c_ld, c_add = c_flat, (k0 - kc0) * ldc + t0, ldc, r0 > 0
+                    # A's strides as literals in each branch: LLVM folds them into the loads
+                    # (a stride read at run time made the block 2x slower)
+                    if panels:
                         block_indexed(mr, weights, a_at, 1, mr, rows_from, b_off + t0, rows_at,
-                                      c_flat, (k0 - kc0) * ldc + t0, ldc, count, r0 > 0)
+                                      c_out, c_at, c_ld, count, c_add)
+                    else:
+                        block_indexed(mr, weights, a_at, reduction, 1, rows_from, b_off + t0,
+                                      rows_at, c_out, c_at, c_ld, count, c_add)
         biased = b.shape[0] > 0
         for k in range(kc0, min(kc1, kg)):
             channel = g * kg + k
@@ -407,14 +420,35 @@ def _scratch_shapes(layer: Plan) -> tuple[tuple[int, ...], tuple[int, ...]]:
             (threads, layer.k_chunk, layer.positions))
 
 
+# a call reads the weights in place, rather than packing them, for GEMMs of at most this many
+# columns (each packed weight serves N*Ho*Wo of them: with few, the packing pass costs more
+# than the packed panels save) and reductions of at most this many rows (a longer row puts
+# each block's consecutive weights pages apart: N1 C512 7x7 3x3 ran 1.2x slower in place)
+IN_PLACE_COLUMNS = 256
+IN_PLACE_REDUCTION = 2048
+
+
+def weights_read_in_place(spec: ConvSpec) -> bool:
+    """Whether a call reads A from the layer's own weights (rows of the reduction) rather than
+    packing them first: a GEMM of few columns and a short reduction, where no block of output
+    channels needs zero padding and the kernel no rotation. (Measured on a 2-core AVX2 EPYC:
+    packing N1 C2048 7x7 K512 1x1 took 0.30 ms beside its 1.0 ms GEMM; in place the GEMM took
+    1.2 ms and nothing else.)"""
+    layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
+    ho, wo = spec.out_size
+    return (not spec.flip and layer.k_pad == layer.target.kg
+            and spec.n * ho * wo <= IN_PLACE_COLUMNS
+            and spec.cg * spec.kh * spec.kw <= IN_PLACE_REDUCTION)
+
+
 def implicit_gemm_workspace_bytes(spec: ConvSpec) -> int:
-    """Packed weights, per-thread staging and accumulators; for a strided layer also its
-    phases. While the weights are packed for true convolution, their rotated copy beside
-    the packed ones."""
+    """Packed weights (unless read in place), per-thread staging and accumulators; for a
+    strided layer also its phases. While the weights are packed for true convolution, their
+    rotated copy beside the packed ones."""
     layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
     stage, acc = _scratch_shapes(layer)
-    packed = workspace.nbytes((spec.groups, spec.cg * spec.kh * spec.kw, layer.k_pad),
-                              spec.dtype)
+    packed = 0 if weights_read_in_place(spec) else workspace.nbytes(
+        (spec.groups, spec.cg * spec.kh * spec.kw, layer.k_pad), spec.dtype)
     total = packed + sum(workspace.nbytes(shape, spec.dtype) for shape in (stage, acc))
     if pointwise_gathered(spec):
         total += workspace.nbytes(layer.target.x_shape, spec.dtype)
@@ -443,9 +477,13 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     out = np.empty(spec.out_shape, dtype=x.dtype)
     if spec.n == 0:
         return out
-    if packed is None:
-        packed = pack_weights(w, spec)
     layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
+    panels = True
+    if packed is None:
+        if weights_read_in_place(spec):
+            packed, panels = np.ascontiguousarray(w), False
+        else:
+            packed = pack_weights(w, spec)
     target = layer.target
     pt, pl = spec.pad[0], spec.pad[2]
     if phased(spec):
@@ -458,10 +496,10 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     if layer.shared:
         _stage_shared(stage[0], x, layer.plane // layer.pitch, layer.plane, layer.pitch,
                       layer.slot, pt, pl)
-    _implicit_gemm(x, packed, layer.offsets, out, kernel_bias(b, x.dtype),
-                   pt, pl, layer.pitch, layer.slot, layer.band, layer.bands, layer.k_chunk,
-                   layer.halo, layer.plane, layer.read_input, layer.shared, stage, acc,
-                   layer.n_r, REDUCTION_SLICE)
+    _implicit_gemm(x, packed.reshape(-1), panels, spec.groups, layer.rows, layer.k_pad,
+                   layer.offsets, out, kernel_bias(b, x.dtype), pt, pl, layer.pitch, layer.slot,
+                   layer.band, layer.bands, layer.k_chunk, layer.halo, layer.plane,
+                   layer.read_input, layer.shared, stage, acc, layer.n_r, REDUCTION_SLICE)
     return out
 
 
