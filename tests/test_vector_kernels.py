@@ -349,11 +349,12 @@ def _row(x, x_off, pix, offsets, w, w_off, taps, bias, biased, y, y_pix, count):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("count", [1, 3, 4, 5, 9])
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 23])
 @pytest.mark.parametrize("biased", [0, 1])
 def test_channel_taps_sum_every_tap_per_pixel(dtype, count, biased):
-    """Y[p] = bias + sum_t W[t] X[p*pix + offsets[t]], lane by lane: whole blocks of four
-    pixels and the single ones, pixels and taps at their own distances."""
+    """Y[p] = bias + sum_t W[t] X[p*pix + offsets[t]], lane by lane: whole blocks of PIXELS
+    pixels and a last block of every shorter length, pixels and taps at their own
+    distances."""
     lanes = TARGET.lanes(dtype)
     rng = np.random.default_rng(count + 10 * biased)
     taps, pix, y_pix = 5, 3 * lanes, lanes + 2

@@ -6,9 +6,10 @@ strides (EfficientNet's 5x5 on 7x7 and 14x14, MobileNet's 3x3 on 7x7, strided on
 A task is (image, block of ``lanes`` channels, band of output rows). It stages its band's input
 rows channel-last with their zero padding, ``stage[(r*Wp + q)*lanes + c]``, so one vector
 holds one pixel's channels (the rows are contiguous runs of each channel's plane, so that is
-lanes x lanes transposes in registers, then one copy per row into the padded stage); every output pixel of a row is then ``kh*kw`` lane-by-lane
-multiply-adds of a weight vector and an input vector (``vector.channel_taps``: four output
-pixels' sums in registers across the whole kernel). Stride and dilation are only the distances
+lanes x lanes transposes in registers, then one copy per row into the padded stage); every
+output pixel of a row is then ``kh*kw`` lane-by-lane multiply-adds of a weight vector and an
+input vector (``vector.channel_taps``: eight output pixels' sums in registers across the whole
+kernel). Stride and dilation are only the distances
 between the vectors read: no stride-1 result is computed and thrown away. The band's outputs
 go back to (N, K, Ho, Wo) planes by the same transposes. Channels past the last whole block are
 staged as zeros and not written. Channel multiplier 1 (K = C) only; ``depthwise`` takes the
@@ -27,7 +28,7 @@ from .. import workspace
 from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
-from .vector.channel_taps import row_taps
+from .vector.channel_taps import PIXELS, row_taps
 from .vector.ir import TARGET
 from .vector.transpose import block
 
@@ -155,7 +156,7 @@ def _depthwise_cl(x, packed, bias, biased, out, offsets, sh, sw, pt, pl, band, b
             stage[at + hi * lanes:at + row_len] = 0.0
             src = (ih - first) * wid * lanes + (lo - pl) * lanes
             stage[at + lo * lanes:at + hi * lanes] = cl[src:src + (hi - lo) * lanes]
-        # every output row of the band, four pixels' sums in registers at a time
+        # every output row of the band, eight pixels' sums in registers at a time
         for r in range(rows):
             row_taps(stage, r * sh * row_len, sw * lanes, offsets, flat_w,
                      blk * taps * lanes, taps, bias, c0, biased, ys, r * wo * lanes, lanes, wo)
@@ -204,15 +205,16 @@ def _prepared(w: np.ndarray, spec: ConvSpec, b: np.ndarray | None = None):
 
 
 def depthwise_cl_cost_features(spec: ConvSpec) -> list[float]:
-    """Tasks (a fixed cost each), staged values, vector multiply-adds (whole blocks of four
-    pixels and the single ones), and outputs written back."""
+    """Tasks (a fixed cost each), staged values, vector multiply-adds in whole blocks of
+    PIXELS pixels, the taps of each row's shorter last block (its chains' latency, more than
+    its width, sets its time), and outputs written back."""
     layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
     ho, wo = spec.out_size
     tasks = spec.n * layer.blocks * layer.bands
     taps = spec.kh * spec.kw
     rows = spec.n * layer.blocks * ho
     return [1.0, float(tasks), float(tasks * layer.rows_in * layer.pitch * layer.lanes),
-            float(rows * (wo // 4) * 4 * taps), float(rows * (wo % 4) * taps),
+            float(rows * (wo // PIXELS) * PIXELS * taps), float(rows * (wo % PIXELS > 0) * taps),
             float(spec.n * spec.c * ho * wo)]
 
 
@@ -222,5 +224,5 @@ register(Algorithm(
     limits="depthwise layers with one output channel per input channel (K = C = groups)",
     workspace_bytes=depthwise_cl_workspace_bytes, cost_features=depthwise_cl_cost_features,
     rough_cost=lambda spec: 2.0 * spec.min_bytes, bound_by="memory",
-    description="depthwise on channel-last blocks: a vector of channels per tap, four "
+    description="depthwise on channel-last blocks: a vector of channels per tap, eight "
                 "pixels' sums in registers"))

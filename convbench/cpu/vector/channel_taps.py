@@ -6,12 +6,13 @@ of ``lanes`` channels, and every tap of a depthwise kernel is a lane-by-lane mul
 
     Y[p] = bias + sum_t W[t] * X[p*pix + offsets[t]]        (p < P, t < taps)
 
-for P output pixels of a row. The P sums stay in registers for the whole kernel: per tap one
-load of the tap's weight vector (``W[t]`` at w[w_off + t*lanes]), P loads of input and P fused
-multiply-adds, no load or store of Y until the end. A Numba loop over a small accumulator
-array would load and store it at every tap (the reason ``microkernel`` gives), and a loop over
-one image row's pixels with the channels outermost is what the plane-wise ``depthwise`` does
-well only on long rows.
+for P output pixels of a row (PIXELS, and one shorter block for a row's rest, so that every
+pixel has a multiply-add chain of its own). The P sums stay in registers for the whole kernel:
+per tap one load of the tap's weight vector (``W[t]`` at w[w_off + t*lanes]), P loads of input
+and P fused multiply-adds, no load or store of Y until the end. A Numba loop over a small
+accumulator array would load and store it at every tap (the reason ``microkernel`` gives), and
+a loop over one image row's pixels with the channels outermost is what the plane-wise
+``depthwise`` does well only on long rows.
 
 ``block(P)`` returns the intrinsic
 
@@ -30,7 +31,8 @@ from numba.core import types
 from .ir import I64, bits, const, is_float_array, lanes, load, muladd, store, \
     vector_intrinsic
 
-PIXELS = 4  # output pixels per block: 4 sums, one weight and 4 input vectors in registers
+PIXELS = 8  # output pixels per block: 8 sums in registers, so 8 multiply-add chains hide the
+# FMA's latency (4 chains ran at half the FMA rate); a row's last pixels form one shorter block
 
 
 def _emitter(a, pixels: int):
@@ -106,19 +108,39 @@ def block(pixels: int):
     return channel_taps
 
 
-_block4, _block1 = block(PIXELS), block(1)
+_blocks = tuple(block(pixels) for pixels in range(1, PIXELS + 1))  # compiled where used
+_block1, _block2, _block3, _block4, _block5, _block6, _block7, _block8 = _blocks
+
+
+@njit(inline="always")
+def _tail(rest, x, x_off, pix, offsets, w, w_off, taps, bias, b_off, biased, y, y_off, y_pix):
+    """One block of ``rest`` (1 to PIXELS - 1) pixels: a row's remainder keeps one chain per
+    pixel rather than running pixel after pixel."""
+    if rest == 1:
+        _block1(x, x_off, pix, offsets, w, w_off, taps, bias, b_off, biased, y, y_off, y_pix)
+    elif rest == 2:
+        _block2(x, x_off, pix, offsets, w, w_off, taps, bias, b_off, biased, y, y_off, y_pix)
+    elif rest == 3:
+        _block3(x, x_off, pix, offsets, w, w_off, taps, bias, b_off, biased, y, y_off, y_pix)
+    elif rest == 4:
+        _block4(x, x_off, pix, offsets, w, w_off, taps, bias, b_off, biased, y, y_off, y_pix)
+    elif rest == 5:
+        _block5(x, x_off, pix, offsets, w, w_off, taps, bias, b_off, biased, y, y_off, y_pix)
+    elif rest == 6:
+        _block6(x, x_off, pix, offsets, w, w_off, taps, bias, b_off, biased, y, y_off, y_pix)
+    elif rest == 7:
+        _block7(x, x_off, pix, offsets, w, w_off, taps, bias, b_off, biased, y, y_off, y_pix)
 
 
 @njit(inline="always")
 def row_taps(x, x_off, pix, offsets, w, w_off, taps, bias, b_off, biased, y, y_off, y_pix,
              count):
-    """``count`` output pixels of a row, PIXELS at a time, then one by one."""
+    """``count`` output pixels of a row, PIXELS at a time, then the rest as one block."""
     p = 0
     while p + PIXELS <= count:
-        _block4(x, x_off + p * pix, pix, offsets, w, w_off, taps, bias, b_off, biased, y,
+        _block8(x, x_off + p * pix, pix, offsets, w, w_off, taps, bias, b_off, biased, y,
                 y_off + p * y_pix, y_pix)
         p += PIXELS
-    while p < count:
-        _block1(x, x_off + p * pix, pix, offsets, w, w_off, taps, bias, b_off, biased, y,
-                y_off + p * y_pix, y_pix)
-        p += 1
+    if p < count:
+        _tail(count - p, x, x_off + p * pix, pix, offsets, w, w_off, taps, bias, b_off, biased,
+              y, y_off + p * y_pix, y_pix)
