@@ -245,26 +245,43 @@ def pack_weights(w: np.ndarray, spec: ConvSpec) -> np.ndarray:
     weights = np.ascontiguousarray(w).reshape(spec.groups, spec.kg, -1)
     packed = workspace.empty((spec.groups, layer.k_pad // layer.rows, weights.shape[2],
                               layer.rows), w.dtype)
-    _pack_panels(weights, packed)
+    pack = _pack_panels if weights.size >= PARALLEL_PACK_FROM else _pack_panels_serial
+    pack(weights, packed)
     return packed
+
+
+@njit(inline="always")
+def _pack_panel(weights, packed, task):
+    """Panel ``task`` (group, block): packed[g, kb, r, i] = weights[g, kb*rows + i, r], zero
+    past the group's channels."""
+    kg, reduction = weights.shape[1], weights.shape[2]
+    blocks, rows = packed.shape[1], packed.shape[3]
+    g, kb = task // blocks, task % blocks
+    panel = packed[g, kb]
+    for i in range(rows):
+        k = kb * rows + i
+        if k < kg:
+            for r in range(reduction):
+                panel[r, i] = weights[g, k, r]
+        else:
+            for r in range(reduction):
+                panel[r, i] = 0.0
 
 
 @njit(parallel=True, cache=True)
 def _pack_panels(weights, packed):
-    """packed[g, kb, r, i] = weights[g, kb*rows + i, r], zero past the group's channels."""
-    groups, kg, reduction = weights.shape
-    blocks, rows = packed.shape[1], packed.shape[3]
-    for task in prange(groups * blocks):
-        g, kb = task // blocks, task % blocks
-        panel = packed[g, kb]
-        for i in range(rows):
-            k = kb * rows + i
-            if k < kg:
-                for r in range(reduction):
-                    panel[r, i] = weights[g, k, r]
-            else:
-                for r in range(reduction):
-                    panel[r, i] = 0.0
+    for task in prange(packed.shape[0] * packed.shape[1]):
+        _pack_panel(weights, packed, task)
+
+
+@njit(cache=True)
+def _pack_panels_serial(weights, packed):
+    for task in range(packed.shape[0] * packed.shape[1]):
+        _pack_panel(weights, packed, task)
+
+
+PARALLEL_PACK_FROM = 1 << 16  # weights below which starting the threads costs more than the
+# copy they share
 
 
 @njit(cache=True)
@@ -362,7 +379,8 @@ def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, p
                     # A's panel of this block of output channels, from reduction row r0 on
                     a_at = a_base + k0 * reduction + (r0 * mr if panels else r0)
                     if direct_out and k0 + mr <= kg and t0 + n_r <= length:
-                        c_out, c_at, c_ld, c_add = flat_out, out_base + k0 * ho * wo + t0, ho * wo, 0
+                        c_out, c_at, c_ld, c_add = (flat_out, out_base + k0 * ho * wo + t0,
+                                                    ho * wo, 0)
                     else:
                         c_out, c_at, c_ld, c_add = c_flat, (k0 - kc0) * ldc + t0, ldc, r0 > 0
                     # A's strides as literals in each branch: LLVM folds them into the loads
