@@ -8,6 +8,9 @@ output channels), so calibration also keeps each layer's log error, and a predic
 multiplied by the distance-weighted mean error of its ``NEIGHBOURS`` nearest calibration layers
 (in :func:`descriptor` space). Without a calibration for this machine the shipped one
 (``cost_defaults.json``) applies, and :attr:`CostModel.note` says that it was made elsewhere.
+The file ships one CPU calibration per vector target (the main one and ``cpu_alternatives``):
+the one whose machine is closest to this one's applies (the same vector target first, as the
+kernels' block shapes and so their speeds follow it; then the BLAS kernel, the CPU model).
 """
 from __future__ import annotations
 
@@ -174,7 +177,15 @@ class CostModel:
         constants = dict(defaults["constants"])
         residuals = dict(defaults.get("residuals", {}))
         machines = dict(defaults.get("machines", {}))
-        where = defaults.get("sources", {})
+        where = dict(defaults.get("sources", {}))
+        closer = closest_cpu_alternative(defaults, machine.device_identity("cpu"))
+        if closer is not None:  # another vector target's CPU set replaces the main one
+            for key in [k for k in constants if k.startswith("cpu/")]:
+                constants.pop(key)
+                residuals.pop(key, None)
+            constants.update(closer["constants"])
+            residuals.update(closer.get("residuals", {}))
+            machines["cpu"], where["cpu"] = closer["machine"], closer.get("source", "")
         source = f"shipped defaults ({'; '.join(f'{k}: {v}' for k, v in where.items())})"
         path = calibration_path()
         data = _read_calibration(path)
@@ -190,6 +201,21 @@ class CostModel:
                 machines[device] = made_on.get(device, data["machine"])
             source = f"calibration {path}, else {source}"
         return cls(constants, source, residuals, machines)
+
+
+def closest_cpu_alternative(defaults: dict, here: str) -> dict | None:
+    """The shipped CPU calibration of ``cpu_alternatives`` whose machine is closer to ``here``
+    (:func:`machine.closeness`) than the main one's, or None (the main one applies)."""
+    main = defaults.get("machines", {}).get("cpu")
+    best, best_closeness = None, machine.closeness(main, here) if main else ()
+    for alternative in defaults.get("cpu_alternatives", []):
+        if not (isinstance(alternative, dict) and isinstance(alternative.get("machine"), str)
+                and isinstance(alternative.get("constants"), dict)):
+            continue
+        near = machine.closeness(alternative["machine"], here)
+        if near > best_closeness:
+            best, best_closeness = alternative, near
+    return best
 
 
 def _read_calibration(path: Path) -> dict | None:

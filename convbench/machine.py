@@ -101,6 +101,19 @@ def hardware_difference(there: str, here: str) -> str:
     return "; ".join(f"{name} {a} there, {b} here" for name, a, b in pairs if a != b)
 
 
+# hardware fields by how much a timing depends on them: the architecture, the vector target
+# the kernels are compiled for, the BLAS kernel, the CPU model, the cores
+CLOSENESS_ORDER = (1, 3, 4, 0, 2)
+
+
+def closeness(there: str, here: str) -> tuple[bool, ...]:
+    """How closely the hardware of machine id ``there`` matches ``here``: one flag per field in
+    CLOSENESS_ORDER, so that a larger tuple is a closer match (a calibration of another CPU
+    model with this vector target is closer than one of this model with another target)."""
+    a, b = there.split("|")[:HARDWARE_FIELDS], here.split("|")[:HARDWARE_FIELDS]
+    return tuple(i < len(a) and i < len(b) and a[i] == b[i] for i in CLOSENESS_ORDER)
+
+
 def machine_slug(identity: str | None = None) -> str:
     """A file-name-safe short form of a machine id's hardware part (for per-machine files)."""
     hardware = "-".join((identity or machine_id()).split("|")[:HARDWARE_FIELDS])

@@ -237,6 +237,7 @@ def test_explain_says_when_the_calibration_comes_from_another_machine(monkeypatc
     text = str(cb.explain((1, 3, 16, 16), (4, 3, 3, 3)))
     assert f"calibrated on {shipped.split('|')[0]}" in text and "convbench calibrate" in text
     monkeypatch.setattr(costmodel.machine, "device_identity", lambda device: shipped)
+    auto.reload_model()  # the shipped CPU set that applies follows the machine
     assert "note:" not in str(cb.explain((1, 3, 16, 16), (4, 3, 3, 3)))
 
 
@@ -247,3 +248,51 @@ def test_a_calibration_from_the_same_cpu_model_names_what_differs(monkeypatch):
     monkeypatch.setattr(costmodel.machine, "device_identity", lambda device: "|".join(fields))
     text = str(cb.explain((1, 3, 16, 16), (4, 3, 3, 3)))
     assert f"BLAS kernel {shipped.split('|')[4]} there, openblas SomeOtherKernel here" in text
+
+
+def _fake_calibration(machine_id: str, scale: float) -> dict:
+    """A calibration document for ``machine_id``: the shipped CPU constants times ``scale``."""
+    shipped = json.loads(costmodel.DEFAULTS.read_text())
+    cpu = {k: v for k, v in shipped["constants"].items() if k.startswith("cpu/")}
+    return {"machine": machine_id + "|model 0", "machines": {"cpu": machine_id},
+            "constants": {k: [c * scale for c in v] for k, v in cpu.items()},
+            "residuals": {k: [] for k in cpu}, "quality": {k: {} for k in cpu}}
+
+
+def test_one_cpu_calibration_ships_per_vector_target(tmp_path, monkeypatch):
+    """Shipping a calibration of another vector target adds it beside the main CPU set (and
+    replaces it when shipped again); each machine loads the set of its own target, whatever
+    the CPU model; shipping one of the main set's target replaces the main set."""
+    defaults = tmp_path / "cost_defaults.json"
+    defaults.write_text(costmodel.DEFAULTS.read_text())
+    monkeypatch.setattr(costmodel, "DEFAULTS", defaults)
+    monkeypatch.setattr(costfit, "DEFAULTS", defaults)
+    main_id = json.loads(defaults.read_text())["machines"]["cpu"]
+    fields = main_id.split("|")
+    other = "|".join(["Another CPU", fields[1], fields[2], "sse", *fields[4:]])
+    key = "cpu/conv2d/im2col"
+    main_constants = json.loads(defaults.read_text())["constants"][key]
+    costfit.ship(_fake_calibration(other, 3.0), ("cpu",), "the SSE one")
+    costfit.ship(_fake_calibration(other, 2.0), ("cpu",), "the SSE one, again")
+    shipped = json.loads(defaults.read_text())
+    assert shipped["machines"]["cpu"] == main_id and shipped["constants"][key] == main_constants
+    assert [a["source"] for a in shipped["cpu_alternatives"]] == ["the SSE one, again"]
+    sse_here = "|".join([fields[0], fields[1], fields[2], "sse", *fields[4:]])
+    for here, expected, made_on in ((main_id, main_constants, main_id),
+                                    (sse_here, [2.0 * c for c in main_constants], other)):
+        monkeypatch.setattr(costmodel.machine, "device_identity", lambda device, h=here: h)
+        model = costmodel.CostModel.load()
+        assert model.constants[key] == pytest.approx(expected) and model.machines["cpu"] == made_on
+    costfit.ship(_fake_calibration(main_id, 0.5), ("cpu",), "the main one, again")
+    shipped = json.loads(defaults.read_text())
+    assert shipped["constants"][key] == pytest.approx([0.5 * c for c in main_constants])
+    assert len(shipped["cpu_alternatives"]) == 1 and "cuda/conv2d/direct" in shipped["constants"]
+
+
+def test_closeness_puts_the_vector_target_before_the_cpu_model():
+    here = "AMD EPYC|x86_64|2 cores|avx2|openblas Haswell|2 threads|convbench 0"
+    same_target = "Intel Xeon|x86_64|2 cores|avx2|openblas Haswell|2 threads|convbench 0"
+    same_model = "AMD EPYC|x86_64|2 cores|avx512|openblas Haswell|2 threads|convbench 0"
+    assert costmodel.machine.closeness(same_target, here) > costmodel.machine.closeness(
+        same_model, here)
+    assert all(costmodel.machine.closeness(here, here))

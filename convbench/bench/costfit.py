@@ -56,19 +56,47 @@ def fit_quality(coeffs, rows, table) -> dict:
 
 def ship(doc: dict, devices: tuple[str, ...], note: str) -> Path:
     """Make a calibration the shipped default for ``devices`` (a maintainer's step: the
-    constants and errors of those devices replace the shipped ones, the others stay)."""
+    constants and errors of those devices replace the shipped ones, the others stay). A CPU
+    calibration replaces the shipped one of its vector target: the main CPU set when that was
+    made for the same target (or there is none), else the ``cpu_alternatives`` entry of its
+    target, added if there is none yet; so one file ships a calibration per target."""
     shipped = json.loads(DEFAULTS.read_text())
+    main_cpu = shipped.get("machines", {}).get("cpu")
+    if "cpu" in devices and main_cpu and not _same_target(main_cpu, doc["machines"]["cpu"]):
+        _ship_alternative(shipped, doc, note)
+        devices = tuple(d for d in devices if d != "cpu")
     for key in [k for k in shipped["constants"] if k.split("/")[0] in devices]:
         shipped["constants"].pop(key)
         shipped.get("residuals", {}).pop(key, None)
         shipped.get("quality", {}).pop(key, None)
     for key, coeffs in doc["constants"].items():
+        if key.split("/")[0] not in devices:
+            continue
         shipped["constants"][key] = coeffs
         shipped.setdefault("residuals", {})[key] = doc["residuals"][key]
         shipped.setdefault("quality", {})[key] = doc["quality"][key]
     for device in devices:
         shipped.setdefault("machines", {})[device] = doc["machines"][device]
         shipped.setdefault("sources", {})[device] = note
-    shipped["machine"] = doc["machine"]
+    if devices:
+        shipped["machine"] = doc["machine"]
     DEFAULTS.write_text(json.dumps(shipped, indent=1))
     return DEFAULTS
+
+
+def _same_target(id_a: str, id_b: str) -> bool:
+    """Whether two machine ids name the same architecture and vector target."""
+    a, b = id_a.split("|"), id_b.split("|")
+    return a[1:2] == b[1:2] and a[3:4] == b[3:4]
+
+
+def _ship_alternative(shipped: dict, doc: dict, note: str) -> None:
+    """The CPU part of ``doc`` as the ``cpu_alternatives`` entry of its vector target."""
+    cpu = [k for k in doc["constants"] if k.startswith("cpu/")]
+    entry = {"machine": doc["machines"]["cpu"], "source": note,
+             "constants": {k: doc["constants"][k] for k in cpu},
+             "residuals": {k: doc["residuals"][k] for k in cpu},
+             "quality": {k: doc["quality"][k] for k in cpu}}
+    others = [a for a in shipped.get("cpu_alternatives", [])
+              if not _same_target(a["machine"], entry["machine"])]
+    shipped["cpu_alternatives"] = others + [entry]
