@@ -24,7 +24,8 @@ CASES = [  # (x shape, w shape, keywords, what the plan must do)
     ((2, 200, 9, 9), (20, 200, 1, 1), {}, "flattened"),
     ((3, 5, 17, 9), (13, 5, 3, 1), {}, "read"),
     ((1, 3, 20, 20), (9, 3, 5, 5), dict(stride=(2, 3)), "read"),
-    ((6, 40, 7, 7), (24, 40, 1, 1), {}, "shared"),
+    ((6, 40, 3, 3), (24, 40, 2, 2), {}, "shared"),
+    ((6, 40, 7, 7), (24, 40, 1, 1), {}, "flattened"),
     ((4, 24, 6, 6), (200, 24, 3, 3), dict(padding=1), "shared"),
     ((4, 12, 9, 9), (20, 12, 1, 1), dict(stride=2, padding=1), "gathered"),
     ((3, 8, 10, 7), (16, 4, 1, 1), dict(stride=(2, 3), groups=2, flip=True), "gathered"),
@@ -146,3 +147,20 @@ def test_winograd_deep_share_cut_into_blocks(algorithm, stale_workspace, monkeyp
     got = cb.conv2d(x, w, bias=b, padding=pad, algorithm=algorithm)
     tol = 2e-5 if algorithm == "winograd" else 2e-6
     assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
+
+
+def test_a_flattened_layer_splits_into_whole_blocks_that_even_out_the_threads():
+    """A 1x1 layer's image of 784 pixels, one image, is cut into bands of whole micro-kernel
+    blocks, at least two per thread, the short band last."""
+    spec = conv_spec((1, 96, 28, 28), (40, 96, 1, 1))
+    layer = implicit_gemm.plan(spec, 2)
+    assert layer.target.w == 1 and layer.band % layer.n_r == 0 and layer.bands >= 4
+    blocks = -(-spec.h * spec.w // layer.n_r)
+    per_band = layer.band // layer.n_r
+    assert 0 < blocks - (layer.bands - 1) * per_band <= per_band
+
+
+def test_a_1x1_layer_on_small_images_is_not_stacked():
+    """Staging a 1x1 layer's images costs more than the blocks their 49 pixels waste."""
+    layer = implicit_gemm.plan(conv_spec((8, 96, 7, 7), (40, 96, 1, 1)), 2)
+    assert layer.read_input and not layer.shared and layer.band == 49

@@ -40,10 +40,12 @@ taps, so the phase kernel's zero taps cost nothing; strided and dilated layers a
 ``direct``.
 
 Small planes: an unpadded layer whose image fills too little of a block of positions (a 7x7
-image's 49 of 96) has its images stacked like padded ones, and where several tasks would stage
-the same band (chunks of output channels) the stacked images are staged once, in parallel, for
-all of them; the output channels are then split until a task's accumulator rows fit beside
-the panels in L2. A strided or padded 1x1 layer runs on the pixels it reads, gathered into a
+image's 49 of 96) has its images stacked like padded ones, unless it is a 1x1 layer (its
+staging copy of the input costs more than the blocks' waste: N8 C960 7x7 K160 ran 1.3x
+slower stacked, N8 C832 7x7 K32 2.2x, on a 2-core AVX2 EPYC), and where several tasks would
+stage the same band (chunks of output channels) the stacked images are staged once, in
+parallel, for all of them; the output channels are then split until a task's accumulator rows
+fit beside the panels in L2. A strided or padded 1x1 layer runs on the pixels it reads, gathered into a
 stride-1 unpadded layer: a quarter of the input at stride 2, where the phases copy all of it.
 """
 from __future__ import annotations
@@ -181,7 +183,8 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
     rows = best_rows(target.kg)
     n_r = nr(spec.dtype, rows)
     per_image = ho * target.w / (ceil_div(ho * target.w, n_r) * n_r)  # useful positions
-    if read and target.n > 1 and ho / target.h >= STACK_GAIN * per_image:
+    pointwise = target.kh == target.kw == 1  # (flattened: images of one-pixel rows)
+    if read and target.n > 1 and not pointwise and ho / target.h >= STACK_GAIN * per_image:
         read = False  # small images: stacked, so that blocks run on across images
     pt, pb, pl, pr = target.pad
     pitch = target.w if read else _shared(target.w, pl, pr, wo)
@@ -202,9 +205,11 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
     while units * ceil_div(lines, band) * chunks < 2 * threads:
         if weights_first and chunks < k_pad // rows:
             chunks += 1
+        elif whole_blocks and band > n_r:  # halved in whole blocks, rounding down: a short
+            # last band evens out the threads (17 blocks as 4 4 4 4 1, not 5 5 5 2)
+            band = max(1, ceil_div(band, n_r) // 2) * n_r
         elif band > 1:
-            half = (band + 1) // 2
-            band = ceil_div(half, n_r) * n_r if whole_blocks and half > n_r else half
+            band = (band + 1) // 2
         else:
             break
     k_chunk = ceil_div(k_pad // rows, chunks) * rows
