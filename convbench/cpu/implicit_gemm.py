@@ -45,8 +45,9 @@ staging copy of the input costs more than the blocks' waste: N8 C960 7x7 K160 ra
 slower stacked, N8 C832 7x7 K32 2.2x, on a 2-core AVX2 EPYC), and where several tasks would
 stage the same band (chunks of output channels) the stacked images are staged once, in
 parallel, for all of them; the output channels are then split until a task's accumulator rows
-fit beside the panels in L2. A strided or padded 1x1 layer runs on the pixels it reads, gathered into a
-stride-1 unpadded layer: a quarter of the input at stride 2, where the phases copy all of it.
+fit beside the panels in L2. A strided or padded 1x1 layer runs on the pixels it reads,
+gathered into a stride-1 unpadded layer: a quarter of the input at stride 2, where the phases
+copy all of it.
 """
 from __future__ import annotations
 
