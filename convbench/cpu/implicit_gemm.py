@@ -19,30 +19,29 @@ the next one's top: pitch W + max(pl, pr), H + max(pt, pb) rows per image), and 
 of rows may span several images: a 7x7 layer with padding 1 computes 64 positions per image
 for its 49 outputs (81 unshared), and small images share each pass over the weights. Where
 that leaves fewer than two tasks per thread, the output channels are split into chunks (if the
-weights outweigh a staged band) or the bands shortened. The weights are packed, once per
-call or once for all by the prepared form, into one panel per block of output channels, each
-reduction step's weights of the block contiguous (BLIS's packed A: a block's pass over a
-slice reads one run, where columns of all K output channels put every step a page apart on
-deep layers); a call on a GEMM of few columns and a short reduction (a 7x7 layer at batch 1)
-reads the layer's own weights, rows of the reduction, in place instead (packing would cost a
-fifth of its time), unless a block would need zero padding or the kernel rotating for true
-convolution. The reduction
-runs in slices of REDUCTION_SLICE rows so that a panel of B stays in L1 while every block of
-output channels passes over it; the band's outputs are copied out of per-thread accumulator
-rows with the bias. A layer read in place whose reduction is one
-slice (a shallow 1x1 layer, whose wide rows are the output's rows) writes its whole blocks
-straight into the output, once each; a deeper one accumulates per slice in the compact
-accumulator rows (in the output, rows H*W apart and off the cache lines, a 1x1 layer at
-batch 8 ran 1.5x slower on 2 threads).
-Strided layers (dilation 1) run on their
+weights outweigh a staged band) or the bands shortened. The weights are packed, once per call
+or once for all by the prepared form, into one panel per block of output channels, each
+reduction step's weights of the block contiguous (BLIS's packed A: a block's pass over a slice
+reads one run, where columns of all K output channels put every step a page apart on deep
+layers); a call on a GEMM of few columns and a short reduction (a 7x7 layer at batch 1) reads
+the layer's own weights, rows of the reduction, in place instead (packing would cost a fifth of
+its time), unless a block would need zero padding or the kernel rotating for true convolution.
+The reduction runs in slices of REDUCTION_SLICE rows so that a panel of B stays in L1 while
+every block of output channels passes over it; the band's outputs are copied out of per-thread
+accumulator rows with the bias. A layer read in place whose reduction is one slice (a shallow
+1x1 layer, whose wide rows are the output's rows) writes its whole blocks straight into the
+output, once each; a deeper one accumulates per slice in the compact accumulator rows (in the
+output, rows H*W apart and off the cache lines, a 1x1 layer at batch 8 ran 1.5x slower on 2
+threads). A stride-1 unpadded 1x1 layer runs as one on images of H*W one-pixel rows, so its
+bands are runs of pixels in whole micro-kernel blocks. Strided layers (dilation 1) run on their
 space-to-depth phases, as ``direct`` does, but through an offset table over the layer's own
 taps, so the phase kernel's zero taps cost nothing; strided and dilated layers are left to
 ``direct``.
 
-Small planes: an unpadded layer whose image fills too little of a block of positions (a 7x7
-image's 49 of 96) has its images stacked like padded ones, unless it is a 1x1 layer (its
-staging copy of the input costs more than the blocks' waste: N8 C960 7x7 K160 ran 1.3x
-slower stacked, N8 C832 7x7 K32 2.2x, on a 2-core AVX2 EPYC), and where several tasks would
+Small planes: an unpadded layer whose image fills too little of its blocks of positions has
+its images stacked like padded ones, unless it is a 1x1 layer (a 7x7 image's 49 pixels in 72
+computed cost less than the staging copy of the input: N8 C960 7x7 K160 ran 1.3x slower
+stacked, N8 C832 7x7 K32 2.2x, on a 2-core AVX2 EPYC), and where several tasks would
 stage the same band (chunks of output channels) the stacked images are staged once, in
 parallel, for all of them; the output channels are then split until a task's accumulator rows
 fit beside the panels in L2. A strided or padded 1x1 layer runs on the pixels it reads,
@@ -69,9 +68,10 @@ from .staging.rows import stage_row
 
 REDUCTION_SLICE = 128  # rows of B per pass: 128 x 64 float32 = 32 KiB, an L1's worth
 BAND_TARGET = 512  # positions per task: the accumulator rows (Kp x positions) stay in L2
-# an unpadded layer's images are stacked (blocks of positions run on across images) where
-# that computes this much less: a 7x7 1x1 layer's 49 useful positions of 96 per image, all
-# useful stacked; a 5x5 kernel on 14x14 images drops 4 rows of 14 stacked, so it stays
+# an unpadded layer's images (but a 1x1 layer's) are stacked, blocks of positions running on
+# across images, where that computes this much less: a 2x2 kernel on 3x3 images computes 6
+# useful positions of a block of 24 per image; a 5x5 kernel on 14x14 images drops 4 rows of
+# 14 stacked, so it stays
 STACK_GAIN = 4 / 3
 # a shared stage splits the output channels further (a chunk costs no restaging), until a
 # task's accumulator rows fit a third of a typical L2 beside the panels of A and B
@@ -128,8 +128,8 @@ def flattens(spec: ConvSpec) -> bool:
 @lru_cache(maxsize=256)  # (validating a spec costs more than a small layer's GEMM)
 def flattened_spec(spec: ConvSpec) -> ConvSpec:
     """``spec`` on (N, C, H*W, 1) images: its bands are runs of pixels, not of image rows, so
-    a task's positions fill whole micro-kernel blocks (stacked 7x7 images ran bands of two
-    images, 98 positions in 120 computed) and the tasks split finer."""
+    a task's positions fill whole micro-kernel blocks (a 56x56 image's 504 of a band, not 9
+    rows of 56 in 512 computed) and the tasks split finer."""
     return conv_spec((spec.n, spec.c, spec.h * spec.w, 1), spec.w_shape, groups=spec.groups,
                      dtype=spec.dtype)
 
