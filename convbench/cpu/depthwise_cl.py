@@ -4,16 +4,15 @@ strides (EfficientNet's 5x5 on 7x7 and 14x14, MobileNet's 3x3 on 7x7, strided on
 ``depthwise``'s plane-wide rows are short and a strided plane is computed at stride 1 first.
 
 A task is (image, block of ``lanes`` channels, band of output rows). It stages its band's input
-rows channel-last with their zero padding, ``stage[(r*Wp + q)*lanes + c]``, so one vector
-holds one pixel's channels (the rows are contiguous runs of each channel's plane, so that is
-lanes x lanes transposes in registers, then one copy per row into the padded stage); every
-output pixel of a row is then ``kh*kw`` lane-by-lane multiply-adds of a weight vector and an
-input vector (``vector.channel_taps``: eight output pixels' sums in registers across the whole
-kernel). Stride and dilation are only the distances
-between the vectors read: no stride-1 result is computed and thrown away. The band's outputs
-go back to (N, K, Ho, Wo) planes by the same transposes. Channels past the last whole block are
-staged as zeros and not written. Channel multiplier 1 (K = C) only; ``depthwise`` takes the
-others.
+rows channel-last with their zero padding, ``stage[(r*Wp + q)*lanes + c]``, so one vector holds
+one pixel's channels (the rows are contiguous runs of each channel's plane, so that is lanes x
+lanes transposes in registers, then one copy per row into the padded stage); every output pixel
+of a row is then ``kh*kw`` lane-by-lane multiply-adds of a weight vector and an input vector
+(``vector.channel_taps``: eight output pixels' sums in registers across the whole kernel).
+Stride and dilation are only the distances between the vectors read: no stride-1 result is
+computed and thrown away. The band's outputs go back to (N, K, Ho, Wo) planes by the same
+transposes. Channels past the last whole block are staged as zeros and not written. Channel
+multiplier 1 (K = C) only; ``depthwise`` takes the others.
 """
 from __future__ import annotations
 
