@@ -131,7 +131,7 @@ def test_resume_repeats_nothing_and_loses_nothing(tmp_path, monkeypatch):
 def test_resume_from_the_command_line(tmp_path):
     out = tmp_path / "out"
     assert main(["run", "small_cnn", "--preset", "smoke", "--out", str(out), "--no-progress",
-                 "--algorithms", "direct"]) == 0
+                 "--algorithms", "direct", "--device", "cpu"]) == 0
     run_dir = next(out.iterdir())
     before = _rows(run_dir)
     assert main(["run", "--resume", str(run_dir), "--no-progress"]) == 0

@@ -203,6 +203,8 @@ def test_cuda_calibration_fits_every_cuda_algorithm(monkeypatch, tmp_path, small
     monkeypatch.setattr(cal, "random_layers", lambda count, seed, max_flops: tiny[:count])
     monkeypatch.setattr(cal, "ROUNDS", 1)  # the simulator is slow; no timing is judged here
     monkeypatch.setattr(cal, "SLOWEST_S", 60.0)
+    # one call per timed round: sizing the loop would run each layer once more, in Python
+    monkeypatch.setattr(cal.timing, "loops_for", lambda fn, seconds, repeat: (1, 0.0))
     monkeypatch.setattr(costmodel, "calibration_path", lambda: tmp_path / "cost_model.json")
     doc = cal.calibrate(count=len(tiny), devices=("cuda",), say=lambda *a: None)
     names = {a.name for a in CONV}
