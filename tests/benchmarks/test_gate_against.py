@@ -1,7 +1,8 @@
 """gate --against: two versions of a checkout timed side by side in one run. A copy of the
 package in a temporary git repository is the old version; a 1.5x slowdown planted in one
-algorithm of the working tree is caught, and nothing else is flagged; the same tree against
-its own HEAD passes."""
+algorithm on one layer of the working tree is caught, and nothing else is flagged; the same
+tree against its own HEAD passes. Only im2col is timed: each gate compiles the kernels of both
+versions from scratch, and im2col's compile in under a second where the others' take 5-14."""
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,16 +13,19 @@ from convbench.bench import against
 from convbench.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = 'mb2ic8ih28oc16oh28kh3ph1n"small 3x3"\nmb2ic32ih14oc32oh14kh1ph0n"small 1x1"\n'
+LAYERS = ('mb2ic16ih28oc32oh28kh3ph1n"small 3x3"\nmb2ic32ih14oc32oh14kh1ph0n"small 1x1"\n'
+          'mb2ic24ih20oc16oh20kh5ph2n"small 5x5"\n')
 PLANTED = '''
 _unplanted = im2col_conv2d
 
 
-def im2col_conv2d(x, w, spec):  # planted by the test: 1.5x the time, busy
+def im2col_conv2d(x, w, spec):  # planted by the test: 1.5x the time on 24 channels, busy
     import time
 
     start = time.perf_counter()
     out = _unplanted(x, w, spec)
+    if x.shape[1] != 24:
+        return out
     until = time.perf_counter() + 0.5 * (time.perf_counter() - start)
     while time.perf_counter() < until:
         pass
@@ -76,7 +80,7 @@ def _plant(repo: Path, replacement: str) -> str:
 def _gate(repo: Path, monkeypatch, capsys, *extra: str) -> tuple[int, str]:
     monkeypatch.chdir(repo)
     code = main(["gate", "--against", "HEAD", "--layers", "layers.txt", "--algorithms",
-                 "im2col", "direct", "--repeats", "9", *extra])
+                 "im2col", "--repeats", "9", *extra])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
@@ -84,7 +88,8 @@ def _gate(repo: Path, monkeypatch, capsys, *extra: str) -> tuple[int, str]:
 def test_the_same_tree_against_its_head_passes(repo, monkeypatch, capsys):
     code, text = _gate(repo, monkeypatch, capsys)
     assert code == 0, text
-    assert "REGRESSION" not in text and text.count(" ok") + text.count("improved") >= 3
+    # a tiny BLAS layer's ratios can spread too wide to judge on a busy machine: one of three
+    assert "REGRESSION" not in text and text.count(" ok") + text.count("improved") >= 2
 
 
 def test_a_planted_slowdown_is_caught_and_nothing_else(repo, monkeypatch, capsys):
@@ -95,8 +100,7 @@ def test_a_planted_slowdown_is_caught_and_nothing_else(repo, monkeypatch, capsys
         (repo / "convbench" / "cpu" / "im2col.py").write_text(original)
     assert code == 1, text
     flagged = [line for line in text.splitlines() if line.startswith("REGRESSION")]
-    assert flagged and all("im2col" in line for line in flagged), text
-    assert not any("direct" in line for line in flagged)
+    assert len(flagged) == 1 and "small 5x5" in flagged[0] and "im2col" in flagged[0], text
 
 
 def test_a_wrong_result_is_a_mismatch_before_any_timing(repo, monkeypatch, capsys):
