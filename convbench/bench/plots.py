@@ -206,14 +206,16 @@ def _spread_labels(fig, labels: list) -> None:
     import adjustText
 
     fig.draw_without_rendering()
-    redraw = adjustText.force_draw
-    adjustText.force_draw = lambda ax: None
+    redraw = getattr(adjustText, "force_draw", None)  # where absent, each call draws: slower
+    if redraw is not None:
+        adjustText.force_draw = lambda ax: None
     try:
         for ax, texts in labels:
             if texts:
                 adjustText.adjust_text(texts, ax=ax)
     finally:
-        adjustText.force_draw = redraw
+        if redraw is not None:
+            adjustText.force_draw = redraw
 
 
 def plot_pooling(df: pd.DataFrame, path: Path, style: Style) -> None:
