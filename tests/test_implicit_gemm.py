@@ -3,8 +3,8 @@ bands that span several of them (with padding shared between rows and between im
 channels split into chunks, the stacked images staged once for every task, strided and
 padded 1x1 layers on their gathered pixels, B read from the input itself (and staged for the
 block that would read past it), 1x1 layers flattened to runs of pixels (a shallow one written
-straight into the output, a deep one accumulated per reduction slice), strided layers over their own taps on
-the phases; and Winograd's tasks split by output channels on a deep layer."""
+straight into the output, a deep one accumulated per reduction slice), strided layers over
+their own taps on the phases; and Winograd's tasks split by output channels on a deep layer."""
 import numpy as np
 import pytest
 
