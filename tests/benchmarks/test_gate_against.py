@@ -2,7 +2,7 @@
 package in a temporary git repository is the old version; a 1.5x slowdown planted in one
 algorithm on one layer of the working tree is caught, and nothing else is flagged; the same
 tree against its own HEAD passes. Only im2col is timed: each gate compiles the kernels of both
-versions from scratch, and im2col's compile in under a second where the others' take 5-14."""
+versions from scratch, and im2col compiles in under a second where the others take 5-14 s."""
 import shutil
 import subprocess
 from pathlib import Path
