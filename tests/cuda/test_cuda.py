@@ -195,11 +195,12 @@ def test_cuda_calibration_fits_every_cuda_algorithm(monkeypatch, tmp_path, small
     from convbench import auto, costmodel
     from convbench.bench import calibrate as cal
 
-    # at least 8 layers per fit: single-channel 3x3 ones suit every CUDA algorithm (depthwise
-    # and Winograd too); small, since the simulator runs each thread in Python
+    # single-channel 3x3 layers suit every CUDA algorithm (depthwise and Winograd too); few
+    # and small, since the simulator runs each thread in Python: the fit's minimum is lowered
+    # to them (what is tested is that every algorithm is timed, fitted and then predicted)
     tiny = [conv_spec((1, c, h, h), (k, c, kh, kh)) for c, h, k, kh in
-            [(1, 5, 1, 3), (1, 6, 2, 3), (1, 7, 1, 3), (1, 4, 3, 3), (1, 6, 1, 3),
-             (1, 5, 2, 3), (1, 4, 1, 3), (1, 7, 2, 3)]]
+            [(1, 5, 1, 3), (1, 6, 2, 3), (1, 7, 1, 3), (1, 4, 3, 3), (1, 6, 1, 3)]]
+    monkeypatch.setattr(cal, "MIN_LAYERS", len(tiny))
     monkeypatch.setattr(cal, "random_layers", lambda count, seed, max_flops: tiny[:count])
     monkeypatch.setattr(cal, "ROUNDS", 1)  # the simulator is slow; no timing is judged here
     monkeypatch.setattr(cal, "SLOWEST_S", 60.0)
