@@ -19,12 +19,11 @@ call it too (``convbench.configure_for_benchmarks()``, ideally before importing 
 * ``GOMP_SPINCOUNT=30000`` (unless set, or ``OMP_WAIT_POLICY`` is): OpenMP workers (torch's)
   otherwise spin long after each parallel region and take the cores from whatever runs next,
   which made interleaved timings unfair by 2-4x on 2 cores;
-* ``OPENBLAS_THREAD_TIMEOUT=1`` (unless set): OpenBLAS's idle threads sleep at once instead of
-  polling; read when NumPy loads OpenBLAS, so effective only before NumPy is imported. With 4
-  (OpenBLAS's shortest documented timeout) a torch call right after a GEMM still ran 1.7-3x
-  slower on a 2-core AMD EPYC in some processes; with 1, in none, and OpenBLAS's own small
-  GEMMs ran as fast. ``GOMP_SPINCOUNT`` stays above 0 because torch's calls of several
-  parallel regions ran 2-5x slower when its workers slept between them;
+* ``OPENBLAS_THREAD_TIMEOUT=4`` (unless set): OpenBLAS's idle threads sleep after 2^4 cycles
+  instead of polling for ~0.1 s; OpenBLAS raises any smaller value to 4. Read when NumPy loads
+  OpenBLAS, so effective only before NumPy is imported. ``GOMP_SPINCOUNT`` stays above 0
+  because torch's calls of several parallel regions ran 2-5x slower when its workers slept
+  between them;
 * glibc's malloc thresholds fixed (unless ``CONVBENCH_STEADY_MALLOC=0``): by default glibc
   returns large freed blocks to the kernel and moves its thresholds as the process runs, so the
   same call page-faulted its workspace in anew or not depending on what ran before it.
@@ -64,7 +63,7 @@ def configure_for_benchmarks() -> dict[str, object]:
     what is now in effect, for the run's environment record."""
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "30000")
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     return {"GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
             "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
             "numpy_loaded_before": "numpy" in sys.modules,

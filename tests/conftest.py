@@ -1,10 +1,10 @@
 """Shared test settings: hypothesis profiles, and the thread settings of `python -m convbench`."""
 import os
 
-# Before NumPy loads OpenBLAS: idle BLAS threads sleep at once instead of polling for ~0.1 s,
-# as convbench.configure_for_benchmarks() arranges for the command line (the timing tests
-# interleave BLAS and Numba).
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
+# Before NumPy loads OpenBLAS: idle BLAS threads sleep at once (OpenBLAS's shortest timeout)
+# instead of polling for ~0.1 s, as convbench.configure_for_benchmarks() arranges for the
+# command line (the timing tests interleave BLAS and Numba).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 # Without a GPU the CUDA kernels run in Numba's simulator (tests/cuda use tiny shapes there);
 # on a machine with an NVIDIA device the same tests run on the GPU at full size.
