@@ -26,7 +26,11 @@ def test_gate_fails_on_planted_slowdown_and_passes_the_real_one():
     baseline = {"threshold": 1.0, "samples": _ratios(gate.measure(SMALL, repeats=7))}
 
     def slowed(x, w, spec):
-        time.sleep(0.003)  # ~10x the layer's real time
+        # ~10x the layer's real time, busy: with a sleep here the core went idle, and the
+        # im2col call after it once ran over 2x slower (a clean CI clone), flagged as well
+        until = time.perf_counter() + 0.003
+        while time.perf_counter() < until:
+            pass
         return real.run(x, w, spec)
 
     with registry.registered(dataclasses.replace(real, run=slowed)):
