@@ -68,7 +68,7 @@ from .staging.rows import stage_row
 
 REDUCTION_SLICE = 128  # rows of B per pass: 128 x 64 float32 = 32 KiB, an L1's worth
 BAND_TARGET = 512  # positions per task: the accumulator rows (Kp x positions) stay in L2
-# an unpadded layer's images (but a 1x1 layer's) are stacked, blocks of positions running on
+# an unpadded layer's images (not a 1x1 layer's) are stacked, blocks of positions running on
 # across images, where that computes this much less: a 2x2 kernel on 3x3 images computes 6
 # useful positions of a block of 24 per image; a 5x5 kernel on 14x14 images drops 4 rows of
 # 14 stacked, so it stays
