@@ -195,6 +195,13 @@ def test_compare_flags_regressions(smoke_runs, tmp_path, capsys):
             writer.writeheader()
             writer.writerows(rows)
     records = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
+    for rec in records:  # direct's rounds as a quiet machine gives them: within 2% of the median
+        # (the smoke preset's few short rounds can hold one wild round, and a bootstrap interval
+        # of such rounds rightly stays "uncertain" even at twice the time)
+        if rec["algorithm"] == "direct":
+            middle = float(np.median(rec["rounds"]))
+            rec["rounds"] = [middle * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)]
+    (run / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     for rec in records:
         if rec["algorithm"] == "direct":
             rec["rounds"] = [2 * v for v in rec["rounds"]]
