@@ -26,6 +26,10 @@ CASES = [  # (x shape, w shape, keywords, what the plan must do)
     ((1, 3, 20, 20), (9, 3, 5, 5), dict(stride=(2, 3)), "read"),
     ((6, 40, 3, 3), (24, 40, 2, 2), {}, "shared"),
     ((6, 40, 7, 7), (24, 40, 1, 1), {}, "flattened"),
+    # bands ending in one-vector columns: tall ones then single panels, over reduction slices;
+    # packed weights and (one image) the layer's own
+    ((6, 150, 7, 7), (44, 150, 1, 1), {}, "flattened"),
+    ((1, 300, 7, 7), (44, 300, 1, 1), {}, "flattened"),
     ((4, 24, 6, 6), (200, 24, 3, 3), dict(padding=1), "shared"),
     ((4, 12, 9, 9), (20, 12, 1, 1), dict(stride=2, padding=1), "gathered"),
     ((3, 8, 10, 7), (16, 4, 1, 1), dict(stride=(2, 3), groups=2, flip=True), "gathered"),
@@ -158,6 +162,20 @@ def test_a_flattened_layer_splits_into_whole_blocks_that_even_out_the_threads():
     blocks = -(-spec.h * spec.w // layer.n_r)
     per_band = layer.band // layer.n_r
     assert 0 < blocks - (layer.bands - 1) * per_band <= per_band
+
+
+def test_a_small_image_ends_in_one_vector_columns():
+    """A 7x7 image's 49 pixels: whole blocks up to the last whole one, then one-vector columns
+    (on AVX2 48 + 8 computed, not 64 or 72), and the cost model counts those columns."""
+    from convbench.cpu.vector.ir import TARGET
+    from convbench.cpu.vector.microkernel import computed_positions
+
+    spec = conv_spec((8, 96, 7, 7), (40, 96, 1, 1))
+    layer = implicit_gemm.plan(spec, 2)
+    lanes = TARGET.lanes(np.float32)
+    assert computed_positions(49, layer.n_r, lanes) == -(-49 // lanes) * lanes
+    features = implicit_gemm.implicit_gemm_cost_features(spec)
+    assert features[1] < 8 * layer.k_pad * layer.positions * 96 or layer.positions <= 56
 
 
 def test_a_1x1_layer_on_small_images_is_not_stacked():

@@ -19,7 +19,9 @@ from convbench import workspace
 from convbench.cpu.vector import transpose
 from convbench.cpu.fourier.lane_ops import butterfly_dif, butterfly_dit, lane_dft, lane_idft
 from convbench.cpu.fourier.real_fft2 import bit_reversal
-from convbench.cpu.vector.microkernel import MR, ROW_CHOICES, best_rows, block_indexed, gemm, nr
+from convbench.cpu.vector.microkernel import (MR, ROW_CHOICES, best_block, best_rows,
+                                             block_indexed, column_indexed, computed_positions,
+                                             gemm, nr, tail_start, tall_rows)
 from convbench.cpu.vector.channel_taps import row_taps
 from convbench.cpu.vector.spectral_mac import mac_channels
 from convbench.cpu.vector.ir import TARGET
@@ -121,6 +123,54 @@ def test_indexed_block_reads_rows_through_the_table(rows, accumulate):
     gathered = np.stack([b[5 + t:5 + t + cols] for t in table]).astype(np.float64)
     expected = a.T.astype(np.float64) @ gathered + (c0 if accumulate else 0.0)
     np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-4)
+
+
+@njit
+def _column(panel_rows, tall, a, a_row, a_col, a_panel, b, b_off, b_rows, c, ldc, kc,
+            accumulate):
+    column_indexed(panel_rows, tall, a, 0, a_row, a_col, a_panel, b, b_off, b_rows, c, 0, ldc,
+                   kc, accumulate)
+
+
+@pytest.mark.parametrize("panel_rows", ROW_CHOICES)
+@pytest.mark.parametrize("tall", [False, True])
+@pytest.mark.parametrize("packed", [False, True])
+def test_column_block_spans_panels(panel_rows, tall, packed):
+    """A one-vector column over one panel or, tall, over several: from packed panels (each
+    reduction step's rows contiguous) or from the layer's own rows; C's other columns kept."""
+    rng = np.random.default_rng(panel_rows + 10 * tall)
+    rows, lanes, kc, reduction = (tall_rows(panel_rows) if tall else panel_rows,
+                                  TARGET.lanes(np.float32), 9, 11)
+    weights = rng.standard_normal((rows, reduction)).astype(np.float32)
+    if packed:  # (panels, reduction, panel_rows)
+        a = weights.reshape(-1, panel_rows, reduction).transpose(0, 2, 1).copy().reshape(-1)
+        a_row, a_col = 1, panel_rows
+    else:
+        a, a_row, a_col = weights.reshape(-1), reduction, 1
+    b = rng.standard_normal(600).astype(np.float32)
+    table = rng.choice(600 - lanes - 3, kc, replace=False).astype(np.int64)
+    ldc = lanes + 5
+    c0 = rng.standard_normal((rows, ldc)).astype(np.float32)
+    c = c0.copy()
+    _column(panel_rows, tall, a, a_row, a_col, panel_rows * reduction, b, 3, table,
+            c.reshape(-1), ldc, kc, 1)
+    gathered = np.stack([b[3 + t:3 + t + lanes] for t in table]).astype(np.float64)
+    expected = weights[:, :kc].astype(np.float64) @ gathered + c0[:, :lanes]
+    np.testing.assert_allclose(c[:, :lanes], expected, rtol=1e-5, atol=1e-4)
+    assert (c[:, lanes:] == c0[:, lanes:]).all()
+
+
+def test_band_ends_in_columns_only_where_a_block_would_waste_a_vector():
+    """49 positions in blocks of 24 (8 lanes): 48 whole, one column of 8; 47 in blocks of 24:
+    the last block wastes one position, so it stays whole."""
+    assert tail_start(49, 24, 8) == 48 and computed_positions(49, 24, 8) == 56
+    assert tail_start(47, 24, 8) == 48 and computed_positions(47, 24, 8) == 48
+    assert tail_start(20, 64, 16) == 0 and computed_positions(20, 64, 16) == 32
+    assert computed_positions(64, 16, 8) == 64
+    # a shape that computes 49 as 64 is not preferred over one that computes it as 56
+    lanes = TARGET.lanes(np.float32)
+    assert computed_positions(49, nr(np.float32, best_block(128, 49, np.float32)), lanes) <= (
+        -(-49 // lanes) * lanes)
 
 
 def test_best_rows_pads_least():

@@ -63,7 +63,10 @@ from ..bias import kernel_bias
 from ..registry import Algorithm, register
 from ..spec import ConvSpec, conv_spec
 from .staging.phases import phase_spec, phased, split_phases
-from .vector.microkernel import best_block, best_rows, block_indexed, nr
+from .vector.ir import TARGET
+from .vector.microkernel import (COLUMN_COST, best_block, best_rows, block_indexed,
+                                 column_indexed, computed_positions, nr, tail_start,
+                                 tail_start_jit, tall_rows)
 from .staging.rows import stage_row
 
 REDUCTION_SLICE = 128  # rows of B per pass: 128 x 64 float32 = 32 KiB, an L1's worth
@@ -328,7 +331,7 @@ def _stage_shared(stage, x, count, plane, pitch, slot, pt, pl):
 @njit(parallel=True, cache=True)
 def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, pl, pitch, slot,
                    band, bands, k_chunk, halo, plane, read_input, shared, stage_ws, acc_ws, n_r,
-                   slice_rows):
+                   slice_rows, lanes, tall):
     """Each task: a band of output rows and a chunk of output channels of one group. B is the
     input itself (bands inside one image) or the band staged from the stacked images; the
     micro-kernel runs over (reduction slice, block of positions, block of output channels);
@@ -336,7 +339,9 @@ def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, p
     band was staged beforehand into stage_ws[0] (all rows of a channel in one plane). A is
     ``weights``, flat: packed panels (``panels``: :func:`pack_weights`) or the layer's own
     weights, rows of the reduction (k_pad = K/groups then); both put a block of output
-    channels at (g*k_pad + k0) * reduction."""
+    channels at (g*k_pad + k0) * reduction. A band whose last block would compute a vector
+    or more of positions for nothing ends in one-vector columns (``lanes`` positions) of
+    ``tall`` output channels (``microkernel.tail_start``)."""
     n_img, c_in, h, wid = x.shape
     reduction = offsets.shape[0]
     _, k_out, ho, wo = out.shape
@@ -359,6 +364,7 @@ def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, p
         first = line0 + unit // groups * slot if read_input else line0  # stacked row
         length = rows * pitch
         positions = (length + n_r - 1) // n_r * n_r
+        columns_from = tail_start_jit(length, n_r, lanes)
         me = get_thread_id()
         stage, acc = stage_ws[0 if shared else me], acc_ws[me]
         n = unit // groups
@@ -380,7 +386,7 @@ def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, p
         for r0 in range(0, reduction, slice_rows):
             count = min(slice_rows, reduction - r0)
             rows_at = offsets[r0:r0 + count]
-            for t0 in range(0, positions, n_r):
+            for t0 in range(0, columns_from, n_r):
                 for k0 in range(kc0, kc1, mr):
                     # A's panel of this block of output channels, from reduction row r0 on
                     a_at = a_base + k0 * reduction + (r0 * mr if panels else r0)
@@ -397,6 +403,21 @@ def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, p
                     else:
                         block_indexed(mr, weights, a_at, reduction, 1, rows_from, b_off + t0,
                                       rows_at, c_out, c_at, c_ld, count, c_add)
+            for t0 in range(columns_from, length, lanes):  # the band's last positions
+                k0 = kc0
+                while k0 < kc1:
+                    whole = k0 + tall <= kc1  # else one panel at a time
+                    a_at = a_base + k0 * reduction + (r0 * mr if panels else r0)
+                    c_at = (k0 - kc0) * ldc + t0
+                    if panels:
+                        column_indexed(mr, whole, weights, a_at, 1, mr, mr * reduction,
+                                       rows_from, b_off + t0, rows_at, c_flat, c_at, ldc, count,
+                                       r0 > 0)
+                    else:
+                        column_indexed(mr, whole, weights, a_at, reduction, 1, mr * reduction,
+                                       rows_from, b_off + t0, rows_at, c_flat, c_at, ldc, count,
+                                       r0 > 0)
+                    k0 += tall if whole else mr
         biased = b.shape[0] > 0
         for k in range(kc0, min(kc1, kg)):
             channel = g * kg + k
@@ -523,7 +544,8 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     _implicit_gemm(x, packed.reshape(-1), panels, spec.groups, layer.rows, layer.k_pad,
                    layer.offsets, out, kernel_bias(b, x.dtype), pt, pl, layer.pitch, layer.slot,
                    layer.band, layer.bands, layer.k_chunk, layer.halo, layer.plane,
-                   layer.read_input, layer.shared, stage, acc, layer.n_r, REDUCTION_SLICE)
+                   layer.read_input, layer.shared, stage, acc, layer.n_r, REDUCTION_SLICE,
+                   TARGET.lanes(x.dtype), tall_rows(layer.rows))
     return out
 
 
@@ -533,9 +555,19 @@ def _prepared(w: np.ndarray, spec: ConvSpec, b: np.ndarray | None = None):
     return lambda x: implicit_gemm_conv2d(x, w, spec, b, packed)
 
 
+def _band_lengths(layer: Plan) -> list[int]:
+    """Wide-row positions of each band of a task unit (an image when read in place, else the
+    stacked images): whole bands, then the last one's rows."""
+    ho = layer.target.out_size[0]
+    lines = ho if layer.read_input else (layer.target.n - 1) * layer.slot + ho
+    last = lines - (layer.bands - 1) * layer.band
+    return [layer.band * layer.pitch] * (layer.bands - 1) + [last * layer.pitch]
+
+
 def implicit_gemm_cost_features(spec: ConvSpec) -> list[float]:
     """The micro-kernel's multiply-adds as computed (output channels padded to whole blocks,
-    positions to whole blocks of the wide rows, the rows of padding between stacked images),
+    positions to whole blocks of the wide rows and one-vector columns, these weighted by
+    their slower rate, the rows of padding between stacked images),
     the staged input values, the micro-kernel calls, the outputs copied out, and the phases'
     copy for a strided layer."""
     if flattens(spec):
@@ -550,15 +582,23 @@ def implicit_gemm_cost_features(spec: ConvSpec) -> list[float]:
     chunks = ceil_div(layer.k_pad, layer.k_chunk)
     tasks = units * layer.bands * chunks
     reduction = spec.cg * spec.kh * spec.kw
-    calls = units * layer.bands * ceil_div(reduction, REDUCTION_SLICE) * (
-        layer.positions // layer.n_r) * (layer.k_pad // layer.rows)
+    # per band: positions in whole blocks, and one-vector columns (weighted by their rate)
+    lanes, tall = TARGET.lanes(spec.dtype), tall_rows(layer.rows)
+    blocks = columns = 0.0
+    for length in _band_lengths(layer):
+        whole = tail_start(length, layer.n_r, lanes)
+        blocks += whole
+        columns += computed_positions(length, layer.n_r, lanes) - whole
+    column_calls = columns / lanes * (layer.k_pad // tall + layer.k_pad % tall // layer.rows)
+    calls = units * ceil_div(reduction, REDUCTION_SLICE) * (
+        blocks / layer.n_r * (layer.k_pad // layer.rows) + column_calls)
     if layer.shared:
         staged = target.c * layer.plane
     else:
         staged = 0 if layer.read_input else tasks * target.cg * (layer.band + layer.halo) * (
             layer.pitch)
     phases = float(target.n * target.c * target.h * target.w) if phased(spec) else 0.0
-    return [1.0, float(units * layer.bands * layer.k_pad * layer.positions * reduction),
+    return [1.0, float(units * layer.k_pad * (blocks + COLUMN_COST * columns) * reduction),
             float(staged), float(calls),
             float(spec.n * spec.k * spec.out_size[0] * spec.out_size[1]), phases]
 

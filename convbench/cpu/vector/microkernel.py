@@ -46,15 +46,20 @@ def nr(dtype, rows: int = MR) -> int:
     return vectors(rows) * TARGET.lanes(dtype)
 
 
-def _emitter(a, indexed: bool, rows: int = MR):
-    """Emit the block for arrays of type ``a``, ``rows`` x vectors(rows) vectors; ``indexed``:
-    B's row k starts at b_off + b_rows[k] (an offset table), else at b_off + k*ldb."""
-    nvec = vectors(rows)
+def _emitter(a, indexed: bool, rows: int = MR, nvec: int | None = None,
+             panel_rows: int | None = None):
+    """Emit the block for arrays of type ``a``, ``rows`` x ``nvec`` (default vectors(rows))
+    vectors; ``indexed``: B's row k starts at b_off + b_rows[k] (an offset table), else at
+    b_off + k*ldb. ``panel_rows``: A's rows come in panels of that many, ``a_panel`` apart
+    (row i at (i // panel_rows)*a_panel + (i % panel_rows)*a_row), so that a tall block can
+    span several of the packed panels."""
+    nvec = vectors(rows) if nvec is None else nvec
 
     def emit(v):
         context, builder = v.context, v.builder
         a_row_v, a_col_v, ldc_v, kc_v, accumulate_v = v.ints("a_row", "a_col", "ldc", "kc",
                                                               "accumulate")
+        a_panel_v = v.int("a_panel") if panel_rows else None
         a_ptr, b_ptr, c_ptr = v.at("a", "a_off"), v.at("b", "b_off"), v.at("c", "c_off")
         if indexed:
             rows_ty = v.type("b_rows")
@@ -106,7 +111,10 @@ def _emitter(a, indexed: bool, rows: int = MR):
         a_column = builder.gep(a_ptr, [builder.mul(k, a_col_v)])
         summed = []
         for i in range(rows):
-            scalar = builder.load(builder.gep(a_column, [builder.mul(const(i), a_row_v)]))
+            a_at = builder.mul(const(i if not panel_rows else i % panel_rows), a_row_v)
+            if panel_rows and i >= panel_rows:
+                a_at = builder.add(a_at, builder.mul(const(i // panel_rows), a_panel_v))
+            scalar = builder.load(builder.gep(a_column, [a_at]))
             broadcast = splat(builder, scalar, vec)
             summed.append([builder.call(fma, [broadcast, b_vecs[j], acc[i][j]])
                            for j in range(nvec)])
@@ -172,6 +180,87 @@ def block_indexed(rows, a, a_off, a_row, a_col, b, b_off, b_rows, c, c_off, ldc,
         _indexed6(a, a_off, a_row, a_col, b, b_off, b_rows, c, c_off, ldc, kc, accumulate)
 
 
+# time per multiply-add of a one-vector column block against a whole block's (12 x 1 at 75
+# GFLOP/s, 4 x 3 at 92, on one core of the 2-core AVX2 EPYC)
+COLUMN_COST = 1.25
+
+
+def tall_rows(panel_rows: int) -> int:
+    """Rows of a one-vector column block over panels of ``panel_rows``: as many whole panels
+    as the accumulators hold (12 rows on AVX2, 24 on AVX-512), so that its multiply-adds are
+    independent enough to keep both FMA units busy (a 4 x 1 block waits on each sum)."""
+    return max(panel_rows, _ACCUMULATORS // panel_rows * panel_rows)
+
+
+def _column(panel_rows: int, tall: bool):
+    """One-vector column blocks over A's panels of ``panel_rows`` rows: ``tall`` ones of
+    tall_rows(panel_rows) rows, else one panel's."""
+    rows = tall_rows(panel_rows) if tall else panel_rows
+
+    @vector_intrinsic
+    def block(typingctx, a, a_off, a_row, a_col, a_panel, b, b_off, b_rows, c, c_off, ldc, kc,
+              accumulate):
+        if not (is_float_array(a) and b == a and c == a and isinstance(b_rows, types.Array)
+                and isinstance(b_rows.dtype, types.Integer)):
+            return None
+        return (types.void(a, a_off, a_row, a_col, a_panel, b, b_off, b_rows, c, c_off, ldc, kc,
+                           accumulate), _emitter(a, indexed=True, rows=rows, nvec=1,
+                                                 panel_rows=panel_rows))
+
+    return block
+
+
+(_column4, _column6, _column8), (_tall4, _tall6, _tall8) = (
+    tuple(_column(rows, tall) for rows in (4, 6, 8)) for tall in (False, True))
+
+
+@njit(inline="always")
+def column_indexed(panel_rows, tall, a, a_off, a_row, a_col, a_panel, b, b_off, b_rows, c,
+                   c_off, ldc, kc, accumulate):
+    """C block (+)= A panels @ B column for a block of one vector's columns and, ``tall``,
+    tall_rows(panel_rows) rows of A (panels ``a_panel`` apart), else one panel's
+    ``panel_rows``: the last few positions of a band, which a whole block of nr(dtype,
+    panel_rows) columns would mostly compute for nothing (a 7x7 image's 49 positions as 72)."""
+    if tall:
+        if panel_rows == 4:
+            _tall4(a, a_off, a_row, a_col, a_panel, b, b_off, b_rows, c, c_off, ldc, kc,
+                   accumulate)
+        elif panel_rows == 8:
+            _tall8(a, a_off, a_row, a_col, a_panel, b, b_off, b_rows, c, c_off, ldc, kc,
+                   accumulate)
+        else:
+            _tall6(a, a_off, a_row, a_col, a_panel, b, b_off, b_rows, c, c_off, ldc, kc,
+                   accumulate)
+    elif panel_rows == 4:
+        _column4(a, a_off, a_row, a_col, a_panel, b, b_off, b_rows, c, c_off, ldc, kc,
+                 accumulate)
+    elif panel_rows == 8:
+        _column8(a, a_off, a_row, a_col, a_panel, b, b_off, b_rows, c, c_off, ldc, kc,
+                 accumulate)
+    else:
+        _column6(a, a_off, a_row, a_col, a_panel, b, b_off, b_rows, c, c_off, ldc, kc,
+                 accumulate)
+
+
+def tail_start(length: int, n_r: int, lanes: int) -> int:
+    """Where a band of ``length`` positions stops running whole blocks of ``n_r`` and runs
+    one-vector columns of ``lanes`` to its end: at its last whole block where the block after
+    it would compute at least one vector for nothing (a 7x7 image's 49 positions on AVX2: 48
+    in whole blocks and one column of 8, not 64 or 72), else at the end."""
+    positions = (length + n_r - 1) // n_r * n_r
+    return length // n_r * n_r if positions - length >= lanes else positions
+
+
+tail_start_jit = njit(inline="always")(tail_start)  # the same, inside the kernels
+
+
+def computed_positions(length: int, n_r: int, lanes: int) -> int:
+    """Positions the micro-kernel computes for a band of ``length``: whole blocks, then
+    one-vector columns (:func:`tail_start`)."""
+    start = tail_start(length, n_r, lanes)
+    return start + -(-max(0, length - start) // lanes) * lanes
+
+
 @lru_cache(maxsize=None)
 def best_rows(count: int) -> int:
     """The block height of ROW_CHOICES that pads ``count`` rows least; on a tie the one with
@@ -185,14 +274,19 @@ def best_rows(count: int) -> int:
 
 def best_block(count: int, positions: int, dtype) -> int:
     """The block height of ROW_CHOICES that computes least for ``count`` rows of C by
-    ``positions`` columns, both padded to whole blocks (a 7x7 image's 49 positions: 64 with
-    6 x 4 vectors, 96 with 8 x 3). :func:`best_rows`'s choice, the faster shape per
-    multiply-add, unless another computes over a tenth less."""
+    ``positions`` columns, the rows padded to whole blocks, the columns to whole blocks and
+    one-vector columns (:func:`computed_positions`; a 14x14 image's 196 on AVX2: 200 with
+    both shapes). :func:`best_rows`'s choice, the faster shape per multiply-add, unless
+    another computes over a tenth less."""
     preferred = best_rows(count)
+    lanes = TARGET.lanes(dtype)
 
     def computed(rows: int) -> float:
         width = nr(dtype, rows)
-        work = -(-count // rows) * rows * (-(-positions // width) * width)
+        whole = tail_start(positions, width, lanes)
+        # a one-vector column runs at about four fifths of a whole block's rate
+        columns = (computed_positions(positions, width, lanes) - whole) * COLUMN_COST
+        work = -(-count // rows) * rows * (whole + columns)
         return work * (1.0 if rows == preferred else 1.1)
 
     return min(ROW_CHOICES, key=computed)
