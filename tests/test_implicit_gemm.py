@@ -3,7 +3,8 @@ bands that span several of them (with padding shared between rows and between im
 channels split into chunks, the stacked images staged once for every task, strided and
 padded 1x1 layers on their gathered pixels, B read from the input itself (and staged for the
 block that would read past it), 1x1 layers flattened to runs of pixels (a shallow one written
-straight into the output, a deep one accumulated per reduction slice), strided layers over
+straight into the output, a deep one accumulated per reduction slice; bands ending in
+one-vector columns, or every image's last pixels gathered into shared ones), strided layers over
 their own taps on the phases; and Winograd's tasks split by output channels on a deep layer."""
 import numpy as np
 import pytest
@@ -30,6 +31,12 @@ CASES = [  # (x shape, w shape, keywords, what the plan must do)
     # packed weights and (one image) the layer's own
     ((6, 150, 7, 7), (44, 150, 1, 1), {}, "flattened"),
     ((1, 300, 7, 7), (44, 300, 1, 1), {}, "flattened"),
+    # every image's last pixels gathered into shared columns: packed weights over reduction
+    # slices, the layer's own weights, groups, images of one pixel
+    ((8, 150, 7, 7), (44, 150, 1, 1), {}, "tails"),
+    ((4, 300, 7, 7), (48, 300, 1, 1), {}, "tails"),
+    ((8, 16, 3, 3), (24, 8, 1, 1), dict(groups=2), "tails"),
+    ((5, 24, 1, 1), (36, 8, 1, 1), dict(groups=3), "tails"),
     ((4, 24, 6, 6), (200, 24, 3, 3), dict(padding=1), "shared"),
     ((4, 12, 9, 9), (20, 12, 1, 1), dict(stride=2, padding=1), "gathered"),
     ((3, 8, 10, 7), (16, 4, 1, 1), dict(stride=(2, 3), groups=2, flip=True), "gathered"),
@@ -39,6 +46,9 @@ CASES = [  # (x shape, w shape, keywords, what the plan must do)
 def _check_plan(layer, spec, expect):
     if expect == "shared":  # staged once for every task: small images stacked, or chunks
         assert layer.shared and not layer.read_input
+        return
+    if expect == "tails":  # each image one band, its last pixels computed with the others'
+        assert layer.read_input and layer.bands == 1 and 0 < layer.gathered < spec.n * 49
         return
     if expect == "gathered":  # a strided or padded 1x1 layer: its pixels gathered first
         assert implicit_gemm.pointwise_gathered(spec)
