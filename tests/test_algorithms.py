@@ -100,6 +100,8 @@ WORKSPACE_CASES = [
     conv_spec((3, 8, 20, 20), (6, 8, 1, 1), dtype="float32"),
     conv_spec((1, 1, 200, 150), (1, 1, 11, 11), flip=True, dtype="float32"),
     conv_spec((2, 6, 23, 19), (5, 6, 3, 3), padding=(1, 0, 2, 1), dtype="float32"),
+    # (the implicit GEMM gathers every image's pixels into shared columns: most of its bytes)
+    conv_spec((8, 1024, 3, 3), (96, 1024, 1, 1), dtype="float32"),
 ]
 
 

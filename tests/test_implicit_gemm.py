@@ -33,10 +33,10 @@ CASES = [  # (x shape, w shape, keywords, what the plan must do)
     ((1, 300, 7, 7), (44, 300, 1, 1), {}, "flattened"),
     # every image's last pixels gathered into shared columns: packed weights over reduction
     # slices, the layer's own weights, groups, images of one pixel
-    ((8, 150, 7, 7), (44, 150, 1, 1), {}, "tails"),
-    ((4, 300, 7, 7), (48, 300, 1, 1), {}, "tails"),
-    ((8, 16, 3, 3), (24, 8, 1, 1), dict(groups=2), "tails"),
-    ((5, 24, 1, 1), (36, 8, 1, 1), dict(groups=3), "tails"),
+    ((8, 600, 7, 7), (64, 600, 1, 1), {}, "tails"),
+    ((4, 2000, 7, 7), (48, 2000, 1, 1), {}, "tails"),
+    ((8, 1024, 3, 3), (384, 512, 1, 1), dict(groups=2), "tails"),
+    ((8, 3072, 1, 1), (384, 1024, 1, 1), dict(groups=3), "tails"),
     ((4, 24, 6, 6), (200, 24, 3, 3), dict(padding=1), "shared"),
     ((4, 12, 9, 9), (20, 12, 1, 1), dict(stride=2, padding=1), "gathered"),
     ((3, 8, 10, 7), (16, 4, 1, 1), dict(stride=(2, 3), groups=2, flip=True), "gathered"),
@@ -50,6 +50,8 @@ def _check_plan(layer, spec, expect):
     if expect == "tails":  # each image one band, its last pixels computed with the others'
         assert layer.read_input and layer.bands == 1 and 0 < layer.gathered < spec.n * 49
         return
+    if expect == "flattened" and spec.n > 1:  # too small to pay for the gather's own pass
+        assert layer.gathered == 0
     if expect == "gathered":  # a strided or padded 1x1 layer: its pixels gathered first
         assert implicit_gemm.pointwise_gathered(spec)
         assert layer.target.stride == (1, 1) and layer.target.pad == (0, 0, 0, 0)

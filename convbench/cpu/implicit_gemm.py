@@ -87,6 +87,9 @@ STACK_GAIN = 4 / 3
 # the images' last positions are gathered into shared columns where each image's own last
 # block or columns would compute this much more (the gather copies them)
 GATHER_GAIN = 1.2
+# ... and where that saves at least this many multiply-adds (the gather is a parallel pass of
+# its own: some 20-40 us; N8 C32 7x7 K64 1x1, gathered, ran in 95 us, not 49)
+GATHER_MIN_SAVED = 2_500_000
 # a shared stage splits the output channels further (a chunk costs no restaging), until a
 # task's accumulator rows fit a third of a typical L2 beside the panels of A and B
 ACC_TARGET_BYTES = 320 << 10
@@ -257,8 +260,10 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
     whole, lanes = ho // n_r * n_r, TARGET.lanes(spec.dtype)
     own = (positions - whole if tail_start(ho, n_r, lanes) == positions
            else (computed_positions(ho, n_r, lanes) - whole) * COLUMN_COST)
+    saved = (own - (ho - whole) * COLUMN_COST) * target.n * k_pad * target.cg
     gathered = ho - whole if (read and pitch == 1 and bands == 1 and target.n > 1
-                              and own > GATHER_GAIN * (ho - whole) * COLUMN_COST) else 0
+                              and own > GATHER_GAIN * (ho - whole) * COLUMN_COST
+                              and saved >= GATHER_MIN_SAVED) else 0
     return Plan(target, read, pitch, slot, band, bands, k_chunk, halo, plane, positions,
                 stage_len, shared, offsets, rows, n_r, k_pad, gathered)
 
@@ -633,11 +638,12 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     if layer.shared:
         _stage_shared(stage[0], x, layer.plane // layer.pitch, layer.plane, layer.pitch,
                       layer.slot, pt, pl)
-    _implicit_gemm(x, packed.reshape(-1), panels, spec.groups, layer.rows, layer.k_pad,
-                   layer.offsets, out, kernel_bias(b, x.dtype), pt, pl, layer.pitch, layer.slot,
-                   layer.band, layer.bands, layer.k_chunk, layer.halo, layer.plane,
-                   layer.read_input, layer.shared, stage, acc, layer.n_r, REDUCTION_SLICE,
-                   TARGET.lanes(x.dtype), tall_rows(layer.rows), layer.gathered)
+    if layer.gathered < layer.target.out_size[0]:  # (else every position is gathered)
+        _implicit_gemm(x, packed.reshape(-1), panels, spec.groups, layer.rows, layer.k_pad,
+                       layer.offsets, out, kernel_bias(b, x.dtype), pt, pl, layer.pitch, layer.slot,
+                       layer.band, layer.bands, layer.k_chunk, layer.halo, layer.plane,
+                       layer.read_input, layer.shared, stage, acc, layer.n_r, REDUCTION_SLICE,
+                       TARGET.lanes(x.dtype), tall_rows(layer.rows), layer.gathered)
     if layer.gathered:
         tails_shape, tails_acc_shape = _gathered_shapes(layer)
         _gathered_columns(x, packed.reshape(-1), panels, spec.groups, layer.rows, layer.k_pad,
