@@ -475,10 +475,9 @@ def _gathered_columns(x, weights, panels, groups, mr, k_pad, out, b, count, tail
                       offsets, tall, lanes, slice_rows):
     """The last ``count`` positions of every image (pixels of images of one-pixel rows),
     gathered into tails[g, c, n*count + q] (zero past the last; B's row c at offsets[c] =
-    c * width), computed as one-vector
-    columns of ``tall`` output channels and scattered into the output with the bias: a 7x7
-    image's 49th pixel of 8 images makes one column of 8, where each image's own column
-    computed 7 lanes for nothing."""
+    c * width), computed as one-vector columns of ``tall`` output channels and scattered into
+    the output with the bias: the 49th pixels of 8 7x7 images make one column of 8, where each
+    image's own column computed 7 lanes for nothing."""
     n_img, c_in, p = x.shape[0], x.shape[1], x.shape[2]
     k_out = out.shape[1]
     kg, cg = k_out // groups, c_in // groups

@@ -15,7 +15,8 @@ operands to whole MR x NR blocks. The vector width and register count are the ta
 (``convbench.target``: 16 float32 lanes and 32 registers on AVX-512, 8 and 16 on AVX2); a block
 keeps three quarters of the registers for accumulators: on AVX-512 6 x 4 vectors by default,
 and for the implicit GEMM also 4 x 6 and 8 x 3, so that 16 or 32 output channels need no
-padding; on AVX2 6 x 2 and 4 x 3.
+padding; on AVX2 6 x 2 and 4 x 3. A band's last few positions take one-vector columns
+(``column_indexed``) as tall as the accumulators allow, reading A across its packed panels.
 """
 from __future__ import annotations
 
