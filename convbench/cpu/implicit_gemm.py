@@ -430,20 +430,8 @@ def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, p
                         block_indexed(mr, weights, a_at, reduction, 1, rows_from, b_off + t0,
                                       rows_at, c_out, c_at, c_ld, count, c_add)
             for t0 in range(columns_from, length, lanes):  # the band's last positions
-                k0 = kc0
-                while k0 < kc1:
-                    whole = k0 + tall <= kc1  # else one panel at a time
-                    a_at = a_base + k0 * reduction + (r0 * mr if panels else r0)
-                    c_at = (k0 - kc0) * ldc + t0
-                    if panels:
-                        column_indexed(mr, whole, weights, a_at, 1, mr, mr * reduction,
-                                       rows_from, b_off + t0, rows_at, c_flat, c_at, ldc, count,
-                                       r0 > 0)
-                    else:
-                        column_indexed(mr, whole, weights, a_at, reduction, 1, mr * reduction,
-                                       rows_from, b_off + t0, rows_at, c_flat, c_at, ldc, count,
-                                       r0 > 0)
-                    k0 += tall if whole else mr
+                _columns(weights, panels, mr, tall, a_base, reduction, r0, kc0, kc1, rows_from,
+                         b_off + t0, rows_at, c_flat, t0 - kc0 * ldc, ldc, count)
         biased = b.shape[0] > 0
         for k in range(kc0, min(kc1, kg)):
             channel = g * kg + k
@@ -468,6 +456,26 @@ def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, p
                 _copy_out(flat_out, ((image * k_out + channel) * ho + oh) * wo, c_flat,
                           (k - kc0) * ldc + r * pitch, wo * run, bias, biased)
                 r += run
+
+
+@njit(inline="always")
+def _columns(weights, panels, mr, tall, a_base, reduction, r0, k0, k1, b, b_off, rows_at, c,
+             c_base, ldc, count):
+    """Output channels k0..k1 of one one-vector column over the reduction slice from row r0:
+    blocks of ``tall`` channels, then one panel of ``mr`` at a time; channel k's sums at
+    c[c_base + k*ldc], added to them after the first slice."""
+    k = k0
+    while k < k1:
+        whole = k + tall <= k1
+        a_at = a_base + k * reduction + (r0 * mr if panels else r0)
+        # A's strides as literals in each branch, as for the whole blocks
+        if panels:
+            column_indexed(mr, whole, weights, a_at, 1, mr, mr * reduction, b, b_off, rows_at,
+                           c, c_base + k * ldc, ldc, count, r0 > 0)
+        else:
+            column_indexed(mr, whole, weights, a_at, reduction, 1, mr * reduction, b, b_off,
+                           rows_at, c, c_base + k * ldc, ldc, count, r0 > 0)
+        k += tall if whole else mr
 
 
 @njit(parallel=True, cache=True)
@@ -503,21 +511,9 @@ def _gathered_columns(x, weights, panels, groups, mr, k_pad, out, b, count, tail
             rows_count = min(slice_rows, reduction - r0)
             rows_at = offsets[r0:r0 + rows_count]
             for t0 in range(0, width, lanes):
-                k = k0
-                while k < k1:
-                    whole = k + tall <= k1
-                    a_at = a_base + k * reduction + (r0 * mr if panels else r0)
-                    b_off = g * cg * width + t0
-                    c_at = (g * k_pad + k) * width + t0
-                    if panels:
-                        column_indexed(mr, whole, weights, a_at, 1, mr, mr * reduction, source,
-                                       b_off, rows_at, acc_flat, c_at, width, rows_count,
-                                       r0 > 0)
-                    else:
-                        column_indexed(mr, whole, weights, a_at, reduction, 1, mr * reduction,
-                                       source, b_off, rows_at, acc_flat, c_at, width,
-                                       rows_count, r0 > 0)
-                    k += tall if whole else mr
+                _columns(weights, panels, mr, tall, a_base, reduction, r0, k0, k1, source,
+                         g * cg * width + t0, rows_at, acc_flat, g * k_pad * width + t0, width,
+                         rows_count)
         for k in range(k0, min(k1, kg)):
             channel = g * kg + k
             for n in range(n_img):
@@ -637,20 +633,20 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     if layer.shared:
         _stage_shared(stage[0], x, layer.plane // layer.pitch, layer.plane, layer.pitch,
                       layer.slot, pt, pl)
+    weights, bias = packed.reshape(-1), kernel_bias(b, x.dtype)
+    lanes, tall = TARGET.lanes(x.dtype), tall_rows(layer.rows)
     if layer.gathered < layer.target.out_size[0]:  # (else every position is gathered)
-        _implicit_gemm(x, packed.reshape(-1), panels, spec.groups, layer.rows, layer.k_pad,
-                       layer.offsets, out, kernel_bias(b, x.dtype), pt, pl, layer.pitch, layer.slot,
-                       layer.band, layer.bands, layer.k_chunk, layer.halo, layer.plane,
-                       layer.read_input, layer.shared, stage, acc, layer.n_r, REDUCTION_SLICE,
-                       TARGET.lanes(x.dtype), tall_rows(layer.rows), layer.gathered)
+        _implicit_gemm(x, weights, panels, spec.groups, layer.rows, layer.k_pad, layer.offsets,
+                       out, bias, pt, pl, layer.pitch, layer.slot, layer.band, layer.bands,
+                       layer.k_chunk, layer.halo, layer.plane, layer.read_input, layer.shared,
+                       stage, acc, layer.n_r, REDUCTION_SLICE, lanes, tall, layer.gathered)
     if layer.gathered:
         tails_shape, tails_acc_shape = _gathered_shapes(layer)
-        _gathered_columns(x, packed.reshape(-1), panels, spec.groups, layer.rows, layer.k_pad,
-                          out, kernel_bias(b, x.dtype), layer.gathered,
-                          workspace.empty(tails_shape, x.dtype),
+        _gathered_columns(x, weights, panels, spec.groups, layer.rows, layer.k_pad, out, bias,
+                          layer.gathered, workspace.empty(tails_shape, x.dtype),
                           workspace.empty(tails_acc_shape, x.dtype),
                           np.arange(tails_shape[1], dtype=np.int64) * tails_shape[2],
-                          tall_rows(layer.rows), TARGET.lanes(x.dtype), REDUCTION_SLICE)
+                          tall, lanes, REDUCTION_SLICE)
     return out
 
 
