@@ -194,3 +194,23 @@ def test_a_1x1_layer_on_small_images_is_not_stacked():
     """Staging a 1x1 layer's images costs more than the blocks their 49 pixels waste."""
     layer = implicit_gemm.plan(conv_spec((8, 96, 7, 7), (40, 96, 1, 1)), 2)
     assert layer.read_input and not layer.shared and layer.band == 49
+
+
+@pytest.mark.parametrize("pitch,pt,pl", [(1, 0, 0), (9, 1, 1)])
+def test_a_band_past_the_last_image_stages_zeros(pitch, pt, pl):
+    """A band that starts in the last stacked image and runs past it (a short last band,
+    staged whole) holds that image's rows, their padding, then zeros to its end, whatever the
+    scratch held before."""
+    n, c, h, wid = 2, 3, 5, 1 if pitch == 1 else 7
+    slot = h + pt
+    x = np.arange(n * c * h * wid, dtype=np.float32).reshape(n, c, h, wid) + 1
+    first, count = slot + 2, 3 * slot  # from row 2 of the second image, well past its end
+    plane = count * pitch
+    stage = np.full(c * plane, np.nan, dtype=np.float32)
+    implicit_gemm._stage_stacked(stage, x, 0, c, first, count, plane, pitch, slot, pt, pl)
+    want = np.zeros((c, count, pitch), dtype=np.float32)
+    for r in range(count):
+        image, ih = (first + r) // slot, (first + r) % slot - pt
+        if image < n and 0 <= ih < h:
+            want[:, r, pl:pl + wid] = x[image, :, ih]
+    np.testing.assert_array_equal(stage.reshape(c, count, pitch), want)
