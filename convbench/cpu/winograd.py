@@ -11,8 +11,9 @@ registered as ``winograd`` (F(4x4, 3x3): 36 products for 16 outputs, 4x fewer th
 larger tile amplify rounding more; ``tolerance.py`` bounds both). Stride 1, dilation 1, any
 padding, both flips, float32 and float64.
 
-The kernels are transformed once per call (U, a*a x C x Kp, summed in float64; Kp: K padded
-to the micro-kernel's columns), or once for all by the prepared form. The input is staged once
+The kernels are transformed once per call (U, a*a x C x Kp, by the same folded tile transform
+as the inputs; Kp: K padded to the micro-kernel's columns), or once for all by the prepared
+form. The input is staged once
 as a zero-padded channel-last copy, so every tile is read without bounds checks and its
 channels are contiguous. Then each thread carries a block of tiles through all three stages
 while it stays in L2 (at most BLOCK_BYTES of V and M):
@@ -50,6 +51,7 @@ CHUNKS_PER_THREAD = 2  # output-channel chunks a thread's share of tiles is spli
 
 _input_f2, _input_f4 = (transform(matrices(m)[0], scatter=False, biased=False) for m in (2, 4))
 _output_f2, _output_f4 = (transform(matrices(m)[2], scatter=True, biased=True) for m in (2, 4))
+_kernels_f2, _kernels_f4 = (transform(matrices(m)[1], scatter=False, biased=False) for m in (2, 4))
 
 
 @njit(inline="always")
@@ -182,32 +184,24 @@ def _workspace_parts(spec: ConvSpec, m: int) -> list[tuple[tuple[int, ...], str]
 
 
 @njit(parallel=True, cache=True)
-def _transform_kernels(taps, g, flip, u, gk_ws):
-    """u[xi*a + nu, c, k] = (G g_kc G^T)[xi, nu], summed in float64, the kernel rotated for
-    true convolution; ``taps``: the kernels transposed to (C, 9, K), so every loop below runs
-    over contiguous output channels. Per input channel, G g of every kernel first (into the
-    thread's gk_ws), then each of the a*a values."""
+def _transform_kernels(taps, m, flip, u):
+    """u[xi*a + nu, c, k] = (G g_kc G^T)[xi, nu], the kernel rotated for true convolution;
+    ``taps``: the kernels transposed to (C, 9, K), so one input channel's kernels form a 3x3
+    tile whose values are contiguous across output channels, the layout the tile transform
+    vectorises over (G's coefficients folded in, as for the input and output tiles). A
+    rotated kernel is the same tile read backwards: from its last tap, rows and columns
+    stepping down."""
     c_in, _, k_out = taps.shape
-    a = g.shape[0]
+    a, kp = m + 2, u.shape[2]
+    src, dst = taps.reshape(-1), u.reshape(-1)
+    first, s_col = (8 * k_out, -k_out) if flip else (0, k_out)
     for c in prange(c_in):
-        gk = gk_ws[get_thread_id()]
-        tap = taps[c]
-        for xi in range(a):
-            for j in range(3):
-                row = gk[xi, j]
-                for k in range(k_out):
-                    row[k] = 0.0
-                for i in range(3):
-                    weight = g[xi, i]
-                    source = tap[(2 - i) * 3 + 2 - j] if flip else tap[i * 3 + j]
-                    for k in range(k_out):
-                        row[k] += weight * source[k]
-        for xi in range(a):
-            for nu in range(a):
-                g0, g1, g2 = g[nu, 0], g[nu, 1], g[nu, 2]
-                row = u[xi * a + nu, c]
-                for k in range(k_out):
-                    row[k] = gk[xi, 0, k] * g0 + gk[xi, 1, k] * g1 + gk[xi, 2, k] * g2
+        if m == 4:
+            _kernels_f4(src, c * 9 * k_out + first, 3 * s_col, s_col, dst, c * kp,
+                        a * c_in * kp, c_in * kp, 1, src, a, a, k_out)
+        else:
+            _kernels_f2(src, c * 9 * k_out + first, 3 * s_col, s_col, dst, c * kp,
+                        a * c_in * kp, c_in * kp, 1, src, a, a, k_out)
 
 
 def kernel_transform(w: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
@@ -219,14 +213,8 @@ def kernel_transform(w: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
     u[:, :, spec.k:] = 0.0
     taps = workspace.empty((spec.c * 9, spec.k), w.dtype)
     transpose_into(np.ascontiguousarray(w).reshape(spec.k, -1), taps)
-    gk = workspace.empty(_kernel_scratch_shape(spec, m), np.float64)
-    _transform_kernels(taps.reshape(spec.c, 9, spec.k), matrices(m)[1], spec.flip, u, gk)
+    _transform_kernels(taps.reshape(spec.c, 9, spec.k), m, spec.flip, u)
     return u
-
-
-def _kernel_scratch_shape(spec: ConvSpec, m: int) -> tuple[int, ...]:
-    """G g of one input channel's kernels, per thread, in float64."""
-    return numba.config.NUMBA_NUM_THREADS, m + 2, 3, spec.k
 
 
 @njit(inline="always")
@@ -296,11 +284,9 @@ def winograd_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec, m: int = 4,
 
 def winograd_workspace_bytes(spec: ConvSpec, m: int = 4) -> int:
     """U, the padded channel-last input, V and M of one block per thread; while U is
-    computed, U, the transposed kernels and a per-thread row of G g in float64 (freed before
-    the rest)."""
+    computed, U and the transposed kernels (freed before the rest)."""
     parts = [workspace.nbytes(shape, dtype) for shape, dtype in _workspace_parts(spec, m)]
-    making = (workspace.nbytes(_kernel_scratch_shape(spec, m), np.float64)
-              + workspace.nbytes(spec.w_shape, spec.dtype))
+    making = workspace.nbytes(spec.w_shape, spec.dtype)
     return max(sum(parts), parts[0] + making)
 
 
