@@ -28,6 +28,7 @@ import numpy as np
 
 from . import costmodel, registry, settings, timing, tuning
 from .costmodel import CostModel
+from .magnitude import largest_magnitude
 from .reference import random_inputs
 from .spec import conv_spec, pool_spec
 from .workspace import ENV_LIMIT, max_workspace_bytes
@@ -206,20 +207,20 @@ def _remembered(spec, device: str) -> _Remembered:
 
 
 def _magnitude(a) -> float:
-    """Largest |value| of a host array; NaN or Inf when it holds one (two passes, no copy)."""
+    """Largest |value| of a host array; NaN when it holds a NaN or an Inf (one parallel pass)."""
     if a is None or not isinstance(a, np.ndarray) or a.size == 0:
         return 0.0
-    hi, lo = float(np.max(a)), float(np.min(a))
-    if hi != hi or lo != lo:
-        return float("nan")
-    return max(abs(hi), abs(lo))
+    return largest_magnitude(a)
 
 
-def _transform_risk(algo: registry.Algorithm, spec, x, w) -> str:
-    """Why a transform algorithm must not run these inputs ('' when it may)."""
+def _transform_risk(algo: registry.Algorithm, spec, x, w, w_magnitude: float | None = None
+                    ) -> str:
+    """Why a transform algorithm must not run these inputs ('' when it may); ``w_magnitude``:
+    the weights' largest |value| (NaN if one is not finite) where the caller knows it."""
     if algo.transform_growth is None or x is None:
         return ""
-    mx, mw = _magnitude(x), _magnitude(w)
+    mx = _magnitude(x)
+    mw = _magnitude(w) if w_magnitude is None else w_magnitude
     if not (np.isfinite(mx) and np.isfinite(mw)):
         return "the inputs hold NaN or Inf, which a transform would spread"
     largest = float(np.finfo(np.dtype(spec.dtype)).max)

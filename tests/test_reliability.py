@@ -85,6 +85,39 @@ def test_large_values_do_not_overflow_where_direct_summation_would_not():
     np.testing.assert_allclose(ours, cb.conv2d(x, w, algorithm="direct"), rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_magnitude_scan_finds_the_largest_value_and_any_nonfinite_one(dtype):
+    """One pass over the values' bits: the largest |value| of either sign, found in any
+    parallel chunk, and NaN for a NaN or an Inf wherever it lies."""
+    from convbench.magnitude import CHUNK, largest_magnitude
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(3 * CHUNK + 17).astype(dtype)
+    assert largest_magnitude(a) == np.abs(a).max()
+    a[2 * CHUNK + 5] = -7e30  # the largest, negative, in the third chunk
+    assert largest_magnitude(a) == abs(a[2 * CHUNK + 5])
+    assert largest_magnitude(a[::3]) == np.abs(a[::3]).max()  # strided: read as it stands
+    for bad in (np.nan, np.inf, -np.inf):
+        b = a.copy()
+        b[-1] = bad  # in the short last chunk
+        assert np.isnan(largest_magnitude(b))
+    tiny = np.array([-0.0, np.finfo(dtype).smallest_subnormal], dtype)
+    assert largest_magnitude(tiny) == tiny[1]
+    assert largest_magnitude(np.zeros(0, dtype)) == 0.0
+
+
+def test_a_prepared_layer_scans_its_weights_once_and_still_steers_around_inf(monkeypatch):
+    x, w = _fft_layer()
+    w[0, 0, 3, 4] = np.inf  # an FFT would turn every output NaN; direct summation gives +-Inf
+    layer = cb.Conv2d(w)
+    scans = []
+    monkeypatch.setattr("convbench.layers._magnitude",
+                        lambda a: scans.append(a.shape) or auto._magnitude(a))
+    for _ in range(3):
+        y = layer(x)
+        assert np.isinf(y).all() and not np.isnan(y).any()
+    assert scans == [w.shape]
+
+
 def test_naming_fft_keeps_its_documented_behaviour():
     x, w = _fft_layer()
     x[0, 0, 100, 120] = np.nan
