@@ -82,6 +82,26 @@ def test_input_transform_is_bt_x_b(dtype, channels):
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_transform_is_g_g_gt_with_padded_columns_zero(m, flip, dtype):
+    """U[xi*a + nu, c, k] = (G g_kc G^T)[xi, nu], the kernel rotated for true convolution;
+    K = 13 leaves a vector tail and micro-kernel padding columns, which must read zero."""
+    from convbench.cpu.winograd import kernel_transform, padded_k
+    from convbench.spec import conv_spec
+    rng = np.random.default_rng(m)
+    w = rng.standard_normal((13, 5, 3, 3)).astype(dtype)
+    spec = conv_spec((1, 5, 8, 8), w.shape, padding=1, flip=flip, dtype=np.dtype(dtype))
+    u = kernel_transform(w, spec, m)
+    a, g = m + 2, matrices(m)[1]
+    taps = w[:, :, ::-1, ::-1] if flip else w
+    expected = np.einsum("xi,kcij,yj->xyck", g, taps.astype(np.float64), g).reshape(a * a, 5, 13)
+    assert u.shape == (a * a, 5, padded_k(spec))
+    np.testing.assert_allclose(u[:, :, :13], expected, rtol=1e-6, atol=1e-6)
+    assert not u[:, :, 13:].any()
+
+
 @pytest.mark.parametrize("channels", [3, 16, 21, 37])
 @pytest.mark.parametrize("whole", [False, True])
 def test_output_transform_scatters_adds_bias_and_clips(channels, whole):
