@@ -101,6 +101,25 @@ def test_implicit_gemm_paths_match_direct(xs, ws, kw, expect, dtype, biased, sta
         assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
 
 
+@pytest.mark.parametrize("ws,kw", [((8, 300, 3, 3), dict(padding=1)),
+                                   ((12, 700, 3, 3), {}),
+                                   ((16, 2400, 1, 1), {})])
+def test_a_deep_layer_of_few_columns_reads_its_weights_in_place(ws, kw, stale_workspace):
+    """Reductions of thousands of rows (C*kh*kw) over a few dozen output positions: the call
+    reads the layer's own weights rather than packing them, and its slices of the reduction
+    walk each row of A in order (the prepared form packs them, and must agree)."""
+    xs = (1, ws[1], 6, 6)
+    spec = conv_spec(xs, ws, **kw)
+    assert spec.cg * spec.kh * spec.kw > 2048 and implicit_gemm.weights_read_in_place(spec)
+    rng = np.random.default_rng(ws[1])
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    ref = cb.conv2d(x.astype(np.float64), w.astype(np.float64), algorithm="direct", **kw)
+    for got in (cb.conv2d(x, w, algorithm="implicit_gemm", **kw),
+                cb.Conv2d(w, algorithm="implicit_gemm", **kw)(x)):
+        assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
 @pytest.mark.parametrize("algorithm", ["winograd", "winograd_f2"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_winograd_chunked_output_channels(algorithm, dtype, stale_workspace):

@@ -23,7 +23,7 @@ weights outweigh a staged band) or the bands shortened. The weights are packed, 
 or once for all by the prepared form, into one panel per block of output channels, each
 reduction step's weights of the block contiguous (BLIS's packed A: a block's pass over a slice
 reads one run, where columns of all K output channels put every step a page apart on deep
-layers); a call on a GEMM of few columns and a short reduction (a 7x7 layer at batch 1) reads
+layers); a call on a GEMM of few columns (a 7x7 or 14x14 layer at batch 1) reads
 the layer's own weights, rows of the reduction, in place instead (packing would cost a fifth of
 its time), unless a block would need zero padding or the kernel rotating for true convolution.
 The reduction runs in slices of REDUCTION_SLICE rows so that a panel of B stays in L1 while
@@ -560,24 +560,23 @@ def _gathered_shapes(layer: Plan) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 # a call reads the weights in place, rather than packing them, for GEMMs of at most this many
-# columns (each packed weight serves N*Ho*Wo of them: with few, the packing pass costs more
-# than the packed panels save) and reductions of at most this many rows (a longer row puts
-# each block's consecutive weights pages apart: N1 C512 7x7 3x3 ran 1.2x slower in place)
+# columns: each packed weight serves N*Ho*Wo of them, and with few the packing pass costs
+# more than the packed panels save, however long the reduction (2-core AVX2 EPYC, per call,
+# packing -> in place: N1 C512 7x7 K512 3x3 2.12 -> 1.67 ms, N1 C512 14x14 K512 3x3 6.13 ->
+# 5.71, N1 C1024 7x7 K1024 3x3 12.1 -> 8.5; prepared, packed once: 1.61, 5.79, 6.98)
 IN_PLACE_COLUMNS = 256
-IN_PLACE_REDUCTION = 2048
 
 
 def weights_read_in_place(spec: ConvSpec) -> bool:
     """Whether a call reads A from the layer's own weights (rows of the reduction) rather than
-    packing them first: a GEMM of few columns and a short reduction, where no block of output
-    channels needs zero padding and the kernel no rotation. (Measured on a 2-core AVX2 EPYC:
-    packing N1 C2048 7x7 K512 1x1 took 0.30 ms beside its 1.0 ms GEMM; in place the GEMM took
-    1.2 ms and nothing else.)"""
+    packing them first: a GEMM of few columns, where no block of output channels needs zero
+    padding and the kernel no rotation. (Measured on a 2-core AVX2 EPYC: packing N1 C2048 7x7
+    K512 1x1 took 0.30 ms beside its 1.0 ms GEMM; in place the GEMM took 1.2 ms and nothing
+    else.)"""
     layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
     ho, wo = spec.out_size
     return (not spec.flip and layer.k_pad == layer.target.kg
-            and spec.n * ho * wo <= IN_PLACE_COLUMNS
-            and spec.cg * spec.kh * spec.kw <= IN_PLACE_REDUCTION)
+            and spec.n * ho * wo <= IN_PLACE_COLUMNS)
 
 
 def implicit_gemm_workspace_bytes(spec: ConvSpec) -> int:
