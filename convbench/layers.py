@@ -11,7 +11,7 @@ precomputes kernel transforms.
 from __future__ import annotations
 
 
-from .auto import _magnitude, _transform_risk, choose
+from .auto import _transform_risk, choose
 from .ops import _as_array, _bias, _contiguous, _empty_batch, _resolve
 from .spec import check_dtype, conv_spec
 
@@ -42,7 +42,6 @@ class Conv2d:
                             groups=groups, bias=bias is not None)
         self.algorithm, self.device = algorithm, device
         self._plans: dict[tuple, tuple] = {}
-        self._w_top: float | None = None  # the weights' largest |value|, once needed
 
     def plan(self, x_shape: tuple[int, ...]):
         """(spec, algorithm, prepared call) for inputs of this shape, made on first use."""
@@ -56,16 +55,6 @@ class Conv2d:
                 self._plans[key] = (spec, algo, algo.prepared(self.w, spec, self.b))
         return self._plans[key]
 
-    def _w_magnitude(self, algo) -> float | None:
-        """The weights' largest |value|, read once: the weights are fixed (a transform
-        algorithm's prepared kernels are taken from them on first use), and a deep layer's
-        9 MiB of them took 0.4 ms to scan, a tenth of the call."""
-        if algo.transform_growth is None:
-            return None
-        if self._w_top is None:
-            self._w_top = _magnitude(self.w)
-        return self._w_top
-
     def __call__(self, x):
         x = _as_array("x", x, self.device)
         if check_dtype("x", x) != self.dtype:
@@ -73,8 +62,7 @@ class Conv2d:
         spec, algo, run = self.plan(x.shape)
         if algo is None:
             return _empty_batch(spec, x)
-        if self.algorithm == "auto" and _transform_risk(algo, spec, x, self.w,
-                                                        self._w_magnitude(algo)):
+        if self.algorithm == "auto" and _transform_risk(algo, spec, x, self.w):
             # inputs a transform would spoil: this call goes the unprepared, steered way
             return choose(spec, self.device, False, x, self.w).algorithm.call(
                 _contiguous(x), self.w, spec, self.b)
