@@ -13,7 +13,9 @@ package changes); a candidate within the noise of the model's pick does not over
 Algorithms that mix inputs through transforms (FFT, Winograd) spread one NaN or Inf over whole
 planes or tiles, and their intermediates exceed direct summation's range: when the inputs
 hold a non-finite value, or are large enough for those intermediates to overflow, ``auto``
-chooses among the others, so the default path gives torch's and SciPy's NaN/Inf pattern.
+chooses among the others, so the default path gives torch's and SciPy's NaN/Inf pattern. A
+call checks the transform's result rather than its inputs (:func:`checked_call`: any NaN or
+Inf there comes from one of those two) and only then looks at the inputs and redoes it.
 
 The model-only choice depends on the shape alone and is remembered per process, until the
 cost model changes or the workspace limit moves past what the choice depended on.
@@ -213,14 +215,11 @@ def _magnitude(a) -> float:
     return largest_magnitude(a)
 
 
-def _transform_risk(algo: registry.Algorithm, spec, x, w, w_magnitude: float | None = None
-                    ) -> str:
-    """Why a transform algorithm must not run these inputs ('' when it may); ``w_magnitude``:
-    the weights' largest |value| (NaN if one is not finite) where the caller knows it."""
+def _transform_risk(algo: registry.Algorithm, spec, x, w) -> str:
+    """Why a transform algorithm must not run these inputs ('' when it may)."""
     if algo.transform_growth is None or x is None:
         return ""
-    mx = _magnitude(x)
-    mw = _magnitude(w) if w_magnitude is None else w_magnitude
+    mx, mw = _magnitude(x), _magnitude(w)
     if not (np.isfinite(mx) and np.isfinite(mw)):
         return "the inputs hold NaN or Inf, which a transform would spread"
     largest = float(np.finfo(np.dtype(spec.dtype)).max)
@@ -229,6 +228,32 @@ def _transform_risk(algo: registry.Algorithm, spec, x, w, w_magnitude: float | N
             largest / OVERFLOW_MARGIN):
         return "the inputs are large enough for transform intermediates to overflow"
     return ""
+
+
+def spoiled(algo: registry.Algorithm, out) -> bool:
+    """Whether a transform algorithm's host result holds a NaN or an Inf: its inputs held one
+    (which the transform spread over a tile or a plane) or its intermediates overflowed."""
+    if algo.transform_growth is None or not isinstance(out, np.ndarray) or out.size == 0:
+        return False
+    top = largest_magnitude(out)
+    return top != top
+
+
+def checked_call(algo: registry.Algorithm, run, spec, device: str, measure: bool | None,
+                 x, w, b):
+    """``auto``'s call of its pick, ``run()``: a transform algorithm's result is checked
+    (:func:`spoiled`) and, where spoiled, redone by the algorithm :func:`choose` steers to
+    with the inputs in hand; NumPy's warnings about the NaN or overflow meanwhile held back.
+    A finite result needs no look at the inputs: a deep layer's weights are twenty times its
+    output at batch 1, and scanning them first cost a tenth of the call."""
+    if algo.transform_growth is None:
+        return run()
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = run()
+    if not spoiled(algo, out):
+        return out
+    safe = choose(spec, device, measure, x, w).algorithm
+    return out if safe is algo else safe.call(x, w, spec, b)
 
 
 # --------------------------------------------------------------------------- choosing

@@ -10,8 +10,11 @@ precomputes kernel transforms.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 
-from .auto import _transform_risk, choose
+import numpy as np
+
+from .auto import checked_call
 from .ops import _as_array, _bias, _contiguous, _empty_batch, _resolve
 from .spec import check_dtype, conv_spec
 
@@ -52,7 +55,10 @@ class Conv2d:
                 self._plans[key] = (spec, None, None)
             else:
                 algo = _resolve("conv2d", spec, self.algorithm, self.device)
-                self._plans[key] = (spec, algo, algo.prepared(self.w, spec, self.b))
+                with (np.errstate(invalid="ignore", over="ignore")  # weights auto may
+                      if self.algorithm == "auto" else nullcontext()):  # steer around
+                    prepared = algo.prepared(self.w, spec, self.b)
+                self._plans[key] = (spec, algo, prepared)
         return self._plans[key]
 
     def __call__(self, x):
@@ -62,11 +68,11 @@ class Conv2d:
         spec, algo, run = self.plan(x.shape)
         if algo is None:
             return _empty_batch(spec, x)
-        if self.algorithm == "auto" and _transform_risk(algo, spec, x, self.w):
-            # inputs a transform would spoil: this call goes the unprepared, steered way
-            return choose(spec, self.device, False, x, self.w).algorithm.call(
-                _contiguous(x), self.w, spec, self.b)
-        return run(_contiguous(x))
+        x = _contiguous(x)
+        if self.algorithm != "auto":
+            return run(x)
+        # a spoiled result (inputs a transform cannot take) is redone the unprepared way
+        return checked_call(algo, lambda: run(x), spec, self.device, False, x, self.w, self.b)
 
     def __repr__(self) -> str:
         return (f"Conv2d(w={tuple(self.w.shape)}, {self.options}, algorithm={self.algorithm!r}, "

@@ -10,7 +10,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import registry
-from .auto import choose
+from .auto import checked_call, choose
 from .devices import check_device
 from .spec import ConvSpec, PoolSpec, check_dtype, conv_spec, pool_spec
 from .workspace import ENV_LIMIT, max_workspace_bytes
@@ -95,14 +95,14 @@ def _checked(algo: registry.Algorithm, spec) -> tuple[registry.Algorithm, int]:
     return algo, algo.workspace_bytes(spec)
 
 
-def _resolve(op: str, spec, algorithm: str, device: str, measure: bool | None = None,
-             x=None, w=None) -> registry.Algorithm:
+def _resolve(op: str, spec, algorithm: str, device: str, measure: bool | None = None
+             ) -> registry.Algorithm:
     """Pick the algorithm (``auto`` or by name), check it supports ``spec`` and fits memory."""
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a string, got {algorithm!r}")
     check_device(device)
     if algorithm == "auto":  # the chooser picks among those that support it, within the limit
-        return choose(spec, device, measure, x, w).algorithm
+        return choose(spec, device, measure).algorithm
     algo, need = _named(op, device, algorithm, spec)
     if need:
         limit = max_workspace_bytes()
@@ -168,8 +168,11 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups: int = 1,
             _resolve("conv2d", spec, algorithm, device)
         check_device(device)
         return _empty_batch(spec, x)
-    algo = _resolve("conv2d", spec, algorithm, device, measure, x, w)
-    return algo.call(_contiguous(x), _contiguous(w), spec, b)
+    algo = _resolve("conv2d", spec, algorithm, device, measure)
+    x, w = _contiguous(x), _contiguous(w)
+    if algorithm != "auto":
+        return algo.call(x, w, spec, b)
+    return checked_call(algo, lambda: algo.call(x, w, spec, b), spec, device, measure, x, w, b)
 
 
 def _signal_array(name: str, value) -> np.ndarray:
