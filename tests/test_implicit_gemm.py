@@ -120,6 +120,22 @@ def test_a_deep_layer_of_few_columns_reads_its_weights_in_place(ws, kw, stale_wo
         assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
+def test_outputs_written_in_place_are_not_costed_as_copied():
+    """The cost feature of outputs copied out of the accumulators: a shallow unbiased 1x1
+    layer writes its whole blocks straight into the output (only each band's edge is copied),
+    a biased one passes over every output to add the bias, a deeper one copies them all."""
+    def copied(c, bias):
+        spec = conv_spec((1, c, 56, 56), (144, c, 1, 1), bias=bias)
+        layer = implicit_gemm.plan(implicit_gemm.flattened_spec(spec), 2)
+        return implicit_gemm.implicit_gemm_cost_features(spec)[4], layer, spec
+    shallow, layer, spec = copied(24, False)
+    outputs = 144 * 56 * 56
+    assert implicit_gemm.writes_in_place(layer, 24)
+    assert 0 < shallow < 0.01 * outputs
+    assert copied(24, True)[0] == outputs
+    assert copied(256, False)[0] == outputs
+
+
 @pytest.mark.parametrize("algorithm", ["winograd", "winograd_f2"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_winograd_chunked_output_channels(algorithm, dtype, stale_workspace):

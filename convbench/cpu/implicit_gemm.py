@@ -381,9 +381,7 @@ def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, p
     units = n_img * groups if read_input else groups
     ldc = acc_ws.shape[2]
     source, flat_out = x.reshape(-1), out.reshape(-1)
-    # a one-slice reduction whose wide rows are the output's rows (a shallow 1x1 layer) writes
-    # its whole blocks straight into the output, once each: no copy-out pass
-    direct_out = read_input and pitch == wo and reduction <= slice_rows
+    direct_out = read_input and pitch == wo and reduction <= slice_rows  # (writes_in_place)
     lines = ho if read_input else (n_img - 1) * slot + ho
     for task in prange(units * bands * chunks):
         kc0 = (task % chunks) * k_chunk
@@ -660,6 +658,14 @@ def _prepared(w: np.ndarray, spec: ConvSpec, b: np.ndarray | None = None):
     return lambda x: implicit_gemm_conv2d(x, w, spec, b, packed)
 
 
+def writes_in_place(layer: Plan, reduction: int) -> bool:
+    """Whether the kernel writes its whole blocks straight into the output, once each, with no
+    copy-out pass: a one-slice reduction whose wide rows are the output's rows (a shallow 1x1
+    layer read in place)."""
+    return (layer.read_input and layer.pitch == layer.target.out_size[1]
+            and reduction <= REDUCTION_SLICE)
+
+
 def _band_lengths(layer: Plan) -> list[int]:
     """Wide-row positions of each band of a task unit (an image when read in place, else the
     stacked images): whole bands, then the last one's rows."""
@@ -671,18 +677,21 @@ def _band_lengths(layer: Plan) -> list[int]:
                                                              - layer.gathered]
 
 
-def implicit_gemm_cost_features(spec: ConvSpec) -> list[float]:
+def implicit_gemm_cost_features(spec: ConvSpec, biased: bool | None = None) -> list[float]:
     """The micro-kernel's multiply-adds as computed (output channels padded to whole blocks,
     positions to whole blocks of the wide rows and one-vector columns, these weighted by
     their slower rate, the rows of padding between stacked images),
-    the staged input values, the micro-kernel calls, the outputs copied out, and the phases'
-    copy for a strided layer."""
+    the staged input values, the micro-kernel calls, the outputs copied out of the
+    accumulators (a shallow 1x1 layer's whole blocks are written in place: only their edges,
+    or every output where a bias is added after), and the phases' copy for a strided layer.
+    ``biased``: the layer's own bias flag where ``spec`` is the form it runs as."""
+    biased = spec.bias if biased is None else biased
     if flattens(spec):
-        return implicit_gemm_cost_features(flattened_spec(spec))
+        return implicit_gemm_cost_features(flattened_spec(spec), biased)
     layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
     target = layer.target
     if pointwise_gathered(spec):
-        gathered = implicit_gemm_cost_features(target)
+        gathered = implicit_gemm_cost_features(target, biased)
         gathered[5] = float(spec.n * spec.c * target.h * target.w)  # the gather's copy
         return gathered
     units = target.n * target.groups if layer.read_input else target.groups
@@ -711,9 +720,11 @@ def implicit_gemm_cost_features(spec: ConvSpec) -> list[float]:
         staged = gathered if layer.read_input else tasks * target.cg * (
             layer.band + layer.halo) * layer.pitch
     phases = float(target.n * target.c * target.h * target.w) if phased(spec) else 0.0
+    copied = float(spec.n * spec.k * spec.out_size[0] * spec.out_size[1])
+    if writes_in_place(layer, reduction) and not biased:
+        copied -= layer.target.kg // layer.rows * layer.rows * blocks
     return [1.0, float(layer.k_pad * (blocks + COLUMN_COST * columns) * reduction),
-            float(staged), float(calls),
-            float(spec.n * spec.k * spec.out_size[0] * spec.out_size[1]), phases]
+            float(staged), float(calls), copied, phases]
 
 
 register(Algorithm(
