@@ -1,5 +1,5 @@
 """gate --against: two versions of a checkout timed side by side in one run. A copy of the
-package in a temporary git repository is the old version; a 1.5x slowdown planted in one
+package in a temporary git repository is the old version; a 2x slowdown planted in one
 algorithm on one layer of the working tree is caught, and nothing else is flagged; the same
 tree against its own HEAD passes. Only im2col is timed: each gate compiles the kernels of both
 versions from scratch, and im2col compiles in under a second where the others take 5-14 s."""
@@ -19,14 +19,14 @@ PLANTED = '''
 _unplanted = im2col_conv2d
 
 
-def im2col_conv2d(x, w, spec):  # planted by the test: 1.5x the time on 24 channels, busy
+def im2col_conv2d(x, w, spec):  # planted by the test: 2x the time on 24 channels, busy
     import time
 
     start = time.perf_counter()
     out = _unplanted(x, w, spec)
     if x.shape[1] != 24:
         return out
-    until = time.perf_counter() + 0.5 * (time.perf_counter() - start)
+    until = time.perf_counter() + (time.perf_counter() - start)
     while time.perf_counter() < until:
         pass
     return out
