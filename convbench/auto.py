@@ -230,27 +230,21 @@ def _transform_risk(algo: registry.Algorithm, spec, x, w) -> str:
     return ""
 
 
-def spoiled(algo: registry.Algorithm, out) -> bool:
-    """Whether a transform algorithm's host result holds a NaN or an Inf: its inputs held one
-    (which the transform spread over a tile or a plane) or its intermediates overflowed."""
-    if algo.transform_growth is None or not isinstance(out, np.ndarray) or out.size == 0:
-        return False
-    top = largest_magnitude(out)
-    return top != top
-
-
 def checked_call(algo: registry.Algorithm, run, spec, device: str, measure: bool | None,
                  x, w, b):
-    """``auto``'s call of its pick, ``run()``: a transform algorithm's result is checked
-    (:func:`spoiled`) and, where spoiled, redone by the algorithm :func:`choose` steers to
-    with the inputs in hand; NumPy's warnings about the NaN or overflow meanwhile held back.
+    """``auto``'s call of its pick, ``run()``: a transform algorithm's host result is checked
+    for a NaN or an Inf (its inputs held one, which the transform spread over a tile or a
+    plane, or its intermediates overflowed) and, where it holds one, redone by the algorithm
+    :func:`choose` steers to with the inputs in hand; NumPy's warnings about the NaN or
+    overflow meanwhile held back.
     A finite result needs no look at the inputs: a deep layer's weights are twenty times its
     output at batch 1, and scanning them first cost a tenth of the call."""
     if algo.transform_growth is None:
         return run()
     with np.errstate(invalid="ignore", over="ignore"):
         out = run()
-    if not spoiled(algo, out):
+    top = largest_magnitude(out) if isinstance(out, np.ndarray) else 0.0  # (device: not read)
+    if top == top:  # finite
         return out
     safe = choose(spec, device, measure, x, w).algorithm
     return out if safe is algo else safe.call(x, w, spec, b)

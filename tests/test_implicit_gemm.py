@@ -130,7 +130,9 @@ def test_outputs_written_in_place_are_not_costed_as_copied():
         return implicit_gemm.implicit_gemm_cost_features(spec)[4], layer, spec
     shallow, layer, spec = copied(24, False)
     outputs = 144 * 56 * 56
-    assert implicit_gemm.writes_in_place(layer, 24)
+    assert implicit_gemm.writes_in_place(layer.read_input, layer.pitch,
+                                         layer.target.out_size[1], 24,
+                                         implicit_gemm.REDUCTION_SLICE)
     assert 0 < shallow < 0.01 * outputs
     assert copied(24, True)[0] == outputs
     assert copied(256, False)[0] == outputs

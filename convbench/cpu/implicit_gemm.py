@@ -64,6 +64,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
+from numba.extending import register_jitable
 
 from .. import workspace
 from ..arith import ceil_div
@@ -381,7 +382,7 @@ def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, p
     units = n_img * groups if read_input else groups
     ldc = acc_ws.shape[2]
     source, flat_out = x.reshape(-1), out.reshape(-1)
-    direct_out = read_input and pitch == wo and reduction <= slice_rows  # (writes_in_place)
+    direct_out = writes_in_place(read_input, pitch, wo, reduction, slice_rows)
     lines = ho if read_input else (n_img - 1) * slot + ho
     for task in prange(units * bands * chunks):
         kc0 = (task % chunks) * k_chunk
@@ -658,12 +659,12 @@ def _prepared(w: np.ndarray, spec: ConvSpec, b: np.ndarray | None = None):
     return lambda x: implicit_gemm_conv2d(x, w, spec, b, packed)
 
 
-def writes_in_place(layer: Plan, reduction: int) -> bool:
+@register_jitable
+def writes_in_place(read_input, pitch, wo, reduction, slice_rows):
     """Whether the kernel writes its whole blocks straight into the output, once each, with no
     copy-out pass: a one-slice reduction whose wide rows are the output's rows (a shallow 1x1
-    layer read in place)."""
-    return (layer.read_input and layer.pitch == layer.target.out_size[1]
-            and reduction <= REDUCTION_SLICE)
+    layer read in place). The kernel and its cost features ask the same question."""
+    return read_input and pitch == wo and reduction <= slice_rows
 
 
 def _band_lengths(layer: Plan) -> list[int]:
@@ -721,7 +722,8 @@ def implicit_gemm_cost_features(spec: ConvSpec, biased: bool | None = None) -> l
             layer.band + layer.halo) * layer.pitch
     phases = float(target.n * target.c * target.h * target.w) if phased(spec) else 0.0
     copied = float(spec.n * spec.k * spec.out_size[0] * spec.out_size[1])
-    if writes_in_place(layer, reduction) and not biased:
+    if not biased and writes_in_place(layer.read_input, layer.pitch, target.out_size[1],
+                                      reduction, REDUCTION_SLICE):
         copied -= layer.target.kg // layer.rows * layer.rows * blocks
     return [1.0, float(layer.k_pad * (blocks + COLUMN_COST * columns) * reduction),
             float(staged), float(calls), copied, phases]
