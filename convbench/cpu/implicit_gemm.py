@@ -359,6 +359,17 @@ def _stage_shared(stage, x, count, plane, pitch, slot, pt, pl):
     stage[c_in * plane:] = 0.0
 
 
+@njit(cache=True)
+def _stage_shared_serial(stage, x, count, plane, pitch, slot, pt, pl):
+    """:func:`_stage_shared` on the calling thread: for a stage smaller than
+    PARALLEL_STAGE_BYTES, waking the other threads costs more than the copy."""
+    c_in = x.shape[1]
+    for c in range(c_in):
+        _stage_stacked(stage[c * plane:(c + 1) * plane], x, c, 1, 0, count, plane, pitch, slot,
+                       pt, pl)
+    stage[c_in * plane:] = 0.0
+
+
 @njit(parallel=True, cache=True)
 def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, pl, pitch, slot,
                    band, bands, k_chunk, halo, plane, read_input, shared, stage_ws, acc_ws, n_r,
@@ -565,6 +576,12 @@ def _gathered_shapes(layer: Plan) -> tuple[tuple[int, ...], tuple[int, ...]]:
 # 5.71, N1 C1024 7x7 K1024 3x3 12.1 -> 8.5; prepared, packed once: 1.61, 5.79, 6.98)
 IN_PLACE_COLUMNS = 256
 
+# a shared stage smaller than this is copied on the calling thread, where starting a parallel
+# region (about 5 us to wake the pool) cost more than it saved (2-core AVX2 EPYC, parallel ->
+# serial: N1 C32 7x7 pad 1, 10 KB, 9.2 -> 4.0 us; N1 C64 14x14, 64 KB, 16 -> 12 us; N8 C64
+# 7x7, 135 KB, 29 -> 35 us)
+PARALLEL_STAGE_BYTES = 1 << 17
+
 
 def weights_read_in_place(spec: ConvSpec) -> bool:
     """Whether a call reads A from the layer's own weights (rows of the reduction) rather than
@@ -634,8 +651,10 @@ def implicit_gemm_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     stage, acc = workspace.empty(stage_shape, x.dtype), workspace.empty(acc_shape, x.dtype)
     x = np.ascontiguousarray(x)
     if layer.shared:
-        _stage_shared(stage[0], x, layer.plane // layer.pitch, layer.plane, layer.pitch,
-                      layer.slot, pt, pl)
+        stager = (_stage_shared if stage.nbytes >= PARALLEL_STAGE_BYTES
+                  else _stage_shared_serial)
+        stager(stage[0], x, layer.plane // layer.pitch, layer.plane, layer.pitch, layer.slot,
+               pt, pl)
     weights, bias = packed.reshape(-1), kernel_bias(b, x.dtype)
     lanes, tall = TARGET.lanes(x.dtype), tall_rows(layer.rows)
     if layer.gathered < layer.target.out_size[0]:  # (else every position is gathered)
