@@ -41,8 +41,13 @@ def blas_kernel() -> str:
     """The BLAS library and the kernel set it runs (OpenBLAS's core type, e.g. SkylakeX or
     Haswell, which ``OPENBLAS_CORETYPE`` can force): NumPy's GEMM speed follows it."""
     try:
+        # importing threadpoolctl sets KMP_DUPLICATE_LIB_OK in os.environ; a library call
+        # leaves the environment as it found it
+        unset = "KMP_DUPLICATE_LIB_OK" not in os.environ
         from threadpoolctl import threadpool_info
 
+        if unset:
+            os.environ.pop("KMP_DUPLICATE_LIB_OK", None)
         import numpy  # noqa: F401  (loads the BLAS that threadpoolctl reports)
 
         for lib in threadpool_info():
