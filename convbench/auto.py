@@ -253,6 +253,16 @@ def checked_call(algo: registry.Algorithm, run, spec, device: str, measure: bool
 # --------------------------------------------------------------------------- choosing
 
 
+def pick(spec, device: str = "cpu", measure: bool | None = None) -> registry.Algorithm:
+    """``choose(spec, device, measure).algorithm`` without the inputs: the call's own path,
+    where building a Choice for every call of a small layer cost a third of its kernel."""
+    if measure is None:
+        measure = settings.flag(ENV_AUTOTUNE, False)
+    if measure:
+        return choose(spec, device, measure).algorithm
+    return _remembered(spec, device).choice.algorithm
+
+
 def choose(spec, device: str = "cpu", measure: bool | None = None, x=None, w=None, *,
            use_cache: bool = True) -> Choice:
     """The algorithm ``auto`` runs for ``spec`` on ``device``, with the reason. Passing the

@@ -40,10 +40,25 @@ VARIABLES = {v.name: v for v in (
 )}
 
 
+# os.environ's own dict (bytes on POSIX, which os.environ[...] = and putenv through it keep
+# current): os.environ.get raises and catches a KeyError inside for an unset variable, 2 us
+# where algorithm="auto" asks on every call of a 7 us layer
+_ENVIRON_BYTES = getattr(os.environ, "_data", None) if os.name == "posix" else None
+_ENCODED = {name: os.fsencode(name) for name in VARIABLES}
+
+
+def _environ(name: str) -> str | None:
+    """os.environ.get(name) for one of VARIABLES."""
+    if _ENVIRON_BYTES is None:
+        return os.environ.get(name)
+    value = _ENVIRON_BYTES.get(_ENCODED[name])
+    return None if value is None else os.fsdecode(value)
+
+
 def _raw(name: str) -> str | None:
     if name not in VARIABLES:  # a misspelt name in our own code
         raise KeyError(f"{name} is not a convbench setting")
-    value = os.environ.get(name)
+    value = _environ(name)
     return None if value is None or value.strip() == "" else value.strip()
 
 

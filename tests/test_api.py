@@ -166,3 +166,29 @@ def test_output_dtype_follows_input(rng):
         x, w = random_case(rng, (1, 1, 6, 6), (1, 1, 3, 3), dtype)
         assert cb.conv2d(x, w).dtype == dtype
         assert cb.avg_pool2d(x, 2).dtype == dtype
+
+
+def test_a_repeated_call_skips_validation_and_any_other_form_takes_it(rng, monkeypatch):
+    # a call whose argument set was validated before goes straight to its algorithm; the
+    # same shapes in any other form (strided, big-endian, a float64 bias for float32 inputs)
+    # are validated and converted again, and every form gives the same result
+    from convbench import ops
+
+    x, w = random_case(rng, (2, 3, 9, 9), (4, 3, 3, 3), "float32")
+    bias = rng.standard_normal(4).astype(np.float32)
+    options = dict(stride=(1, 2), padding=1)
+    first = cb.conv2d(x, w, bias, **options)
+
+    def refuse(*args):
+        raise AssertionError("validated again")
+
+    monkeypatch.setattr(ops, "check_dtype", refuse)
+    np.testing.assert_array_equal(cb.conv2d(x, w, bias, **options), first)
+    others = [(np.asfortranarray(x), w, bias), (x.astype(">f4"), w, bias),
+              (x, w, bias.astype(np.float64)), (x, w, list(bias))]
+    for args in others:
+        with pytest.raises(AssertionError, match="validated again"):
+            cb.conv2d(*args, **options)
+    monkeypatch.undo()
+    for args in others:
+        np.testing.assert_allclose(cb.conv2d(*args, **options), first, rtol=1e-6, atol=1e-6)

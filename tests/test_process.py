@@ -136,6 +136,18 @@ def test_bad_settings_name_the_variable_and_what_it_accepts(monkeypatch, name, v
     assert cb.conv2d(x, w, algorithm="fft").shape == (1, 2, 5, 5)
 
 
+def test_settings_follow_the_environment_as_it_changes(monkeypatch):
+    name = "CONVBENCH_AUTOTUNE"  # read on every call of algorithm="auto"
+    monkeypatch.delenv(name, raising=False)
+    assert settings.flag(name, False) is False and settings.flag(name, True) is True
+    for value, expected in (("on", True), ("off", False), ("YES", True), ("", False)):
+        monkeypatch.setenv(name, value)
+        assert settings.flag(name, False) is expected
+    monkeypatch.setenv(name, "1")
+    monkeypatch.delenv(name)
+    assert settings.flag(name, False) is False
+
+
 @pytest.mark.parametrize("raw,bytes_", [("1000", 1000), ("512M", 512 << 20), ("2G", 2 << 30),
                                         ("1.5k", 1536), ("64MB", 64 << 20)])
 def test_workspace_limit_forms(monkeypatch, raw, bytes_):

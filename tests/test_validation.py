@@ -172,6 +172,37 @@ def test_flip_must_be_bool():
         cb.conv2d(X, W, flip="yes")
 
 
+@pytest.mark.parametrize("name, valid, equal_but_invalid", [
+    ("stride", 1, 1.0), ("stride", 1, True), ("padding", (1, 1), (1, 1.0)),
+    ("dilation", 1, True), ("groups", 1, True), ("flip", False, 0)])
+def test_a_remembered_call_lets_no_equal_invalid_value_through(name, valid,
+                                                                equal_but_invalid):
+    # 1.0 and True equal 1 as dictionary keys; validation refuses them however often the
+    # valid argument set was seen before
+    cb.conv2d(X, W, **{name: valid})
+    cb.conv2d(X, W, **{name: valid})
+    with raises(TypeError, name):
+        cb.conv2d(X, W, **{name: equal_but_invalid})
+
+
+@pytest.mark.parametrize("options", [dict(size=2.0), dict(size=2, stride=True),
+                                     dict(size=2, padding=True)])
+def test_a_remembered_pooling_lets_no_equal_invalid_value_through(options):
+    valid = {k: int(v) for k, v in options.items()}
+    cb.max_pool2d(X, **valid)
+    with raises(TypeError, next(iter(k for k, v in options.items() if type(v) is not int))):
+        cb.max_pool2d(X, **options)
+
+
+def test_workspace_limit_holds_for_a_remembered_call(monkeypatch):
+    x, w = np.ones((1, 4, 32, 32), np.float32), np.ones((4, 4, 9, 9), np.float32)
+    cb.conv2d(x, w, algorithm="fft")
+    cb.conv2d(x, w, algorithm="fft")
+    monkeypatch.setenv("CONVBENCH_MAX_WORKSPACE", "1K")
+    with raises(ValueError, "workspace", "CONVBENCH_MAX_WORKSPACE", "'fft'"):
+        cb.conv2d(x, w, algorithm="fft")
+
+
 def test_non_array_input():
     with raises(TypeError, "x"):
         cb.conv2d(object(), W)
