@@ -102,7 +102,26 @@ WORKSPACE_CASES = [
     conv_spec((2, 6, 23, 19), (5, 6, 3, 3), padding=(1, 0, 2, 1), dtype="float32"),
     # (the implicit GEMM gathers every image's pixels into shared columns: most of its bytes)
     conv_spec((8, 1024, 3, 3), (96, 1024, 1, 1), dtype="float32"),
+    # (a fully connected layer: im2col's one GEMM over all images needs nothing)
+    conv_spec((64, 2048, 1, 1), (96, 2048, 1, 1), dtype="float32"),
 ]
+
+
+# squeeze-excitation layers: 1x1 kernels on images of one pixel, several images
+FULLY_CONNECTED = [conv_spec((n, c, 1, 1), (k, c, 1, 1), dtype=dtype, bias=bias)
+                   for n, c, k, bias, dtype in [(8, 20, 480, True, "float32"),
+                                                (3, 7, 5, False, "float64"),
+                                                (64, 96, 4, True, "float32")]]
+
+
+@pytest.mark.parametrize("algo,spec", [(a, s) for a in CONV for s in FULLY_CONNECTED
+                                       if a.supports(s)],
+                         ids=lambda v: getattr(v, "name", None) or v.label())
+def test_fully_connected_layers_match_reference(algo, spec):
+    x, w, b = random_inputs(spec, spec.c + spec.k)
+    ok, ratio = check_close(algo.call(x, w, spec, b), reference(spec, x, w, b),
+                            conv_error_bound(x, w, spec, algo.error_model, b))
+    assert ok, f"{algo.name} on {spec.label()}: error/bound = {ratio:.3g}"
 
 
 def _peak_extra_bytes(run, *args) -> int:
