@@ -138,6 +138,7 @@ class _Known(NamedTuple):
     spec: ConvSpec
     named: registry.Algorithm | None
     workspace: int  # the named algorithm's declared workspace
+    version: int  # the registry's, when remembered (an algorithm replaced since: not valid)
 
 
 _KNOWN: dict[tuple, _Known] = {}
@@ -166,10 +167,10 @@ def _remember(key, spec, algorithm: str, device: str) -> None:
     if len(_KNOWN) >= KNOWN_SIZE:
         _KNOWN.clear()
     if algorithm == "auto":
-        _KNOWN[key] = _Known(spec, None, 0)
+        _KNOWN[key] = _Known(spec, None, 0, registry.version())
     else:
         algo, need = _named("conv2d", device, algorithm, spec)
-        _KNOWN[key] = _Known(spec, algo, need)
+        _KNOWN[key] = _Known(spec, algo, need, registry.version())
 
 
 def _known_call(known: _Known, x, w, b, device: str, measure):
@@ -179,7 +180,7 @@ def _known_call(known: _Known, x, w, b, device: str, measure):
     spec, algo = known.spec, known.named
     if algo is not None:
         if known.workspace and known.workspace > max_workspace_bytes():
-            return _resolve("conv2d", spec, algo.name, device)  # raises: over the limit
+            _resolve("conv2d", spec, algo.name, device)  # raises: over the limit
         return algo.call(x, w, spec, b)
     algo = pick(spec, device, measure)
     if algo.transform_growth is None:  # (nothing for checked_call to check)
@@ -224,7 +225,7 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups: int = 1,
     """
     key = _known_key(x, w, bias, stride, padding, dilation, groups, flip, algorithm, device)
     known = _KNOWN.get(key) if key is not None else None
-    if known is not None:
+    if known is not None and known.version == registry.version():
         return _known_call(known, x, w, bias, device, measure)
     given = (x, w, bias)
     x, w = _as_array("x", x, device), _as_array("w", w, device)

@@ -192,3 +192,25 @@ def test_a_repeated_call_skips_validation_and_any_other_form_takes_it(rng, monke
     monkeypatch.undo()
     for args in others:
         np.testing.assert_allclose(cb.conv2d(*args, **options), first, rtol=1e-6, atol=1e-6)
+
+
+def test_a_repeated_call_follows_an_algorithm_replaced_in_the_registry(rng):
+    import dataclasses
+
+    from convbench import registry
+
+    x, w = random_case(rng, (1, 2, 8, 8), (3, 2, 3, 3), "float32")
+    expected = cb.conv2d(x, w, algorithm="direct")
+    cb.conv2d(x, w, algorithm="direct")  # remembered
+    real = registry.get("conv2d", "cpu", "direct")
+    calls = []
+
+    def counted(x, w, spec):
+        calls.append(spec.label())
+        return real.run(x, w, spec)
+
+    with registry.registered(dataclasses.replace(real, run=counted)):
+        np.testing.assert_array_equal(cb.conv2d(x, w, algorithm="direct"), expected)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(cb.conv2d(x, w, algorithm="direct"), expected)
+    assert len(calls) == 1  # the registry restored: the real one again
