@@ -255,10 +255,11 @@ OTHER_WIDTHS = {"avx2": {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "-av
 @pytest.mark.skipif(os.environ.get("CONVBENCH_VECTOR_WIDTH_RUN") is not None,
                     reason="this is the run at another width")
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 targets")
-@pytest.mark.parametrize("name", sorted(OTHER_WIDTHS))
+@pytest.mark.parametrize("name", sorted(n for n in OTHER_WIDTHS if HOST_AVX512 or n != "avx2"))
 def test_vector_kernels_at_another_width(name):
     """These tests again, compiled for AVX2 (32-byte vectors, 16 registers) and for SSE (16
-    bytes): both run on an AVX-512 host, so one machine checks every width's code."""
+    bytes): both run on an AVX-512 host, so one machine checks every width's code. (On an AVX2
+    host the tests themselves are the AVX2 run, 20 s of CI not spent twice.)"""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
     env.update(OTHER_WIDTHS[name], CONVBENCH_VECTOR_WIDTH_RUN=name)
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
