@@ -183,8 +183,6 @@ def _known_call(known: _Known, x, w, b, device: str, measure):
             _resolve("conv2d", spec, algo.name, device)  # raises: over the limit
         return algo.call(x, w, spec, b)
     algo = pick(spec, device, measure)
-    if algo.transform_growth is None:  # (nothing for checked_call to check)
-        return algo.call(x, w, spec, b)
     return checked_call(algo, lambda: algo.call(x, w, spec, b), spec, device, measure, x, w, b)
 
 
@@ -232,7 +230,8 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups: int = 1,
     dtype = check_dtype("x", x)
     if check_dtype("w", w) != dtype:
         raise TypeError(f"w has dtype {w.dtype} but x has dtype {x.dtype}; they must match")
-    if key is not None:  # exact types: the cache cannot confuse them with others
+    if key is not None or (_exact(stride, padding, dilation, groups)
+                           and type(flip) is bool):  # exact types: the cache confuses none
         spec = _conv_spec(x.shape, w.shape, stride, padding, dilation, flip, dtype, groups,
                           bias is not None)
     else:

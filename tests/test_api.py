@@ -170,7 +170,7 @@ def test_output_dtype_follows_input(rng):
 
 def test_a_repeated_call_skips_validation_and_any_other_form_takes_it(rng, monkeypatch):
     # a call whose argument set was validated before goes straight to its algorithm; the
-    # same shapes in any other form (strided, big-endian, a float64 bias for float32 inputs)
+    # same shapes in any other form (Fortran order, big-endian, a float64 or list bias)
     # are validated and converted again, and every form gives the same result
     from convbench import ops
 

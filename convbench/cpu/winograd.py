@@ -14,8 +14,8 @@ padding, both flips, float32 and float64.
 The kernels are transformed once per call (U, a*a x C x Kp, by the same folded tile transform
 as the inputs; Kp: K padded to the micro-kernel's columns), or once for all by the prepared
 form. The input is staged once as a zero-padded channel-last copy, so every tile is read
-without bounds checks and its channels are contiguous. Then each thread carries a block of tiles through all three stages
-while it stays in L2 (at most BLOCK_BYTES of V and M):
+without bounds checks and its channels are contiguous. Then each thread carries a block of
+tiles through all three stages while it stays in L2 (at most BLOCK_BYTES of V and M):
 
 1. input transform (``winograd_tiles``, vectorised across channels): V, a*a x block x C;
 2. the a*a products M[xi] = V[xi] @ U[xi] on the register-blocked micro-kernel
