@@ -70,6 +70,28 @@ def test_memory_a_library_hides_is_empty_not_zero(layers_run):
     assert all(r["measured_host_bytes"] != "" for r in ours)
 
 
+def test_page_faults_are_counted_for_every_algorithm_peers_included(layers_run):
+    with (layers_run / "results.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]
+    assert rows and all(r["page_faults"] != "" for r in rows)
+    assert any(r["algorithm"] == "torch" for r in rows) == any(
+        r["algorithm"] == "torch" and r["page_faults"] != "" for r in rows)
+
+
+def test_a_call_on_fresh_pages_counts_them_and_a_warm_one_does_not():
+    import numpy as np
+
+    from convbench.bench import memory
+
+    if memory.resource is None:
+        pytest.skip("this platform does not count page faults")
+    warm = np.ones(1 << 20, np.uint8)
+    assert memory.page_faults(lambda: warm.fill(2)) < 16
+    # 48 MiB, above glibc's mmap ceiling: mapped afresh and written (24 faults even where
+    # every page is a 2 MiB huge page, 12288 on 4 KiB ones)
+    assert memory.page_faults(lambda: b"\x01" * (48 << 20)) >= 20
+
+
 def test_environment_record(layers_run):
     env = json.loads((layers_run / "environment.json").read_text())
     for key in ("machine_id", "cpu_flags", "numba_threading_layer", "blas", "git", "cores"):

@@ -194,6 +194,8 @@ def admit(algo: registry.Algorithm, prep: Prepared, budget: Budget, row: dict,
         _fail(row, "skipped", f"timing needs ~{predicted:.1f} s ({budget.repeats} repeats of "
               f"a {warm:.3g} s call) > max case seconds {budget.max_s:g}")
         return None
+    if prep.device != "cuda":  # a host call's fresh pages (see memory.page_faults)
+        row["page_faults"] = memory.page_faults(fn)
     if not algo.memory_visible:  # allocates where neither tracemalloc nor the plugin sees
         pass
     elif prep.device == "cuda":

@@ -136,6 +136,13 @@ def build_report(run_dir: Path, experiment: Experiment | None = None) -> Path:
                                                       "noise"]]
     md.append("## Unsettled and drifted results\n")
     md.append(md_table(loud))
+    faulted = tables.page_faulted(df)
+    if not faulted.empty:
+        md.append(f"## Calls that page-faulted\n\nAt least {tables.FAULTS_NOTED} page faults "
+                  "per warm call: the time includes the kernel mapping and zeroing fresh pages "
+                  "(a block above glibc's 32 MiB mmap ceiling is mapped afresh on every call), "
+                  "and moves with what ran before it.\n")
+        md.append(md_table(faulted))
     skipped = df[df["status"] == "skipped"][["series", "label", "algorithm", "error"]]
     failed = df[df["status"].isin(["failed", "mismatch"])][["series", "label", "algorithm",
                                                              "status", "error"]]

@@ -39,7 +39,7 @@ COLUMNS = (
        "rel_spread", "repeats", "loops", "unsettled", "drifted", "noise", "load_avg", "others_cpu", "steal",
        "cpu_mhz", "control_drift", "cache", "gpu_sm_mhz_min", "gpu_sm_mhz_default",
        "gpu_temp_c_max", "gpu_power_w_max", "throttled", "gflops", "gbps", "peak_fraction", "speedup_vs_best_peer",
-       "best_peer", "workspace_bytes", "measured_host_bytes", "measured_device_bytes",
+       "best_peer", "workspace_bytes", "measured_host_bytes", "measured_device_bytes", "page_faults",
        "transfer_s", "error_to_bound", "info_kept", "auto_pick", "auto_top",
        "auto_measured_pick", "scipy_choice"])
 AUTO = "auto"  # the row of algorithm="auto" itself (experiments with time_auto): not one of ours
