@@ -186,3 +186,29 @@ def test_direct_row_passes_follow_the_kernel_loop():
             j += 5 if kw - j >= 5 else 3 if kw - j >= 3 else 1
             passes += 1
         assert direct.row_passes(kw) == passes
+
+
+@pytest.mark.parametrize("name", ["depthwise_cl", "implicit_gemm", "direct", "winograd"])
+def test_workspace_is_never_read_before_written(name, monkeypatch):
+    """Each kernel's scratch comes NaN-filled: whatever it reads of it (a staged row's zero
+    margins, which depthwise_cl zeroes once per call, not per task) it must have written."""
+    from convbench import workspace
+
+    def poisoned(shape, dtype):
+        arr = np.empty(shape, dtype)
+        arr.fill(np.nan)
+        return arr
+
+    monkeypatch.setattr(workspace, "empty", poisoned)
+    algo = registry.get("conv2d", "cpu", name)
+    for stride, pad in (((1, 1), (2, 1, 0, 3)), ((2, 2), (2, 2, 2, 2)), ((1, 2), (0, 0, 1, 0))):
+        groups = 16 if name.startswith("depthwise") else 1
+        spec = conv_spec((2, 16, 9, 11), (16, 16 // groups, 3, 3), stride=stride, padding=pad,
+                         groups=groups, dtype="float32")
+        if not algo.supports(spec):
+            continue
+        x, w, b = random_inputs(spec, 1)
+        got = algo.call(x, w, spec, b)
+        ok, ratio = check_close(got, reference(spec, x, w, b),
+                                conv_error_bound(x, w, spec, algo.error_model, b))
+        assert ok, f"{name} on {spec.label()}: error/bound = {ratio:.3g}"

@@ -27,6 +27,7 @@ from .. import workspace
 from ..arith import ceil_div
 from ..registry import Algorithm, register
 from ..spec import ConvSpec
+from .staging.rows import stage_row
 from .vector.channel_taps import PIXELS, row_taps
 from .vector.ir import TARGET
 from .vector.transpose import block
@@ -146,19 +147,20 @@ def _depthwise_cl(x, packed, bias, biased, out, offsets, sh, sw, pt, pl, band, b
             cl[:count * lanes] = 0.0  # the channels past the last one stay zero
         _to_channels_last(flat_x, ((n * c_in + c0) * h + first) * wid, h * wid, cl, count,
                           lanes, valid)
-        # ... then placed in the zero-padded stage, one contiguous run per row
+        # ... then placed in the zero-padded stage, one contiguous run per row: the margins,
+        # the same columns in every task, were zeroed once per call (_zero_margins) and only
+        # rows of padding are zeroed here (a view and a libc memset or memmove per run of a few
+        # pixels, as slice assignments, cost 10-20% of a small plane's layer)
         row_len = pitch * lanes
+        lo, hi = max(0, min(pitch, pl)), max(0, min(pitch, pl + wid))
         for r in range(rows_in):
             ih = ih0 + r
             at = r * row_len
             if ih < first or ih >= last:
-                stage[at:at + row_len] = 0.0
-                continue
-            lo, hi = max(0, min(pitch, pl)), max(0, min(pitch, pl + wid))
-            stage[at:at + lo * lanes] = 0.0
-            stage[at + hi * lanes:at + row_len] = 0.0
-            src = (ih - first) * wid * lanes + (lo - pl) * lanes
-            stage[at + lo * lanes:at + hi * lanes] = cl[src:src + (hi - lo) * lanes]
+                stage_row(stage, at, row_len, row_len, row_len, cl, 0, 1)
+            else:
+                stage_row(stage, at + lo * lanes, (hi - lo) * lanes, 0, (hi - lo) * lanes, cl,
+                          (ih - first) * wid * lanes + (lo - pl) * lanes, 1)
         # every output row of the band, eight pixels' sums in registers at a time
         for r in range(rows):
             row_taps(stage, r * sh * row_len, sw * lanes, offsets, flat_w,
@@ -166,6 +168,18 @@ def _depthwise_cl(x, packed, bias, biased, out, offsets, sh, sw, pt, pl, band, b
         # back to the planes: the band's rows of a channel are one contiguous run
         _to_planes(ys, flat_out, ((n * c_in + c0) * ho + oh0) * wo, ho * wo, rows * wo, lanes,
                    valid)
+
+
+@njit(cache=True)
+def _zero_margins(stage_ws, rows_in, pitch, lanes, pl, wid):
+    """Zero every thread's staged rows left of the image (``pl`` pixels) and right of it: the
+    tasks of a call write only the image's columns, or whole rows of padding."""
+    lo, hi = max(0, min(pitch, pl)), max(0, min(pitch, pl + wid))
+    row_len = pitch * lanes
+    for stage in stage_ws:
+        for r in range(rows_in):
+            stage_row(stage, r * row_len, lo * lanes, lo * lanes, lo * lanes, stage, 0, 1)
+            stage_row(stage, r * row_len + hi * lanes, row_len - hi * lanes, 0, 0, stage, 0, 1)
 
 
 def _scratch_shapes(spec: ConvSpec, layer: Plan) -> tuple[tuple[int, int], ...]:
@@ -195,6 +209,7 @@ def depthwise_cl_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
     weights, bias = packed if packed is not None else pack_weights(w, spec, b, layer.lanes)
     stage, cl, ys = (workspace.empty(shape, x.dtype) for shape in _scratch_shapes(spec, layer))
+    _zero_margins(stage, layer.rows_in, layer.pitch, layer.lanes, spec.pad[2], spec.w)
     (sh, sw) = spec.stride
     _depthwise_cl(x, weights, bias, 1 if b is not None else 0, out, layer.offsets, sh, sw,
                   spec.pad[0], spec.pad[2], layer.band, layer.bands, layer.rows_in, layer.pitch,
