@@ -303,7 +303,7 @@ def _append_synced(path: Path, text: str) -> None:
 
 
 NUMERIC = ("count", "layer_index", "median_s", "prepared_median_s", "min_s", "iqr_s", "rel_spread", "first_call_s", "warm_call_s",
-           "workspace_bytes", "measured_host_bytes", "measured_device_bytes",
+           "workspace_bytes", "measured_host_bytes", "measured_device_bytes", "page_faults",
            "speedup_vs_best_peer", "flops", "gflops", "gbps", "info_kept", "others_cpu",
            "steal", "load_avg", "control_drift", "cpu_mhz", "gpu_sm_mhz_min",
            "gpu_sm_mhz_default", "gpu_temp_c_max", "gpu_power_w_max")

@@ -93,14 +93,21 @@ def test_the_same_tree_against_its_head_passes(repo, monkeypatch, capsys):
 
 
 def test_a_planted_slowdown_is_caught_and_nothing_else(repo, monkeypatch, capsys):
+    """Caught in one of two gates: on a busy 2-core CI host one process pair's luck once
+    widened the 2x layer's interval to 0.57-2.28 (the gate then rightly judges nothing); no
+    gate may flag anything else."""
     original = _plant(repo, PLANTED)
     try:
-        code, text = _gate(repo, monkeypatch, capsys)
+        for _ in range(2):
+            code, text = _gate(repo, monkeypatch, capsys)
+            flagged = [line for line in text.splitlines() if line.startswith("REGRESSION")]
+            assert all("small 5x5" in line and "im2col" in line for line in flagged), text
+            if code == 1:
+                break
     finally:
         (repo / "convbench" / "cpu" / "im2col.py").write_text(original)
     assert code == 1, text
-    flagged = [line for line in text.splitlines() if line.startswith("REGRESSION")]
-    assert len(flagged) == 1 and "small 5x5" in flagged[0] and "im2col" in flagged[0], text
+    assert len(flagged) == 1, text
 
 
 def test_a_wrong_result_is_a_mismatch_before_any_timing(repo, monkeypatch, capsys):
