@@ -73,9 +73,7 @@ def test_memory_a_library_hides_is_empty_not_zero(layers_run):
 def test_page_faults_are_counted_for_every_algorithm_peers_included(layers_run):
     with (layers_run / "results.csv").open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]
-    assert rows and all(r["page_faults"] != "" for r in rows)
-    assert any(r["algorithm"] == "torch" for r in rows) == any(
-        r["algorithm"] == "torch" and r["page_faults"] != "" for r in rows)
+    assert rows and all(int(float(r["page_faults"])) >= 0 for r in rows)  # torch's as well
 
 
 def test_a_call_on_fresh_pages_counts_them_and_a_warm_one_does_not():
