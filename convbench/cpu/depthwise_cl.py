@@ -47,6 +47,8 @@ class Plan(NamedTuple):
     bands: int
     rows_in: int  # staged input rows per band
     pitch: int  # staged row length in pixels (padded width)
+    left: int  # staged columns before the image's (zeros, as are those from ``right`` on)
+    right: int  # the first staged column past the image's
     offsets: np.ndarray  # tap t reads the staged pixel offset offsets[t] (in elements)
 
 
@@ -66,7 +68,9 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
     i, j = np.meshgrid(np.arange(spec.kh), np.arange(spec.kw), indexing="ij")
     offsets = ((i * dh * pitch + j * dw) * lanes).reshape(-1).astype(np.int64)
     offsets.setflags(write=False)
-    return Plan(lanes, blocks, band, ceil_div(ho, band), rows_in, pitch, offsets)
+    left = max(0, min(pitch, spec.pad[2]))
+    right = max(0, min(pitch, spec.pad[2] + spec.w))
+    return Plan(lanes, blocks, band, ceil_div(ho, band), rows_in, pitch, left, right, offsets)
 
 
 def pack_weights(w: np.ndarray, spec: ConvSpec, b: np.ndarray | None, lanes: int
@@ -125,7 +129,7 @@ def _to_planes(src, dst, d_off, d_pitch, count, lanes, valid):
 
 @njit(parallel=True, cache=True)
 def _depthwise_cl(x, packed, bias, biased, out, offsets, sh, sw, pt, pl, band, bands, rows_in,
-                  pitch, stage_ws, rows_ws, out_ws):
+                  pitch, lo, hi, stage_ws, rows_ws, out_ws):
     n_img, c_in, h, wid = x.shape
     _, _, ho, wo = out.shape
     blocks, taps, lanes = packed.shape
@@ -152,7 +156,6 @@ def _depthwise_cl(x, packed, bias, biased, out, offsets, sh, sw, pt, pl, band, b
         # rows of padding are zeroed here (a view and a libc memset or memmove per run of a few
         # pixels, as slice assignments, cost 10-20% of a small plane's layer)
         row_len = pitch * lanes
-        lo, hi = max(0, min(pitch, pl)), max(0, min(pitch, pl + wid))
         for r in range(rows_in):
             ih = ih0 + r
             at = r * row_len
@@ -171,10 +174,9 @@ def _depthwise_cl(x, packed, bias, biased, out, offsets, sh, sw, pt, pl, band, b
 
 
 @njit(cache=True)
-def _zero_margins(stage_ws, rows_in, pitch, lanes, pl, wid):
-    """Zero every thread's staged rows left of the image (``pl`` pixels) and right of it: the
-    tasks of a call write only the image's columns, or whole rows of padding."""
-    lo, hi = max(0, min(pitch, pl)), max(0, min(pitch, pl + wid))
+def _zero_margins(stage_ws, rows_in, pitch, lanes, lo, hi):
+    """Zero every thread's staged rows outside the image's columns ``lo``..``hi``: the tasks
+    of a call write only those columns, or whole rows of padding."""
     row_len = pitch * lanes
     for stage in stage_ws:
         for r in range(rows_in):
@@ -209,11 +211,11 @@ def depthwise_cl_conv2d(x: np.ndarray, w: np.ndarray, spec: ConvSpec,
     layer = plan(spec, numba.config.NUMBA_NUM_THREADS)
     weights, bias = packed if packed is not None else pack_weights(w, spec, b, layer.lanes)
     stage, cl, ys = (workspace.empty(shape, x.dtype) for shape in _scratch_shapes(spec, layer))
-    _zero_margins(stage, layer.rows_in, layer.pitch, layer.lanes, spec.pad[2], spec.w)
+    _zero_margins(stage, layer.rows_in, layer.pitch, layer.lanes, layer.left, layer.right)
     (sh, sw) = spec.stride
     _depthwise_cl(x, weights, bias, 1 if b is not None else 0, out, layer.offsets, sh, sw,
                   spec.pad[0], spec.pad[2], layer.band, layer.bands, layer.rows_in, layer.pitch,
-                  stage, cl, ys)
+                  layer.left, layer.right, stage, cl, ys)
     return out
 
 
