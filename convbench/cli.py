@@ -178,6 +178,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="with --against: only these algorithms of ours")
     cache = sub.add_parser("cache", help="show or clear the tuning cache of measure=True")
     cache.add_argument("action", choices=["show", "clear"])
+    warmup = sub.add_parser("warmup", help="compile every CPU kernel of ours now, in parallel "
+                                           "processes, into Numba's on-disk cache")
+    warmup.add_argument("--jobs", type=_at_least(1), default=None,
+                        help="worker processes (default: one per core)")
     return parser
 
 
@@ -218,7 +222,7 @@ def _dispatch(args, argv) -> int:
     commands = {"list": cmd_list, "report": cmd_report, "compare": cmd_compare,
                 "check": cmd_check, "calibrate": cmd_calibrate, "explain": cmd_explain,
                 "baseline": cmd_baseline, "gate": cmd_gate, "cache": cmd_cache,
-                "bench": cmd_bench}
+                "bench": cmd_bench, "warmup": cmd_warmup}
     if args.command == "run":
         return cmd_run(args, argv)
     return commands[args.command](args)
@@ -386,6 +390,13 @@ def cmd_cache(args) -> int:
     for key, entry in sorted(entries.items()):
         times = ", ".join(f"{n} {t * 1e3:.3g} ms" for n, t in entry["times"].items())
         print(f"  {key}: {entry['algorithm']} ({times})")
+    return 0
+
+
+def cmd_warmup(args) -> int:
+    from .warmup import warm
+
+    warm(args.jobs)
     return 0
 
 
