@@ -358,6 +358,31 @@ def test_channel_last_staging_pads_and_transposes(dtype, shape):
     np.testing.assert_array_equal(xp, expected)
 
 
+@pytest.mark.parametrize("shape, stride, pad", [
+    ((2, 3, 70, 70), (2, 2), (1, 1)),
+    ((1, 2, 80, 67), (2, 2), (3, 3)),  # odd width, odd padding
+    ((1, 1, 66, 130), (2, 2), (2, 1)),
+    ((1, 2, 64, 64), (2, 2), (0, 1)),
+    ((2, 3, 9, 10), (2, 2), (0, 0)),
+    ((1, 2, 11, 13), (3, 2), (2, 1)),
+    ((2, 2, 8, 90), (2, 3), (1, 1)),
+    ((1, 1, 3, 2), (2, 2), (1, 2)),  # padding wider than the image
+])
+def test_phase_split_places_every_value_and_zeros_around(shape, stride, pad):
+    """The space-to-depth phases against NumPy's: padded image, reshaped and transposed."""
+    from convbench.cpu.staging.phases import split_phases
+
+    (n, c, h, w), (sh, sw), (pt, pl) = shape, stride, pad
+    x = np.random.default_rng(w).standard_normal(shape).astype(np.float32)
+    hs, ws = -(-(h + 2 * pt) // sh), -(-(w + 2 * pl) // sw)
+    xs = np.full((n, c * sh * sw, hs, ws), np.nan, np.float32)
+    split_phases(x, xs, sh, sw, pt, pl)
+    padded = np.zeros((n, c, hs * sh, ws * sw), np.float32)
+    padded[:, :, pt:pt + h, pl:pl + w] = x[:, :, :hs * sh - pt, :ws * sw - pl]
+    expected = padded.reshape(n, c, hs, sh, ws, sw).transpose(0, 1, 3, 5, 2, 4)
+    np.testing.assert_array_equal(xs, expected.reshape(xs.shape))
+
+
 @pytest.mark.parametrize("make", [workspace.empty, workspace.zeros])
 def test_large_workspace_starts_on_a_cache_line(make):
     for count in (workspace.ALIGN_FROM_BYTES // 4, 300_001, 1 << 20):
