@@ -59,8 +59,8 @@ def _contiguous(a):
 def _exact(*options) -> bool:
     """Whether every option is an int, a string or a non-empty tuple of ints, the forms a
     remembered argument set holds. (1.0 and True equal 1 as keys, but validation refuses them,
-    so they must not find what 1 left.) Element by element: a set of the types per tuple cost
-    half a microsecond each, a fifth of a remembered call's own time."""
+    so they must not find what 1 left.) Element by element: with a set of the types per tuple
+    the check of a call's six options took 1.2 us, element by element 0.7."""
     for value in options:
         kind = type(value)
         if kind is tuple:
