@@ -14,10 +14,11 @@ compiled again on first use: slower, never wrong.
 """
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+
+from .machine import usable_cores
 
 DTYPES = ("float32", "float64")
 
@@ -95,12 +96,6 @@ def _warm_auto(dtype: str) -> tuple[str, str, int, float]:
     return "auto", dtype, len(cases), time.perf_counter() - start
 
 
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _run(unit: tuple[str, str]) -> tuple[str, str, int, float]:
     name, dtype = unit
     return _warm_auto(dtype) if name == "auto" else warm_unit(name, dtype)
@@ -119,7 +114,7 @@ def units() -> list[tuple[str, str]]:
 def warm(jobs: int | None = None, say=print) -> float:
     """Compile everything ``units`` names in ``jobs`` processes (default: one per core);
     returns the seconds taken."""
-    jobs = jobs or _cores()
+    jobs = jobs or usable_cores()
     start = time.perf_counter()
     todo = units()
     # spawned, not forked: a fork of a process whose threading layer already started is unsafe
