@@ -183,8 +183,13 @@ def _known_call(known: _Known, x, w, b, device: str, measure):
         if known.workspace and known.workspace > max_workspace_bytes():
             _resolve("conv2d", spec, algo.name, device)  # raises: over the limit
         return algo.call(x, w, spec, b)
-    algo = pick(spec, device, measure)
-    if algo.transform_growth is None:  # nothing for checked_call to check
+    return _auto_call(pick(spec, device, measure), x, w, spec, b, device, measure)
+
+
+def _auto_call(algo: registry.Algorithm, x, w, spec, b, device: str, measure):
+    """auto's call of its pick: through ``checked_call`` where the pick is a transform
+    algorithm whose result it checks, else directly (no closure for it to hold)."""
+    if algo.transform_growth is None:
         return algo.call(x, w, spec, b)
     return checked_call(algo, lambda: algo.call(x, w, spec, b), spec, device, measure, x, w, b)
 
@@ -252,7 +257,7 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups: int = 1,
         _remember(key, spec, algorithm, device)  # used as given: later calls may skip this
     if algorithm != "auto":
         return algo.call(x, w, spec, b)
-    return checked_call(algo, lambda: algo.call(x, w, spec, b), spec, device, measure, x, w, b)
+    return _auto_call(algo, x, w, spec, b, device, measure)
 
 
 def _signal_array(name: str, value) -> np.ndarray:
