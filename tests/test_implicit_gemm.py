@@ -251,3 +251,29 @@ def test_a_band_past_the_last_image_stages_zeros(pitch, pt, pl):
         if image < n and 0 <= ih < h:
             want[:, r, pl:pl + wid] = x[image, :, ih]
     np.testing.assert_array_equal(stage.reshape(c, count, pitch), want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [False, True])
+def test_written_in_place_over_groups_of_position_blocks(dtype, bias):
+    """A shallow 1x1 layer written straight into the output runs each block of output
+    channels over a group of position blocks: bands that end in a partial group (the second
+    one short, ending in a one-vector column), and a last block of output channels (29 of
+    30 or 32) that goes through the accumulators instead."""
+    xs, ws = (2, 16, 23, 23), (29, 16, 1, 1)
+    spec = conv_spec(xs, ws, bias=bias, dtype=dtype)
+    layer = implicit_gemm.plan(implicit_gemm.flattened_spec(spec), 2)
+    assert implicit_gemm.writes_in_place(layer.read_input, layer.pitch, 1, 16,
+                                         implicit_gemm.REDUCTION_SLICE)
+    group = implicit_gemm.position_group(16, layer.n_r, np.dtype(dtype).itemsize)
+    assert layer.n_r < group and layer.bands == 2 and 23 * 23 - layer.band < group
+    assert layer.k_pad > 29
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(29).astype(dtype) if bias else None
+    ref = cb.conv2d(x.astype(np.float64), w.astype(np.float64),
+                    bias=None if b is None else b.astype(np.float64), algorithm="direct")
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    for got in (cb.conv2d(x, w, bias=b, algorithm="implicit_gemm"),
+                cb.Conv2d(w, bias=b, algorithm="implicit_gemm")(x)):
+        assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
