@@ -257,16 +257,16 @@ def test_a_band_past_the_last_image_stages_zeros(pitch, pt, pl):
 @pytest.mark.parametrize("bias", [False, True])
 def test_written_in_place_over_groups_of_position_blocks(dtype, bias):
     """A shallow 1x1 layer written straight into the output runs each block of output
-    channels over a group of position blocks: bands that end in a partial group (the second
-    one short, ending in a one-vector column), and a last block of output channels (29 of
-    30 or 32) that goes through the accumulators instead."""
+    channels over a group of position blocks: two bands that end in a partial group (the
+    second one shorter, ending in a one-vector column), and a last block of output channels
+    (29 of 30 or 32) that goes through the accumulators instead."""
     xs, ws = (2, 16, 23, 23), (29, 16, 1, 1)
     spec = conv_spec(xs, ws, bias=bias, dtype=dtype)
     layer = implicit_gemm.plan(implicit_gemm.flattened_spec(spec), 2)
     assert implicit_gemm.writes_in_place(layer.read_input, layer.pitch, 1, 16,
                                          implicit_gemm.REDUCTION_SLICE)
     group = implicit_gemm.position_group(16, layer.n_r, np.dtype(dtype).itemsize)
-    assert layer.n_r < group and layer.bands == 2 and 23 * 23 - layer.band < group
+    assert layer.n_r < group and layer.bands == 2 and layer.band % group
     assert layer.k_pad > 29
     rng = np.random.default_rng(5)
     x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
@@ -277,3 +277,42 @@ def test_written_in_place_over_groups_of_position_blocks(dtype, bias):
     for got in (cb.conv2d(x, w, bias=b, algorithm="implicit_gemm"),
                 cb.Conv2d(w, bias=b, algorithm="implicit_gemm")(x)):
         assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("lines, band, per_band, threads", [
+    (3136, 504, 1, 2), (784, 504, 1, 2), (3136, 504, 8, 2), (12544, 504, 1, 2),
+    (3136, 504, 3, 4), (408, 96, 1, 2)])
+def test_even_bands_give_every_thread_as_many_tasks(lines, band, per_band, threads):
+    """A flattened 1x1 layer's bands: a whole number of tasks per thread, one length but the
+    last (shorter by fewer blocks than there are bands), at most twice as many bands as
+    before."""
+    n_r = 24
+    got = implicit_gemm.even_band(lines, band, n_r, per_band, threads)
+    bands = -(-lines // got)
+    assert got % n_r == 0 or got == lines
+    assert bands * per_band % threads == 0
+    assert -(-lines // band) <= bands <= 2 * -(-lines // band)
+    last = lines - (bands - 1) * got
+    assert 0 < last <= got and got - last < n_r * bands
+
+
+def test_bands_stay_where_no_even_split_exists():
+    """One band per image stays one (its last pixels may be gathered with the other
+    images'); 9 blocks in 3 bands, which no count up to 6 splits evenly, keep the short last
+    band that evens out two threads (4 + 1 against 4 blocks)."""
+    assert implicit_gemm.even_band(49, 49, 24, 3, 2) == 49
+    assert implicit_gemm.even_band(196, 96, 24, 1, 2) == 96
+
+
+def test_a_one_image_1x1_layer_runs_in_even_bands():
+    """N1 C8 56x56 K20 1x1 (7 bands of 504 on AVX2 before): an even count of bands on 2
+    threads, of one length but the last, and the result of float64 direct convolution."""
+    spec = conv_spec((1, 8, 56, 56), (20, 8, 1, 1))
+    layer = implicit_gemm.plan(implicit_gemm.flattened_spec(spec), 2)
+    assert layer.bands % 2 == 0 and layer.bands * layer.band - 3136 < layer.n_r * layer.bands
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 8, 56, 56)).astype(np.float32)
+    w = rng.standard_normal((20, 8, 1, 1)).astype(np.float32)
+    ref = cb.conv2d(x.astype(np.float64), w.astype(np.float64), algorithm="direct")
+    got = cb.conv2d(x, w, algorithm="implicit_gemm")
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
