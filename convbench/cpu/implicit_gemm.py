@@ -283,11 +283,11 @@ def even_band(lines: int, band: int, n_r: int, per_band: int, threads: int) -> i
     """A flattened 1x1 layer's band of ``lines`` pixels, resized in whole blocks of ``n_r`` so
     that its tasks (``per_band`` per band) are a whole number per thread and its bands of one
     length but the last (shorter by fewer blocks than there are bands), where no more than
-    twice as many bands do it; else the band stays. One image of 3136 pixels ran as 7 bands of 504 on 2
-    threads, one thread taking four of them; as 8 of 408, the median of five interleaved runs
-    on the 2-core AVX2 EPYC: N1 C64 56x56 K256 and C256 56x56 K64 1.09x, C24 56x56 K144
-    1.05x, C144 56x56 K24 0.95x; 784 pixels as 2 bands of 408 and 376, not 504 and 280:
-    N1 C128 28x28 K512 and C256 28x28 K512 1.00x."""
+    twice as many bands do it; else the band stays. One image of 3136 pixels ran as 7 bands
+    of 504 on 2 threads, one thread taking four of them; as 8 of 408, the median of five
+    interleaved runs on the 2-core AVX2 EPYC: N1 C64 56x56 K256 and C256 56x56 K64 1.09x,
+    C24 56x56 K144 1.05x, C144 56x56 K24 0.95x; 784 pixels as 2 bands of 408 and 376, not
+    504 and 280: N1 C128 28x28 K512 and C256 28x28 K512 1.00x."""
     bands = ceil_div(lines, band)
     if bands == 1 or threads <= 1:  # (an image's one band: its last pixels may be gathered
         return band                 # with the other images')
@@ -457,26 +457,22 @@ def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, p
         for r0 in range(0, reduction, slice_rows):
             count = min(slice_rows, reduction - r0)
             rows_at = offsets[r0:r0 + count]
-            group = position_group(count, n_r, source.itemsize) if direct_out else n_r
-            for tg in range(0, columns_from, group):
-                for k0 in range(kc0, kc1, mr):
-                    # A's panel of this block of output channels, from reduction row r0 on
-                    a_at = a_base + k0 * reduction + (r0 * mr if panels else r0)
-                    for t0 in range(tg, min(tg + group, columns_from), n_r):
-                        if direct_out and k0 + mr <= kg and t0 + n_r <= length:
-                            c_out, c_at, c_ld, c_add = (flat_out, out_base + k0 * ho * wo + t0,
-                                                        ho * wo, 0)
-                        else:
-                            c_out, c_at, c_ld, c_add = (c_flat, (k0 - kc0) * ldc + t0, ldc,
-                                                        r0 > 0)
-                        # A's strides as literals in each branch: LLVM folds them into the
-                        # loads (a stride read at run time made the block 2x slower)
-                        if panels:
-                            block_indexed(mr, weights, a_at, 1, mr, rows_from, b_off + t0,
-                                          rows_at, c_out, c_at, c_ld, count, c_add)
-                        else:
-                            block_indexed(mr, weights, a_at, reduction, 1, rows_from,
-                                          b_off + t0, rows_at, c_out, c_at, c_ld, count, c_add)
+            if direct_out:  # each block of output channels over a group of position blocks
+                group = position_group(count, n_r, source.itemsize)
+                for tg in range(0, columns_from, group):
+                    t_end = min(tg + group, columns_from)
+                    for k0 in range(kc0, kc1, mr):
+                        for t0 in range(tg, t_end, n_r):
+                            _whole_block(weights, panels, mr, n_r, reduction, a_base, r0, k0,
+                                         kc0, kg, rows_from, b_off + t0, rows_at, count, t0,
+                                         length, flat_out, out_base + k0 * ho * wo + t0,
+                                         ho * wo, c_flat, ldc, True)
+            else:  # every block of output channels over one block of positions, then the next
+                for t0 in range(0, columns_from, n_r):
+                    for k0 in range(kc0, kc1, mr):
+                        _whole_block(weights, panels, mr, n_r, reduction, a_base, r0, k0, kc0,
+                                     kg, rows_from, b_off + t0, rows_at, count, t0, length,
+                                     flat_out, 0, 0, c_flat, ldc, False)
             for t0 in range(columns_from, length, lanes):  # the band's last positions
                 _columns(weights, panels, mr, tall, a_base, reduction, r0, kc0, kc1, rows_from,
                          b_off + t0, rows_at, c_flat, t0 - kc0 * ldc, ldc, count)
@@ -504,6 +500,29 @@ def _implicit_gemm(x, weights, panels, groups, mr, k_pad, offsets, out, b, pt, p
                 _copy_out(flat_out, ((image * k_out + channel) * ho + oh) * wo, c_flat,
                           (k - kc0) * ldc + r * pitch, wo * run, bias, biased)
                 r += run
+
+
+@njit(inline="always")
+def _whole_block(weights, panels, mr, n_r, reduction, a_base, r0, k0, kc0, kg, b, b_off,
+                 rows_at, count, t0, length, out, out_at, out_ld, acc, ldc, direct):
+    """One whole block: output channels k0.. by positions t0.. over the reduction slice from
+    row r0, written straight into ``out`` at ``out_at`` (``direct``, where the block lies
+    inside the layer's channels and the band) or into the accumulator rows ``acc``, added to
+    them after the first slice."""
+    # A's panel of this block of output channels, from reduction row r0 on
+    a_at = a_base + k0 * reduction + (r0 * mr if panels else r0)
+    if direct and k0 + mr <= kg and t0 + n_r <= length:
+        c_out, c_at, c_ld, c_add = out, out_at, out_ld, 0
+    else:
+        c_out, c_at, c_ld, c_add = acc, (k0 - kc0) * ldc + t0, ldc, r0 > 0
+    # A's strides as literals in each branch: LLVM folds them into the loads (a stride read
+    # at run time made the block 2x slower)
+    if panels:
+        block_indexed(mr, weights, a_at, 1, mr, b, b_off, rows_at, c_out, c_at, c_ld, count,
+                      c_add)
+    else:
+        block_indexed(mr, weights, a_at, reduction, 1, b, b_off, rows_at, c_out, c_at, c_ld,
+                      count, c_add)
 
 
 @njit(inline="always")
