@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import convbench as cb
+from convbench.arith import ceil_div
 from convbench.cpu import implicit_gemm
 from convbench.spec import conv_spec
 
@@ -288,10 +289,10 @@ def test_even_bands_give_every_thread_as_many_tasks(lines, band, per_band, threa
     before."""
     n_r = 24
     got = implicit_gemm.even_band(lines, band, n_r, per_band, threads)
-    bands = -(-lines // got)
+    bands = ceil_div(lines, got)
     assert got % n_r == 0 or got == lines
     assert bands * per_band % threads == 0
-    assert -(-lines // band) <= bands <= 2 * -(-lines // band)
+    assert ceil_div(lines, band) <= bands <= 2 * ceil_div(lines, band)
     last = lines - (bands - 1) * got
     assert 0 < last <= got and got - last < n_r * bands
 

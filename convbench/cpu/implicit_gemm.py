@@ -234,7 +234,8 @@ def plan(spec: ConvSpec, threads: int) -> Plan:
         if weights_first and chunks < k_pad // rows:
             chunks += 1
         elif whole_blocks and band > n_r:  # halved in whole blocks, rounding down: a short
-            # last band evens out the threads (17 blocks as 4 4 4 4 1, not 5 5 5 2)
+            # last band evens out the threads (17 blocks as 4 4 4 4 1, not 5 5 5 2), where
+            # even_band below finds no even split (here it does: 3 3 3 3 3 2)
             band = max(1, ceil_div(band, n_r) // 2) * n_r
         elif band > 1:
             band = (band + 1) // 2
@@ -289,8 +290,9 @@ def even_band(lines: int, band: int, n_r: int, per_band: int, threads: int) -> i
     C24 56x56 K144 1.05x, C144 56x56 K24 0.95x; 784 pixels as 2 bands of 408 and 376, not
     504 and 280: N1 C128 28x28 K512 and C256 28x28 K512 1.00x."""
     bands = ceil_div(lines, band)
-    if bands == 1 or threads <= 1:  # (an image's one band: its last pixels may be gathered
-        return band                 # with the other images')
+    # an image's one band stays (its last pixels may be gathered with the other images')
+    if bands == 1 or threads <= 1:
+        return band
     blocks = ceil_div(lines, n_r)
     for wanted in range(bands, 2 * bands + 1):
         size = ceil_div(blocks, wanted)
